@@ -1,0 +1,332 @@
+//! One behaviour story that every [`Store`] backend must pass.
+//!
+//! Backends call [`run`] from their own test file with a freshly migrated, empty store. The
+//! story panics (with a message saying which step) on the first difference, so it is meant for
+//! tests only.
+
+use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
+use taskflow_domain::{
+    Description, Email, NewTask, Priority, Tag, Tags, Task, TaskId, TaskStatus, TimeZone, Title,
+    TokenId, User, UserId,
+};
+
+use crate::query::search_terms;
+use crate::{AccessToken, SortDirection, SortField, Store, StoreError, TagMode, TaskQuery};
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().unwrap_or_default()
+}
+
+fn user(email: &str) -> User {
+    User {
+        id: UserId::new(),
+        email: Email::parse(email).unwrap_or_else(|e| panic!("test e-mail {email}: {e}")),
+        display_name: None,
+        time_zone: TimeZone::UTC,
+        is_admin: false,
+        created_at: start(),
+    }
+}
+
+fn task(owner: UserId, title: &str, priority: Priority, tags: &[&str], due: Option<i64>, at: i64) -> Task {
+    let now = start() + TimeDelta::seconds(at);
+    Task::create(
+        owner,
+        TimeZone::UTC,
+        NewTask {
+            title: Title::parse(title).unwrap_or_else(|e| panic!("title {title}: {e}")),
+            description: Description::parse(&format!("about {title}")).unwrap_or_default(),
+            priority,
+            tags: Tags::parse(tags).unwrap_or_default(),
+            due_at: due.map(|h| start() + TimeDelta::hours(h)),
+            time_zone: None,
+        },
+        now,
+    )
+}
+
+/// Runs the whole story against `store`, which must be migrated and empty.
+pub async fn run(store: &dyn Store) {
+    store.readiness().await.expect("a migrated store is ready");
+    users(store).await;
+    tokens(store).await;
+    tasks(store).await;
+    listing(store).await;
+}
+
+async fn users(store: &dyn Store) {
+    let ann = user("ann@example.com");
+    store.create_user(&ann, "hash-a").await.expect("create user");
+    let again = user("ANN@example.com");
+    assert!(
+        matches!(store.create_user(&again, "h").await, Err(StoreError::Conflict("users_email"))),
+        "duplicate e-mail must conflict"
+    );
+    let (found, hash) = store
+        .user_credentials(&ann.email)
+        .await
+        .expect("credentials")
+        .expect("user exists");
+    assert_eq!(found, ann);
+    assert_eq!(hash, "hash-a");
+    assert_eq!(store.user(ann.id).await.expect("user"), Some(ann.clone()));
+    assert_eq!(store.user(UserId::new()).await.expect("missing user"), None);
+
+    let external = user("ext@example.com");
+    store.create_external_user(&external, "auth0|123").await.expect("external user");
+    assert_eq!(
+        store.user_by_external_subject("auth0|123").await.expect("by subject"),
+        Some(external)
+    );
+    assert_eq!(store.user_by_external_subject("nobody").await.expect("by subject"), None);
+}
+
+async fn tokens(store: &dyn Store) {
+    let owner = user("tok@example.com");
+    let other = user("tok2@example.com");
+    store.create_user(&owner, "h").await.expect("user");
+    store.create_user(&other, "h").await.expect("user");
+    let now = start();
+    let live = AccessToken {
+        id: TokenId::new(),
+        user_id: owner.id,
+        name: "cli".into(),
+        prefix: "tfp_abcd".into(),
+        created_at: now,
+        last_used_at: None,
+        expires_at: None,
+    };
+    let expired = AccessToken {
+        id: TokenId::new(),
+        name: "old".into(),
+        expires_at: Some(now - TimeDelta::seconds(1)),
+        ..live.clone()
+    };
+    store.create_access_token(&live, b"hash-live").await.expect("token");
+    store.create_access_token(&expired, b"hash-old").await.expect("token");
+    assert_eq!(store.access_tokens(owner.id).await.expect("list").len(), 2);
+    assert!(store.access_tokens(other.id).await.expect("list").is_empty());
+
+    let authed = store.authenticate_access_token(b"hash-live", now).await.expect("auth");
+    assert_eq!(authed.map(|u| u.id), Some(owner.id));
+    assert_eq!(store.authenticate_access_token(b"hash-old", now).await.expect("auth"), None);
+    assert_eq!(store.authenticate_access_token(b"nope", now).await.expect("auth"), None);
+    let listed = store.access_tokens(owner.id).await.expect("list");
+    assert!(listed.iter().any(|t| t.id == live.id && t.last_used_at == Some(now)));
+
+    assert!(matches!(
+        store.delete_access_token(other.id, live.id).await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete_access_token(owner.id, live.id).await.expect("delete");
+    assert_eq!(store.authenticate_access_token(b"hash-live", now).await.expect("auth"), None);
+}
+
+async fn tasks(store: &dyn Store) {
+    let owner = user("tasks@example.com");
+    let intruder = user("intruder@example.com");
+    store.create_user(&owner, "h").await.expect("user");
+    store.create_user(&intruder, "h").await.expect("user");
+
+    let original = task(owner.id, "Buy milk", Priority::High, &["home", "errand"], Some(5), 0);
+    store.insert_task(&original).await.expect("insert");
+    assert_eq!(store.task(owner.id, original.id).await.expect("get"), Some(original.clone()));
+    assert_eq!(store.task(intruder.id, original.id).await.expect("get"), None);
+
+    let later = start() + TimeDelta::minutes(1);
+    let done = original.completed(later).expect("completes");
+    store.update_task(owner.id, &done, original.version).await.expect("update");
+    assert_eq!(store.task(owner.id, original.id).await.expect("get"), Some(done.clone()));
+    assert!(matches!(
+        store.update_task(owner.id, &done, original.version).await,
+        Err(StoreError::VersionMismatch { current: 2 })
+    ));
+    assert!(matches!(
+        store.update_task(intruder.id, &done, done.version).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_task(intruder.id, original.id, None).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_task(owner.id, original.id, Some(1)).await,
+        Err(StoreError::VersionMismatch { current: 2 })
+    ));
+    store.delete_task(owner.id, original.id, Some(2)).await.expect("delete");
+    assert_eq!(store.task(owner.id, original.id).await.expect("get"), None);
+    assert!(matches!(
+        store.delete_task(owner.id, original.id, None).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.tag_counts(owner.id).await.expect("tags").is_empty());
+    assert!(matches!(
+        store.update_task(owner.id, &done, 2).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(store.insert_task(&done).await, Ok(())));
+    assert!(matches!(store.insert_task(&done).await, Err(StoreError::Conflict(_))));
+    store.delete_task(owner.id, done.id, None).await.expect("delete");
+}
+
+async fn collect(store: &dyn Store, owner: UserId, mut query: TaskQuery) -> Vec<TaskId> {
+    let mut ids = Vec::new();
+    loop {
+        let page = store.list_tasks(owner, &query).await.expect("list");
+        assert!(page.items.len() <= query.limit as usize);
+        ids.extend(page.items.iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(cursor) => query.after = Some(cursor),
+            None => return ids,
+        }
+    }
+}
+
+async fn listing(store: &dyn Store) {
+    let owner = user("list@example.com");
+    let other = user("list2@example.com");
+    store.create_user(&owner, "h").await.expect("user");
+    store.create_user(&other, "h").await.expect("user");
+    let specs: [(&str, Priority, &[&str], Option<i64>); 8] = [
+        ("Pay rent", Priority::Urgent, &["finance", "home"], Some(-48)),
+        ("Buy milk", Priority::Low, &["errand"], Some(2)),
+        ("buy bread", Priority::Low, &["errand", "home"], None),
+        ("Call mom", Priority::Medium, &[], Some(2)),
+        ("Write report", Priority::High, &["work"], Some(30)),
+        ("Review budget", Priority::None, &["finance", "work"], None),
+        ("Plan trip to Zürich", Priority::Medium, &["travel"], Some(100)),
+        ("Milkshake recipe", Priority::None, &[], None),
+    ];
+    let mut tasks = Vec::new();
+    for (i, (title, priority, tags, due)) in specs.into_iter().enumerate() {
+        let t = task(owner.id, title, priority, tags, due, i as i64);
+        store.insert_task(&t).await.expect("insert");
+        tasks.push(t);
+    }
+    store
+        .insert_task(&task(other.id, "Buy milk elsewhere", Priority::Low, &["errand"], Some(1), 0))
+        .await
+        .expect("insert other");
+    // Complete "Call mom".
+    let done = tasks[3].completed(start()).expect("complete");
+    store.update_task(owner.id, &done, 1).await.expect("complete");
+    tasks[3] = done;
+
+    let now = start();
+    let by_title = |titles: &[&str]| -> Vec<TaskId> {
+        titles
+            .iter()
+            .map(|title| tasks.iter().find(|t| t.title.as_str() == *title).map(|t| t.id).unwrap_or_default())
+            .collect()
+    };
+
+    // Default: newest first, across pages of 3, no gaps or duplicates, only the owner's tasks.
+    let mut query = TaskQuery::new(now);
+    query.limit = 3;
+    let all = collect(store, owner.id, query.clone()).await;
+    let mut expected: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+    expected.reverse();
+    assert_eq!(all, expected, "created_at desc");
+
+    // Due date ascending, nulls last, id tie-break.
+    let mut q = query.clone();
+    q.sort = SortField::DueAt;
+    q.direction = SortDirection::Asc;
+    let due_asc = collect(store, owner.id, q.clone()).await;
+    assert_eq!(
+        due_asc,
+        by_title(&["Pay rent", "Buy milk", "Call mom", "Write report", "Plan trip to Zürich", "buy bread", "Review budget", "Milkshake recipe"]),
+        "due_at asc, nulls last"
+    );
+    q.direction = SortDirection::Desc;
+    let due_desc = collect(store, owner.id, q).await;
+    assert_eq!(
+        due_desc,
+        by_title(&["Plan trip to Zürich", "Write report", "Call mom", "Buy milk", "Pay rent", "Milkshake recipe", "Review budget", "buy bread"]),
+        "due_at desc, nulls still last"
+    );
+
+    // Priority descending, ties by id descending.
+    let mut q = query.clone();
+    q.sort = SortField::Priority;
+    q.direction = SortDirection::Desc;
+    assert_eq!(
+        collect(store, owner.id, q).await,
+        by_title(&["Pay rent", "Write report", "Plan trip to Zürich", "Call mom", "buy bread", "Buy milk", "Milkshake recipe", "Review budget"]),
+        "priority desc"
+    );
+
+    // Title, case-insensitively.
+    let mut q = query.clone();
+    q.sort = SortField::Title;
+    q.direction = SortDirection::Asc;
+    assert_eq!(
+        collect(store, owner.id, q).await,
+        by_title(&["buy bread", "Buy milk", "Call mom", "Milkshake recipe", "Pay rent", "Plan trip to Zürich", "Review budget", "Write report"]),
+        "title asc"
+    );
+
+    // Filters.
+    let mut q = query.clone();
+    q.status = Some(TaskStatus::Completed);
+    assert_eq!(collect(store, owner.id, q).await, by_title(&["Call mom"]));
+    let mut q = query.clone();
+    q.priorities = vec![Priority::Low, Priority::Urgent];
+    assert_eq!(collect(store, owner.id, q).await, by_title(&["buy bread", "Buy milk", "Pay rent"]));
+    let tag = |s: &str| Tag::parse(s).unwrap_or_else(|e| panic!("{e}"));
+    let mut q = query.clone();
+    q.tags = vec![tag("home"), tag("finance")];
+    assert_eq!(collect(store, owner.id, q.clone()).await, by_title(&["Review budget", "buy bread", "Pay rent"]));
+    q.tag_mode = TagMode::All;
+    assert_eq!(collect(store, owner.id, q).await, by_title(&["Pay rent"]));
+    let mut q = query.clone();
+    q.due_after = Some(now);
+    q.due_before = Some(now + TimeDelta::hours(30));
+    assert_eq!(collect(store, owner.id, q).await, by_title(&["Call mom", "Buy milk"]));
+    let mut q = query.clone();
+    q.overdue = Some(true);
+    assert_eq!(collect(store, owner.id, q).await, by_title(&["Pay rent"]));
+    let mut q = query.clone();
+    q.overdue = Some(false);
+    assert_eq!(collect(store, owner.id, q).await.len(), 7);
+
+    // Full text: prefix matching over title, description and tags; ranked; scoped to the owner.
+    let mut q = query.clone();
+    q.search_terms = search_terms("milk");
+    q.sort = SortField::Relevance;
+    q.direction = SortDirection::Asc;
+    let found = collect(store, owner.id, q.clone()).await;
+    assert_eq!(found.len(), 2, "milk matches Buy milk and Milkshake (prefix)");
+    assert!(found.contains(&by_title(&["Buy milk"])[0]));
+    q.search_terms = search_terms("zurich");
+    assert_eq!(collect(store, owner.id, q.clone()).await, by_title(&["Plan trip to Zürich"]), "diacritics folded");
+    q.search_terms = search_terms("fin");
+    assert_eq!(collect(store, owner.id, q.clone()).await.len(), 2, "tags are searchable");
+    q.search_terms = search_terms("buy bre");
+    assert_eq!(collect(store, owner.id, q.clone()).await, by_title(&["buy bread"]), "all terms must match");
+    q.search_terms = search_terms("\"OR\" NEAR(");
+    let _ = collect(store, owner.id, q).await;
+
+    // Tag counts.
+    let counts = store.tag_counts(owner.id).await.expect("tags");
+    let home = counts.iter().find(|c| c.tag == "home").expect("home counted");
+    assert_eq!((home.tasks, home.pending), (2, 2));
+    assert_eq!(counts.iter().map(|c| c.tasks).sum::<i64>(), 9);
+    assert_eq!(counts[0].tasks, 2);
+
+    // Pagination stays consistent while rows are inserted between pages.
+    let mut q = query.clone();
+    q.sort = SortField::CreatedAt;
+    q.direction = SortDirection::Asc;
+    q.limit = 2;
+    let first = store.list_tasks(owner.id, &q).await.expect("page 1");
+    let extra = task(owner.id, "Inserted meanwhile", Priority::None, &[], None, 1000);
+    store.insert_task(&extra).await.expect("insert");
+    q.after = first.next_cursor.clone();
+    let rest = collect(store, owner.id, q).await;
+    let mut seen: Vec<TaskId> = first.items.iter().map(|t| t.id).collect();
+    seen.extend(rest);
+    let mut expected: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+    expected.push(extra.id);
+    assert_eq!(seen, expected, "no gaps or duplicates across inserts");
+}

@@ -1,0 +1,88 @@
+//! Conversions between SQLite rows and domain values.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use taskflow_domain::{
+    Description, DisplayName, Email, Priority, Tags, Task, TaskStatus, TimeZone, Title, User,
+};
+
+use crate::AccessToken;
+use crate::error::StoreError;
+
+/// An instant as stored: microseconds since the epoch.
+pub(crate) fn micros(instant: DateTime<Utc>) -> i64 {
+    instant.timestamp_micros()
+}
+
+fn instant(value: i64, column: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(value)
+        .ok_or_else(|| StoreError::Corrupt(format!("{column} out of range: {value}")))
+}
+
+fn optional_instant(value: Option<i64>, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    value.map(|v| instant(v, column)).transpose()
+}
+
+fn parse_id<T: std::str::FromStr>(text: &str, column: &str) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{column} is not a UUID: {text}")))
+}
+
+pub(crate) fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
+    let id: String = row.try_get("id")?;
+    let zone: String = row.try_get("time_zone")?;
+    Ok(User {
+        id: parse_id(&id, "users.id")?,
+        email: Email::from_trusted(row.try_get("email")?),
+        display_name: row
+            .try_get::<Option<String>, _>("display_name")?
+            .map(DisplayName::from_trusted),
+        time_zone: TimeZone::parse(&zone).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        is_admin: row.try_get("is_admin")?,
+        created_at: instant(row.try_get("created_at")?, "users.created_at")?,
+    })
+}
+
+pub(crate) fn token_from_row(row: &SqliteRow) -> Result<AccessToken, StoreError> {
+    let id: String = row.try_get("id")?;
+    let user_id: String = row.try_get("user_id")?;
+    Ok(AccessToken {
+        id: parse_id(&id, "access_tokens.id")?,
+        user_id: parse_id(&user_id, "access_tokens.user_id")?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        created_at: instant(row.try_get("created_at")?, "access_tokens.created_at")?,
+        last_used_at: optional_instant(row.try_get("last_used_at")?, "access_tokens.last_used_at")?,
+        expires_at: optional_instant(row.try_get("expires_at")?, "access_tokens.expires_at")?,
+    })
+}
+
+pub(crate) fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
+    let id: String = row.try_get("id")?;
+    let user_id: String = row.try_get("user_id")?;
+    let status: String = row.try_get("status")?;
+    let priority: i64 = row.try_get("priority")?;
+    let tags: String = row.try_get("tags")?;
+    let zone: String = row.try_get("time_zone")?;
+    let tags: Vec<String> = serde_json::from_str(&tags)
+        .map_err(|e| StoreError::Corrupt(format!("tasks.tags: {e}")))?;
+    Ok(Task {
+        id: parse_id(&id, "tasks.id")?,
+        user_id: parse_id(&user_id, "tasks.user_id")?,
+        title: Title::from_trusted(row.try_get("title")?),
+        description: Description::from_trusted(row.try_get("description")?),
+        status: status
+            .parse::<TaskStatus>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        priority: Priority::from_rank(priority)
+            .ok_or_else(|| StoreError::Corrupt(format!("tasks.priority: {priority}")))?,
+        tags: Tags::from_trusted(tags),
+        due_at: optional_instant(row.try_get("due_at")?, "tasks.due_at")?,
+        time_zone: TimeZone::parse(&zone).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        created_at: instant(row.try_get("created_at")?, "tasks.created_at")?,
+        updated_at: instant(row.try_get("updated_at")?, "tasks.updated_at")?,
+        completed_at: optional_instant(row.try_get("completed_at")?, "tasks.completed_at")?,
+        version: row.try_get("version")?,
+    })
+}

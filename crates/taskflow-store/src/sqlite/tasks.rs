@@ -1,0 +1,325 @@
+//! Tasks on SQLite: writes keep `task_tags` and the FTS index in step; listings are keyset-paged.
+
+use async_trait::async_trait;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use taskflow_domain::{Task, TaskId, UserId};
+
+use super::SqliteStore;
+use super::rows::{micros, task_from_row};
+use crate::error::StoreError;
+use crate::query::{Cursor, CursorKey, SortDirection, SortField, TagMode, TaskPage, TaskQuery, title_key};
+use crate::{TagCount, TaskStore};
+
+/// BM25 column weights: title, description, tags.
+const BM25: &str = "bm25(tasks_fts, 10.0, 1.0, 5.0)";
+
+fn tags_json(task: &Task) -> String {
+    serde_json::to_string(&task.tags.to_strings()).unwrap_or_else(|_| "[]".to_owned())
+}
+
+async fn write_tags(conn: &mut SqliteConnection, seq: i64, task: &Task) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM task_tags WHERE task_seq = ?")
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    for tag in task.tags.as_slice() {
+        sqlx::query("INSERT INTO task_tags (task_seq, user_id, tag) VALUES (?, ?, ?)")
+            .bind(seq)
+            .bind(task.user_id.to_string())
+            .bind(tag.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO tasks (id, user_id, title, title_key, description, status, priority, tags,
+                                due_at, time_zone, created_at, updated_at, completed_at, version)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(task.id.to_string())
+        .bind(task.user_id.to_string())
+        .bind(task.title.as_str())
+        .bind(title_key(task.title.as_str()))
+        .bind(task.description.as_str())
+        .bind(task.status.as_str())
+        .bind(task.priority.rank())
+        .bind(tags_json(task))
+        .bind(task.due_at.map(micros))
+        .bind(task.time_zone.name())
+        .bind(micros(task.created_at))
+        .bind(micros(task.updated_at))
+        .bind(task.completed_at.map(micros))
+        .bind(task.version)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict("tasks_id"),
+            _ => StoreError::from_sqlx(e),
+        })?;
+        write_tags(&mut tx, seq, task).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn task(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = ? AND user_id = ?")
+            .bind(id.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn update_task(&self, user: UserId, task: &Task, expected_version: i64) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+        let current: Option<(i64, i64)> =
+            sqlx::query_as("SELECT seq, version FROM tasks WHERE id = ? AND user_id = ?")
+                .bind(task.id.to_string())
+                .bind(user.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((seq, version)) = current else {
+            return Err(StoreError::NotFound);
+        };
+        if version != expected_version {
+            return Err(StoreError::VersionMismatch { current: version });
+        }
+        sqlx::query(
+            "UPDATE tasks SET title = ?, title_key = ?, description = ?, status = ?, priority = ?,
+                 tags = ?, due_at = ?, time_zone = ?, updated_at = ?, completed_at = ?, version = ?
+             WHERE seq = ?",
+        )
+        .bind(task.title.as_str())
+        .bind(title_key(task.title.as_str()))
+        .bind(task.description.as_str())
+        .bind(task.status.as_str())
+        .bind(task.priority.rank())
+        .bind(tags_json(task))
+        .bind(task.due_at.map(micros))
+        .bind(task.time_zone.name())
+        .bind(micros(task.updated_at))
+        .bind(task.completed_at.map(micros))
+        .bind(task.version)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        write_tags(&mut tx, seq, task).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn delete_task(
+        &self,
+        user: UserId,
+        id: TaskId,
+        expected_version: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+        let current: Option<(i64, i64)> =
+            sqlx::query_as("SELECT seq, version FROM tasks WHERE id = ? AND user_id = ?")
+                .bind(id.to_string())
+                .bind(user.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((seq, version)) = current else {
+            return Err(StoreError::NotFound);
+        };
+        if expected_version.is_some_and(|expected| expected != version) {
+            return Err(StoreError::VersionMismatch { current: version });
+        }
+        sqlx::query("DELETE FROM tasks WHERE seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn list_tasks(&self, user: UserId, query: &TaskQuery) -> Result<TaskPage, StoreError> {
+        let searching = !query.search_terms.is_empty();
+        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM (SELECT t.*, ");
+        if searching {
+            sql.push(BM25);
+        } else {
+            sql.push("0.0");
+        }
+        sql.push(" AS score FROM tasks t ");
+        if searching {
+            sql.push("JOIN tasks_fts ON tasks_fts.rowid = t.seq AND tasks_fts MATCH ")
+                .push_bind(fts_query(&query.search_terms))
+                .push(" ");
+        }
+        sql.push("WHERE t.user_id = ").push_bind(user.to_string());
+        push_filters(&mut sql, query);
+        sql.push(") AS page WHERE 1 = 1");
+
+        let (expr, nullable) = sort_expression(query.sort);
+        let ascending = query.direction == SortDirection::Asc;
+        let (op, dir) = if ascending { (">", "ASC") } else { ("<", "DESC") };
+        if let Some(cursor) = &query.after {
+            push_keyset(&mut sql, expr, nullable, op, cursor);
+        }
+        sql.push(" ORDER BY ");
+        if nullable {
+            sql.push(format_args!("({expr} IS NULL) ASC, "));
+        }
+        sql.push(format_args!("{expr} {dir}, id {dir} LIMIT "));
+        sql.push_bind(i64::from(query.limit) + 1);
+
+        let rows = sql
+            .build()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| match &e {
+                // A malformed FTS expression cannot come from `search_terms`, but never answer 500 for one.
+                sqlx::Error::Database(db) if db.message().contains("fts5") => {
+                    StoreError::Corrupt(format!("search failed: {}", db.message()))
+                }
+                _ => StoreError::from_sqlx(e),
+            })?;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut scores = Vec::with_capacity(rows.len());
+        for row in &rows {
+            items.push(task_from_row(row)?);
+            scores.push(row.try_get::<f64, _>("score")?);
+        }
+        let next_cursor = if items.len() > query.limit as usize {
+            items.truncate(query.limit as usize);
+            items.last().map(|last| {
+                Cursor::after(last, query.sort, query.direction, scores.get(items.len() - 1).copied())
+            })
+        } else {
+            None
+        };
+        Ok(TaskPage { items, next_cursor })
+    }
+
+    async fn tag_counts(&self, user: UserId) -> Result<Vec<TagCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tt.tag AS tag, COUNT(*) AS tasks,
+                    SUM(CASE WHEN t.status = 'pending' THEN 1 ELSE 0 END) AS pending
+             FROM task_tags tt JOIN tasks t ON t.seq = tt.task_seq
+             WHERE tt.user_id = ?
+             GROUP BY tt.tag ORDER BY tasks DESC, tt.tag ASC",
+        )
+        .bind(user.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TagCount {
+                    tag: row.try_get("tag")?,
+                    tasks: row.try_get("tasks")?,
+                    pending: row.try_get("pending")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// An FTS5 expression matching every term as a prefix: `"buy"* "mil"*`.
+fn fts_query(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("\"{}\"*", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn sort_expression(sort: SortField) -> (&'static str, bool) {
+    match sort {
+        SortField::DueAt => ("due_at", true),
+        SortField::Priority => ("priority", false),
+        SortField::CreatedAt => ("created_at", false),
+        SortField::UpdatedAt => ("updated_at", false),
+        SortField::Title => ("title_key", false),
+        SortField::Relevance => ("score", false),
+    }
+}
+
+fn push_filters(sql: &mut QueryBuilder<'_, Sqlite>, query: &TaskQuery) {
+    if let Some(status) = query.status {
+        sql.push(" AND t.status = ").push_bind(status.as_str());
+    }
+    if !query.priorities.is_empty() {
+        sql.push(" AND t.priority IN (");
+        let mut list = sql.separated(", ");
+        for p in &query.priorities {
+            list.push_bind(p.rank());
+        }
+        sql.push(")");
+    }
+    if !query.tags.is_empty() {
+        let push_tag_list = |sql: &mut QueryBuilder<'_, Sqlite>| {
+            let mut list = sql.separated(", ");
+            for tag in &query.tags {
+                list.push_bind(tag.as_str().to_owned());
+            }
+        };
+        match query.tag_mode {
+            TagMode::Any => {
+                sql.push(" AND EXISTS (SELECT 1 FROM task_tags tt WHERE tt.task_seq = t.seq AND tt.tag IN (");
+                push_tag_list(sql);
+                sql.push("))");
+            }
+            TagMode::All => {
+                sql.push(" AND (SELECT COUNT(*) FROM task_tags tt WHERE tt.task_seq = t.seq AND tt.tag IN (");
+                push_tag_list(sql);
+                let distinct = query.tags.iter().collect::<std::collections::BTreeSet<_>>().len();
+                sql.push(")) = ").push_bind(distinct as i64);
+            }
+        }
+    }
+    if let Some(before) = query.due_before {
+        sql.push(" AND t.due_at < ").push_bind(micros(before));
+    }
+    if let Some(after) = query.due_after {
+        sql.push(" AND t.due_at >= ").push_bind(micros(after));
+    }
+    match query.overdue {
+        Some(true) => {
+            sql.push(" AND t.status = 'pending' AND t.due_at < ").push_bind(micros(query.now));
+        }
+        Some(false) => {
+            sql.push(" AND (t.status <> 'pending' OR t.due_at IS NULL OR t.due_at >= ")
+                .push_bind(micros(query.now))
+                .push(")");
+        }
+        None => {}
+    }
+}
+
+fn push_keyset(sql: &mut QueryBuilder<'_, Sqlite>, expr: &str, nullable: bool, op: &str, cursor: &Cursor) {
+    let id = cursor.id.to_string();
+    if matches!(cursor.key, CursorKey::Null) {
+        // Only nullable sorts produce null keys: continue within the trailing null group.
+        sql.push(format_args!(" AND {expr} IS NULL AND id {op} ")).push_bind(id);
+        return;
+    }
+    sql.push(format_args!(" AND (({expr} {op} "));
+    push_key(sql, &cursor.key);
+    sql.push(format_args!(") OR ({expr} = "));
+    push_key(sql, &cursor.key);
+    sql.push(format_args!(" AND id {op} ")).push_bind(id).push(")");
+    if nullable {
+        sql.push(format_args!(" OR {expr} IS NULL"));
+    }
+    sql.push(")");
+}
+
+fn push_key(sql: &mut QueryBuilder<'_, Sqlite>, key: &CursorKey) {
+    match key {
+        CursorKey::Null => sql.push("NULL"),
+        CursorKey::Int(i) => sql.push_bind(*i),
+        CursorKey::Float(f) => sql.push_bind(*f),
+        CursorKey::Text(t) => sql.push_bind(t.clone()),
+    };
+}
