@@ -1,1 +1,112 @@
-//! placeholder
+//! TaskFlow's HTTP API.
+//!
+//! [`router`] assembles every route with its middleware; [`serve`] runs it on a bound listener
+//! until a shutdown future resolves, letting in-flight requests finish. Layout: [`api`] (one
+//! module per resource), [`auth`], [`rate_limit`], [`error`] (problem+json), [`extract`]
+//! (extractors that never answer in plain text), [`metrics`], [`openapi`].
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod rate_limit;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use state::AppState;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Every route, with authentication, rate limits, metrics, request ids and tracing.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/me", get(api::accounts::me))
+        .route("/api/v1/tokens", post(api::tokens::create_token).get(api::tokens::list_tokens))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(api::tokens::delete_token))
+        .route("/api/v1/tasks", post(api::tasks::create_task).get(api::tasks::list_tasks))
+        .route(
+            "/api/v1/tasks/{id}",
+            get(api::tasks::get_task)
+                .patch(api::tasks::update_task)
+                .delete(api::tasks::delete_task),
+        )
+        .route("/api/v1/tasks/{id}/complete", post(api::tasks::complete_task))
+        .route("/api/v1/tasks/{id}/reopen", post(api::tasks::reopen_task))
+        .route("/api/v1/tags", get(api::tags::list_tags))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_user));
+
+    let sign_in = Router::new()
+        .route("/api/v1/auth/register", post(api::accounts::register))
+        .route("/api/v1/auth/login", post(api::accounts::login))
+        .route_layer(from_fn_with_state(state.clone(), rate_limit::limit_auth_attempts));
+
+    let public = Router::new()
+        .route("/healthz", get(api::health::healthz))
+        .route("/readyz", get(api::health::readyz))
+        .route("/metrics", get(metrics::render))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs_page))
+        .merge(sign_in)
+        .route_layer(from_fn_with_state(state.clone(), rate_limit::limit_by_ip));
+
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(protected)
+        .merge(public)
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn(metrics::record_request))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(error::ApiError::Internal("handler panicked".into()))
+        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = state.rate_limits.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            limits.forget_idle();
+        }
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    sweeper.abort();
+    result
+}

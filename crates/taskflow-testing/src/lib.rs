@@ -1,1 +1,161 @@
-//! placeholder
+//! Test harness: [`TestApp::spawn`] starts the real TaskFlow HTTP app in-process on port 0
+//! with a fresh SQLite database in its own temporary folder, and offers helpers to register
+//! users and call the API.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use reqwest::{Client, RequestBuilder};
+use serde_json::{Value, json};
+use taskflow_http::AppState;
+use taskflow_http::auth::{AuthSettings, Secret};
+use taskflow_http::rate_limit::RateLimitSettings;
+use taskflow_store::Store;
+use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The JWT secret every test app signs with.
+pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
+
+/// How to start a test app.
+#[derive(Clone, Debug)]
+pub struct TestOptions {
+    /// Authentication settings (the secret defaults to [`TEST_JWT_SECRET`]).
+    pub auth: AuthSettings,
+    /// Rate limits (off by default so tests are not throttled).
+    pub rate_limit: RateLimitSettings,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self {
+            auth: AuthSettings {
+                jwt_secret: Secret::new(TEST_JWT_SECRET),
+                ..AuthSettings::default()
+            },
+            rate_limit: RateLimitSettings {
+                enabled: false,
+                ..RateLimitSettings::default()
+            },
+        }
+    }
+}
+
+/// A running app.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// A client without default headers.
+    pub client: Client,
+    /// The app's store, for checking what was persisted.
+    pub store: Arc<dyn Store>,
+    /// Folder holding the database; removed on drop.
+    pub data_dir: PathBuf,
+    shutdown: CancellationToken,
+}
+
+/// A registered user and their access token.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    /// Account id.
+    pub id: String,
+    /// E-mail address.
+    pub email: String,
+    /// Password.
+    pub password: String,
+    /// Bearer token.
+    pub token: String,
+}
+
+impl TestApp {
+    /// Starts an app with default test options.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(TestOptions::default()).await
+    }
+
+    /// Starts an app with `options`.
+    pub async fn spawn_with(options: TestOptions) -> Self {
+        let data_dir = std::env::temp_dir().join(format!("taskflow-test-{}", uuid::Uuid::now_v7()));
+        let url = format!("sqlite://{}/taskflow.db", data_dir.display());
+        let store = SqliteStore::connect(&SqliteSettings::new(url))
+            .await
+            .expect("open test database");
+        store.migrate().await.expect("migrate test database");
+        let store: Arc<dyn Store> = Arc::new(store);
+        let state = AppState::new(
+            store.clone(),
+            Arc::new(taskflow_domain::SystemClock),
+            &options.auth,
+            &options.rate_limit,
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let address = format!("http://{}", listener.local_addr().expect("local addr"));
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(taskflow_http::serve(listener, state, async move { signal.cancelled().await }));
+        Self {
+            address,
+            client: Client::new(),
+            store,
+            data_dir,
+            shutdown,
+        }
+    }
+
+    /// The absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// A request with the user's bearer token.
+    pub fn authed(&self, method: reqwest::Method, path: &str, user: &TestUser) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(&user.token)
+    }
+
+    /// Registers `email` with a fixed password and returns the user with a token.
+    pub async fn register(&self, email: &str) -> TestUser {
+        let password = "correct horse battery".to_owned();
+        let response = self
+            .client
+            .post(self.url("/api/v1/auth/register"))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("register request");
+        assert_eq!(response.status(), 201, "registering {email}");
+        let body: Value = response.json().await.expect("register body");
+        TestUser {
+            id: body["user"]["id"].as_str().expect("user id").to_owned(),
+            email: email.to_owned(),
+            password,
+            token: body["access_token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    /// Registers a user with a unique e-mail.
+    pub async fn register_user(&self) -> TestUser {
+        self.register(&format!("user-{}@example.com", uuid::Uuid::now_v7().simple())).await
+    }
+
+    /// Creates a task from `body` for `user`, asserting 201, and returns it.
+    pub async fn create_task(&self, user: &TestUser, body: Value) -> Value {
+        let response = self
+            .authed(reqwest::Method::POST, "/api/v1/tasks", user)
+            .json(&body)
+            .send()
+            .await
+            .expect("create task");
+        let status = response.status();
+        let value: Value = response.json().await.expect("task body");
+        assert_eq!(status, 201, "creating {body}: {value}");
+        value
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}

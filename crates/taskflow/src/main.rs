@@ -1,1 +1,113 @@
-fn main() {}
+//! `taskflow`: the one binary. `main` only parses the command line, loads settings and wires.
+
+mod app;
+mod settings;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use settings::{CliOverrides, DatabaseOverride, LogOverride, Settings};
+
+/// TaskFlow: an event-driven task platform.
+#[derive(Parser)]
+#[command(name = "taskflow", version, about)]
+struct Cli {
+    /// Config file (TOML). Default: ./taskflow.toml when it exists.
+    #[arg(long, global = true, env = "TASKFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// Database URL, e.g. sqlite://./taskflow-data/taskflow.db.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Folder for the embedded database and generated secrets.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log format: pretty or json.
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (every role) until SIGTERM or SIGINT.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the effective configuration with secrets redacted.
+    Config,
+    /// Exit 0 when the server at --url answers /healthz (for container health checks).
+    Healthcheck {
+        /// Base URL of the server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = CliOverrides {
+        listen: cli.listen.clone(),
+        data_dir: cli.data_dir.clone(),
+        database: cli.database_url.clone().map(|url| DatabaseOverride { url }),
+        log: cli.log_format.clone().map(|format| LogOverride { format }),
+    };
+    let settings = match Settings::load(cli.config.as_deref(), &overrides) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("taskflow: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Config = cli.command {
+        print!("{}", settings.to_redacted_toml());
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("taskflow: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => {
+                let shutdown = CancellationToken::new();
+                app::cancel_on_signal(shutdown.clone());
+                app::serve(settings, shutdown).await
+            }
+            Command::Migrate => app::migrate(&settings).await,
+            Command::Healthcheck { url } => healthcheck(&url).await,
+            Command::Config => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("taskflow: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn healthcheck(base: &str) -> anyhow::Result<()> {
+    let url = format!("{}/healthz", base.trim_end_matches('/'));
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?
+        .get(&url)
+        .send()
+        .await?;
+    anyhow::ensure!(response.status().is_success(), "{url} answered {}", response.status());
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! Handlers, one module per resource.
+
+pub mod accounts;
+pub mod health;
+pub mod tags;
+pub mod tasks;
+pub mod tokens;

@@ -1,0 +1,43 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use taskflow_domain::Clock;
+use taskflow_store::Store;
+
+use crate::auth::{AuthSettings, TokenKeys};
+use crate::rate_limit::{RateLimitSettings, RateLimits};
+
+/// Shared application state, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// Source of "now".
+    pub clock: Arc<dyn Clock>,
+    /// Access-token signing and checking.
+    pub tokens: Arc<TokenKeys>,
+    /// Request budgets.
+    pub rate_limits: Arc<RateLimits>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// Assembles the state from its parts and settings.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        auth: &AuthSettings,
+        rate_limit: &RateLimitSettings,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            tokens: Arc::new(TokenKeys::new(auth)),
+            rate_limits: Arc::new(RateLimits::new(rate_limit)),
+            metrics: crate::metrics::prometheus_handle(),
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Settings: defaults, then the config file, then `TASKFLOW_…` environment variables, then
+//! command-line flags; validated at start with messages that say how to fix a mistake.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use taskflow_http::auth::{AuthSettings, Secret};
+use taskflow_http::rate_limit::RateLimitSettings;
+
+/// Everything TaskFlow can be told at start.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the HTTP server binds, e.g. `127.0.0.1:8080` or `0.0.0.0:8080`.
+    pub listen: String,
+    /// Folder for the embedded database and generated secrets.
+    pub data_dir: PathBuf,
+    /// Database connection.
+    pub database: DatabaseSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Authentication.
+    pub auth: AuthSettings,
+    /// Request budgets.
+    pub rate_limit: RateLimitSettings,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+}
+
+/// `[database]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/file.db`. Empty: `sqlite://<data_dir>/taskflow.db`.
+    pub url: String,
+    /// Reader connections (SQLite; there is always exactly one writer).
+    pub max_connections: u32,
+    /// Seconds to wait for a free connection.
+    pub acquire_timeout_secs: u64,
+    /// SQLite durability: `full` (survives power loss) or `normal` (survives process crashes).
+    pub sqlite_synchronous: String,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` (human-readable) or `json`.
+    pub format: String,
+    /// A `tracing` filter such as `info` or `taskflow=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./taskflow-data"),
+            database: DatabaseSettings::default(),
+            log: LogSettings::default(),
+            auth: AuthSettings::default(),
+            rate_limit: RateLimitSettings::default(),
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 4,
+            acquire_timeout_secs: 10,
+            sqlite_synchronous: "full".into(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: "pretty".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Values given on the command line, which win over everything else.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CliOverrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`, `--log-format`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseOverride>,
+    /// `--log-format`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogOverride>,
+}
+
+/// `--database-url`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DatabaseOverride {
+    /// The URL.
+    pub url: String,
+}
+
+/// `--log-format`.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogOverride {
+    /// The format.
+    pub format: String,
+}
+
+/// A settings problem, worded for the person starting TaskFlow.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The config file named with `--config` does not exist.
+    #[error("config file {0} does not exist; create it or drop --config")]
+    MissingFile(PathBuf),
+    /// The file or environment could not be read into settings.
+    #[error("{0}")]
+    Load(String),
+    /// A value is out of bounds.
+    #[error("invalid setting {key}: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `database.url`.
+        key: &'static str,
+        /// How to fix it.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Loads settings from `config_file` (or `./taskflow.toml` when it exists), the environment and `cli`.
+    pub fn load(config_file: Option<&Path>, cli: &CliOverrides) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match config_file {
+            Some(path) if !path.exists() => return Err(SettingsError::MissingFile(path.to_owned())),
+            Some(path) => figment = figment.merge(Toml::file(path)),
+            None => figment = figment.merge(Toml::file("taskflow.toml")),
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed("TASKFLOW_").split("__").ignore(&["config"]))
+            .merge(Serialized::defaults(cli))
+            .extract()
+            .map_err(|e| {
+                SettingsError::Load(format!(
+                    "{e}\nSettings come from the config file, TASKFLOW_<SECTION>__<KEY> environment variables \
+                     (e.g. TASKFLOW_DATABASE__URL) and flags; see `taskflow --help` and the README."
+                ))
+            })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.listen_addr()?;
+        let url = self.database_url();
+        if !(url.starts_with("sqlite:")) {
+            let shown = url.split('@').next_back().unwrap_or_default();
+            return Err(SettingsError::Invalid {
+                key: "database.url",
+                message: format!(
+                    "`…{shown}` is not supported by this build; use sqlite://path/to/file.db (PostgreSQL support is planned)"
+                ),
+            });
+        }
+        if self.database.max_connections == 0 || self.database.max_connections > 1000 {
+            return Err(SettingsError::Invalid {
+                key: "database.max_connections",
+                message: "use a number from 1 to 1000".into(),
+            });
+        }
+        if !matches!(self.database.sqlite_synchronous.as_str(), "full" | "normal") {
+            return Err(SettingsError::Invalid {
+                key: "database.sqlite_synchronous",
+                message: "use `full` (durable across power loss) or `normal`".into(),
+            });
+        }
+        if !matches!(self.log.format.as_str(), "pretty" | "json") {
+            return Err(SettingsError::Invalid {
+                key: "log.format",
+                message: format!("`{}` is not a log format; use `pretty` or `json`", self.log.format),
+            });
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(SettingsError::Invalid {
+                key: "log.level",
+                message: "use a level such as `info` or a filter like `taskflow=debug,info`".into(),
+            });
+        }
+        let secret = &self.auth.jwt_secret;
+        if !secret.is_empty() && secret.expose().len() < 32 {
+            return Err(SettingsError::Invalid {
+                key: "auth.jwt_secret",
+                message: "use at least 32 bytes (e.g. `openssl rand -hex 32`), or leave it empty to generate one".into(),
+            });
+        }
+        if self.auth.access_token_ttl_secs < 60 || self.auth.access_token_ttl_secs > 30 * 86_400 {
+            return Err(SettingsError::Invalid {
+                key: "auth.access_token_ttl_secs",
+                message: "use 60 to 2592000 seconds".into(),
+            });
+        }
+        self.rate_limit
+            .validate()
+            .map_err(|message| SettingsError::Invalid { key: "rate_limit", message })?;
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, SettingsError> {
+        self.listen.parse().map_err(|_| SettingsError::Invalid {
+            key: "listen",
+            message: format!("`{}` is not an address like 127.0.0.1:8080 or [::1]:8080", self.listen),
+        })
+    }
+
+    /// The database URL, defaulting to a file in the data folder.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("taskflow.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// Fills in a JWT secret when none is configured: read from, or generated into,
+    /// `<data_dir>/jwt-secret` so tokens survive restarts.
+    pub fn ensure_jwt_secret(&mut self) -> Result<(), SettingsError> {
+        if !self.auth.jwt_secret.is_empty() {
+            return Ok(());
+        }
+        let path = self.data_dir.join("jwt-secret");
+        let io = |e: std::io::Error| SettingsError::Invalid {
+            key: "auth.jwt_secret",
+            message: format!("none configured and {} cannot be used: {e}", path.display()),
+        };
+        let secret = match std::fs::read_to_string(&path) {
+            Ok(existing) if existing.trim().len() >= 32 => existing.trim().to_owned(),
+            _ => {
+                std::fs::create_dir_all(&self.data_dir).map_err(io)?;
+                let generated = hex::encode(taskflow_http::auth::random_bytes::<32>());
+                write_private(&path, &generated).map_err(io)?;
+                generated
+            }
+        };
+        self.auth.jwt_secret = Secret::new(secret);
+        Ok(())
+    }
+
+    /// The effective settings as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database.url = redact_url(&self.database_url());
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}"))
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host` URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:[redacted]{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+        assert_eq!(Settings::default().database_url(), "sqlite://./taskflow-data/taskflow.db");
+    }
+
+    #[test]
+    fn bad_values_say_how_to_fix_them() {
+        let mut s = Settings { listen: "localhost".into(), ..Settings::default() };
+        assert!(s.validate().unwrap_err().to_string().contains("127.0.0.1:8080"));
+        s = Settings::default();
+        s.auth.jwt_secret = Secret::new("short");
+        assert!(s.validate().unwrap_err().to_string().contains("32 bytes"));
+        s = Settings::default();
+        s.database.url = "mysql://root:pw@db/x".into();
+        let message = s.validate().unwrap_err().to_string();
+        assert!(message.contains("sqlite://") && !message.contains("pw"));
+        s = Settings::default();
+        s.log.format = "xml".into();
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:[redacted]@db:5432/x");
+        assert_eq!(redact_url("sqlite://./a.db"), "sqlite://./a.db");
+    }
+
+    #[test]
+    fn redacted_toml_hides_the_secret() {
+        let mut s = Settings::default();
+        s.auth.jwt_secret = Secret::new("x".repeat(40));
+        let text = s.to_redacted_toml();
+        assert!(text.contains("[redacted]") && !text.contains(&"x".repeat(40)));
+    }
+}
