@@ -63,6 +63,10 @@ id_type!(
     /// Identifies a personal access token.
     TokenId
 );
+id_type!(
+    /// Links the occurrences of one recurring task.
+    SeriesId
+);
 
 #[cfg(test)]
 mod tests {

@@ -14,8 +14,12 @@ pub mod time;
 pub mod user;
 pub mod validation;
 
-pub use ids::{TaskId, TokenId, UserId};
-pub use task::{Description, NewTask, Priority, Tag, Tags, Task, TaskPatch, TaskStatus, Title};
+pub use ids::{SeriesId, TaskId, TokenId, UserId};
+pub use task::{
+    Description, NewTask, Priority, Recurrence, RecurrenceSpec, Tag, Tags, Task, TaskChange, TaskPatch,
+    TaskStatus, Title,
+};
+pub use taskflow_recurrence as recurrence;
 pub use time::{Clock, ManualClock, SystemClock, TimeZone};
 pub use user::{DisplayName, Email, Password, User};
 pub use validation::{FieldError, ValidationErrors};

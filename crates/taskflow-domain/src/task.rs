@@ -6,7 +6,10 @@ use std::str::FromStr;
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{TaskId, UserId};
+use chrono::NaiveDateTime;
+use taskflow_recurrence::{Anchor, RecurrenceError, RecurrenceRule, Schedule};
+
+use crate::ids::{SeriesId, TaskId, UserId};
 use crate::time::{TimeZone, truncate_for_message};
 use crate::validation::{FieldError, ValidationErrors};
 
@@ -103,6 +106,8 @@ pub enum TaskStatus {
     Pending,
     /// Done.
     Completed,
+    /// An occurrence of a recurring task passed over without being done.
+    Skipped,
 }
 
 impl TaskStatus {
@@ -111,6 +116,7 @@ impl TaskStatus {
         match self {
             Self::Pending => "pending",
             Self::Completed => "completed",
+            Self::Skipped => "skipped",
         }
     }
 }
@@ -121,11 +127,12 @@ impl FromStr for TaskStatus {
         match s {
             "pending" => Ok(Self::Pending),
             "completed" => Ok(Self::Completed),
+            "skipped" => Ok(Self::Skipped),
             other => Err(FieldError::new(
                 "status",
                 "invalid_status",
                 format!(
-                    "`{}` is not a status; use `pending` or `completed`",
+                    "`{}` is not a status; use `pending`, `completed` or `skipped`",
                     truncate_for_message(other)
                 ),
             )),
@@ -319,6 +326,44 @@ pub fn validate_instant(field: &str, instant: DateTime<Utc>) -> Result<DateTime<
     Ok(instant.trunc_subsecs(6))
 }
 
+/// How a task repeats: the rule, what the next occurrence is computed from, and the local
+/// wall-clock start of the series (its time of day is every occurrence's time of day).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recurrence {
+    /// The RFC 5545 rule.
+    pub rule: RecurrenceRule,
+    /// Calendar of the rule (`due`) or restarted at each completion (`completion`).
+    pub anchor: Anchor,
+    /// Local wall time of the series start (DTSTART) in the task's zone.
+    pub dtstart: NaiveDateTime,
+}
+
+impl Recurrence {
+    /// The schedule in `zone`.
+    pub fn schedule(&self, zone: TimeZone) -> Schedule {
+        Schedule::new(self.rule.clone(), self.anchor, zone.tz(), self.dtstart)
+    }
+
+    /// English description, e.g. "every weekday at 09:00".
+    pub fn describe(&self, zone: TimeZone) -> String {
+        self.schedule(zone).describe()
+    }
+}
+
+/// A requested recurrence, before it is tied to a due date.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecurrenceSpec {
+    /// The rule.
+    pub rule: RecurrenceRule,
+    /// The anchor.
+    pub anchor: Anchor,
+}
+
+/// Turns a recurrence problem into a field error under `recurrence`.
+pub fn recurrence_error(error: RecurrenceError) -> FieldError {
+    FieldError::new("recurrence", error.code(), error.to_string())
+}
+
 /// A task as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Task {
@@ -330,7 +375,7 @@ pub struct Task {
     pub title: Title,
     /// Description (may be empty).
     pub description: Description,
-    /// Pending or completed.
+    /// Pending, completed or skipped.
     pub status: TaskStatus,
     /// Priority.
     pub priority: Priority,
@@ -340,6 +385,12 @@ pub struct Task {
     pub due_at: Option<DateTime<Utc>>,
     /// Zone in which the task's dates are meant.
     pub time_zone: TimeZone,
+    /// How it repeats, if it does.
+    pub recurrence: Option<Recurrence>,
+    /// The series this occurrence belongs to (set once a task has had a recurrence).
+    pub series_id: Option<SeriesId>,
+    /// 0-based position in its series.
+    pub occurrence_index: u32,
     /// Creation instant.
     pub created_at: DateTime<Utc>,
     /// Last change instant.
@@ -365,6 +416,8 @@ pub struct NewTask {
     pub due_at: Option<DateTime<Utc>>,
     /// Zone; `None` means the owner's default.
     pub time_zone: Option<TimeZone>,
+    /// Recurrence; needs `due_at`.
+    pub recurrence: Option<RecurrenceSpec>,
 }
 
 /// A validated partial update: `None` leaves a field as it is.
@@ -382,14 +435,33 @@ pub struct TaskPatch {
     pub due_at: Option<Option<DateTime<Utc>>>,
     /// New zone.
     pub time_zone: Option<TimeZone>,
-    /// New status (same effect as complete / reopen).
+    /// New status (same effect as complete / reopen / skip).
     pub status: Option<TaskStatus>,
+    /// New recurrence; `Some(None)` stops the series (this occurrence stays).
+    pub recurrence: Option<Option<RecurrenceSpec>>,
+}
+
+/// The outcome of a change: the task's new state and, when it closed an occurrence of a
+/// recurring task, the next occurrence to create in the same transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskChange {
+    /// The changed task (version bumped).
+    pub task: Task,
+    /// The next occurrence, if the change closed a recurring occurrence and the series goes on.
+    pub next_occurrence: Option<Task>,
 }
 
 impl Task {
-    /// A new pending task owned by `user_id`, created at `now`.
-    pub fn create(user_id: UserId, default_zone: TimeZone, new: NewTask, now: DateTime<Utc>) -> Self {
-        Self {
+    /// A new pending task owned by `user_id`, created at `now`. Fails when a recurrence is
+    /// requested without a due date, or its rule has no occurrence after the due date.
+    pub fn create(
+        user_id: UserId,
+        default_zone: TimeZone,
+        new: NewTask,
+        now: DateTime<Utc>,
+    ) -> Result<Self, FieldError> {
+        let time_zone = new.time_zone.unwrap_or(default_zone);
+        let mut task = Self {
             id: TaskId::new(),
             user_id,
             title: new.title,
@@ -398,16 +470,49 @@ impl Task {
             priority: new.priority,
             tags: new.tags,
             due_at: new.due_at,
-            time_zone: new.time_zone.unwrap_or(default_zone),
+            time_zone,
+            recurrence: None,
+            series_id: None,
+            occurrence_index: 0,
             created_at: now,
             updated_at: now,
             completed_at: None,
             version: 1,
+        };
+        if let Some(spec) = new.recurrence {
+            task.start_series(spec)?;
         }
+        Ok(task)
+    }
+
+    /// Ties `spec` to this task's due date: the series starts at this occurrence.
+    fn start_series(&mut self, spec: RecurrenceSpec) -> Result<(), FieldError> {
+        let due = self.due_at.ok_or_else(|| {
+            FieldError::new(
+                "due_at",
+                "required_for_recurrence",
+                "a recurring task needs a due date: its first occurrence is the task itself",
+            )
+        })?;
+        let recurrence = Recurrence {
+            rule: spec.rule,
+            anchor: spec.anchor,
+            dtstart: due.with_timezone(&self.time_zone.tz()).naive_local(),
+        };
+        recurrence
+            .schedule(self.time_zone)
+            .validate(due)
+            .map_err(recurrence_error)?;
+        self.recurrence = Some(recurrence);
+        if self.series_id.is_none() {
+            self.series_id = Some(SeriesId::new());
+            self.occurrence_index = 0;
+        }
+        Ok(())
     }
 
     /// The task after `patch`, or `None` when the patch changes nothing (no new version).
-    pub fn patched(&self, patch: TaskPatch, now: DateTime<Utc>) -> Option<Self> {
+    pub fn patched(&self, patch: TaskPatch, now: DateTime<Utc>) -> Result<Option<TaskChange>, FieldError> {
         let mut next = self.clone();
         if let Some(title) = patch.title {
             next.title = title;
@@ -427,36 +532,103 @@ impl Task {
         if let Some(zone) = patch.time_zone {
             next.time_zone = zone;
         }
-        match patch.status {
-            Some(TaskStatus::Completed) if next.status == TaskStatus::Pending => {
-                next.status = TaskStatus::Completed;
-                next.completed_at = Some(now);
+        let spec = match patch.recurrence {
+            Some(None) => {
+                next.recurrence = None;
+                None
             }
-            Some(TaskStatus::Pending) if next.status == TaskStatus::Completed => {
+            Some(Some(spec)) => Some(spec),
+            // A new due date or zone re-anchors an existing series at this occurrence.
+            None if next.due_at != self.due_at || next.time_zone != self.time_zone => {
+                next.recurrence.as_ref().map(|r| RecurrenceSpec {
+                    rule: r.rule.clone(),
+                    anchor: r.anchor,
+                })
+            }
+            None => None,
+        };
+        if let Some(spec) = spec {
+            next.start_series(spec)?;
+        }
+        let mut spawned = None;
+        match patch.status {
+            Some(status) if status == next.status => {}
+            Some(TaskStatus::Pending) => {
                 next.status = TaskStatus::Pending;
                 next.completed_at = None;
             }
-            _ => {}
+            Some(closing @ (TaskStatus::Completed | TaskStatus::Skipped)) => {
+                if closing == TaskStatus::Skipped && next.recurrence.is_none() {
+                    return Err(FieldError::new(
+                        "status",
+                        "not_recurring",
+                        "only an occurrence of a recurring task can be skipped; complete or delete it instead",
+                    ));
+                }
+                if next.status == TaskStatus::Pending {
+                    spawned = next.next_occurrence(now)?;
+                }
+                next.status = closing;
+                next.completed_at = (closing == TaskStatus::Completed).then_some(now);
+            }
+            None => {}
         }
-        next.bumped_if_changed(self, now)
+        if next == *self {
+            return Ok(None);
+        }
+        next.version = self.version + 1;
+        next.updated_at = now.max(self.updated_at);
+        Ok(Some(TaskChange {
+            task: next,
+            next_occurrence: spawned,
+        }))
     }
 
-    /// The task marked completed at `now`, or `None` if it already is.
-    pub fn completed(&self, now: DateTime<Utc>) -> Option<Self> {
-        self.patched(
-            TaskPatch {
-                status: Some(TaskStatus::Completed),
-                ..TaskPatch::default()
-            },
-            now,
-        )
+    /// The occurrence that follows this one when it is closed at `now`: same fields and plan,
+    /// next due instant from the schedule; `None` when the series has ended (COUNT/UNTIL).
+    fn next_occurrence(&self, now: DateTime<Utc>) -> Result<Option<Task>, FieldError> {
+        let (Some(recurrence), Some(due)) = (&self.recurrence, self.due_at) else {
+            return Ok(None);
+        };
+        let next_due = recurrence
+            .schedule(self.time_zone)
+            .next_after(due, now, self.occurrence_index)
+            .map_err(recurrence_error)?;
+        Ok(next_due.map(|due_at| Task {
+            id: TaskId::new(),
+            status: TaskStatus::Pending,
+            due_at: Some(due_at),
+            occurrence_index: self.occurrence_index + 1,
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+            version: 1,
+            ..self.clone()
+        }))
     }
 
-    /// The task made pending again, or `None` if it already is.
-    pub fn reopened(&self, now: DateTime<Utc>) -> Option<Self> {
+    /// The task marked completed at `now` (with the series' next occurrence), or `None` if it already is.
+    pub fn completed(&self, now: DateTime<Utc>) -> Result<Option<TaskChange>, FieldError> {
+        self.with_status(TaskStatus::Completed, now)
+    }
+
+    /// This occurrence recorded as skipped and the next one created; `None` if it is not pending.
+    pub fn skipped(&self, now: DateTime<Utc>) -> Result<Option<TaskChange>, FieldError> {
+        if self.status != TaskStatus::Pending {
+            return Ok(None);
+        }
+        self.with_status(TaskStatus::Skipped, now)
+    }
+
+    /// The task made pending again, or `None` if it already is. Never creates an occurrence.
+    pub fn reopened(&self, now: DateTime<Utc>) -> Result<Option<TaskChange>, FieldError> {
+        self.with_status(TaskStatus::Pending, now)
+    }
+
+    fn with_status(&self, status: TaskStatus, now: DateTime<Utc>) -> Result<Option<TaskChange>, FieldError> {
         self.patched(
             TaskPatch {
-                status: Some(TaskStatus::Pending),
+                status: Some(status),
                 ..TaskPatch::default()
             },
             now,
@@ -467,21 +639,12 @@ impl Task {
     pub fn is_overdue(&self, now: DateTime<Utc>) -> bool {
         self.status == TaskStatus::Pending && self.due_at.is_some_and(|due| due < now)
     }
-
-    fn bumped_if_changed(mut self, before: &Self, now: DateTime<Utc>) -> Option<Self> {
-        if self == *before {
-            return None;
-        }
-        self.version = before.version + 1;
-        self.updated_at = now.max(before.updated_at);
-        Some(self)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone as _;
+    use chrono::{TimeZone as _, Timelike};
 
     fn sample(now: DateTime<Utc>) -> Task {
         Task::create(
@@ -494,9 +657,11 @@ mod tests {
                 tags: Tags::parse(&["Work"]).unwrap(),
                 due_at: None,
                 time_zone: None,
+                recurrence: None,
             },
             now,
         )
+        .unwrap()
     }
 
     #[test]
@@ -543,12 +708,12 @@ mod tests {
     fn patch_bumps_version_only_on_change() {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
         let task = sample(now);
-        assert!(task.patched(TaskPatch::default(), now).is_none());
+        assert!(task.patched(TaskPatch::default(), now).unwrap().is_none());
         let same_title = TaskPatch {
             title: Some(Title::parse("Write report").unwrap()),
             ..TaskPatch::default()
         };
-        assert!(task.patched(same_title, now).is_none());
+        assert!(task.patched(same_title, now).unwrap().is_none());
         let later = now + chrono::TimeDelta::minutes(1);
         let changed = task
             .patched(
@@ -558,7 +723,9 @@ mod tests {
                 },
                 later,
             )
-            .unwrap();
+            .unwrap()
+            .unwrap()
+            .task;
         assert_eq!(changed.version, 2);
         assert_eq!(changed.updated_at, later);
     }
@@ -567,11 +734,13 @@ mod tests {
     fn complete_and_reopen_are_idempotent() {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
         let task = sample(now);
-        let done = task.completed(now).unwrap();
+        let done = task.completed(now).unwrap().unwrap();
+        assert!(done.next_occurrence.is_none());
+        let done = done.task;
         assert_eq!(done.status, TaskStatus::Completed);
         assert_eq!(done.completed_at, Some(now));
-        assert!(done.completed(now).is_none());
-        let open = done.reopened(now).unwrap();
+        assert!(done.completed(now).unwrap().is_none());
+        let open = done.reopened(now).unwrap().unwrap().task;
         assert_eq!(open.completed_at, None);
         assert_eq!(open.version, 3);
     }
@@ -591,5 +760,93 @@ mod tests {
     fn instants_outside_supported_years_are_rejected() {
         let far = Utc.with_ymd_and_hms(1800, 1, 1, 0, 0, 0).unwrap();
         assert!(validate_instant("due_at", far).is_err());
+    }
+
+    fn daily_at_nine_berlin(now: DateTime<Utc>, anchor: Anchor) -> Task {
+        let mut task = sample(now);
+        task.time_zone = TimeZone::parse("Europe/Berlin").unwrap();
+        task.due_at = Some(Utc.with_ymd_and_hms(2026, 3, 27, 8, 0, 0).unwrap());
+        task.start_series(RecurrenceSpec {
+            rule: RecurrenceRule::parse("daily").unwrap(),
+            anchor,
+        })
+        .unwrap();
+        task
+    }
+
+    #[test]
+    fn a_recurring_task_needs_a_due_date_and_a_future_occurrence() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
+        let spec = |rule: &str| RecurrenceSpec {
+            rule: RecurrenceRule::parse(rule).unwrap(),
+            anchor: Anchor::Due,
+        };
+        let mut task = sample(now);
+        assert_eq!(task.start_series(spec("daily")).unwrap_err().code, "required_for_recurrence");
+        task.due_at = Some(now);
+        assert!(task.start_series(spec("FREQ=DAILY;COUNT=1")).is_err());
+        task.start_series(spec("weekdays")).unwrap();
+        assert!(task.series_id.is_some());
+        assert_eq!(task.recurrence.unwrap().dtstart, now.naive_utc());
+    }
+
+    #[test]
+    fn completing_an_occurrence_creates_exactly_the_next_one_at_the_same_local_time() {
+        // 27 March 2026, 09:00 in Berlin; DST starts on the 29th.
+        let now = Utc.with_ymd_and_hms(2026, 3, 27, 10, 0, 0).unwrap();
+        let mut task = daily_at_nine_berlin(now, Anchor::Due);
+        let berlin = task.time_zone.tz();
+        for expected_day in [28, 29, 30] {
+            let change = task.completed(task.due_at.unwrap()).unwrap().unwrap();
+            assert_eq!(change.task.status, TaskStatus::Completed);
+            let next = change.next_occurrence.unwrap();
+            let local = next.due_at.unwrap().with_timezone(&berlin);
+            assert_eq!((local.day(), local.hour(), local.minute()), (expected_day, 9, 0));
+            assert_eq!(next.occurrence_index, task.occurrence_index + 1);
+            assert_eq!(next.series_id, task.series_id);
+            assert_eq!((next.version, next.status), (1, TaskStatus::Pending));
+            assert_ne!(next.id, task.id);
+            // Completing the closed occurrence again changes nothing.
+            assert!(change.task.completed(now).unwrap().is_none());
+            task = next;
+        }
+    }
+
+    #[test]
+    fn reopening_never_creates_an_occurrence_and_skipping_does() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 27, 10, 0, 0).unwrap();
+        let task = daily_at_nine_berlin(now, Anchor::Due);
+        let skipped = task.skipped(now).unwrap().unwrap();
+        assert_eq!(skipped.task.status, TaskStatus::Skipped);
+        assert_eq!(skipped.task.completed_at, None);
+        assert!(skipped.next_occurrence.is_some());
+        let reopened = skipped.task.reopened(now).unwrap().unwrap();
+        assert!(reopened.next_occurrence.is_none());
+        assert!(sample(now).skipped(now).is_err(), "a one-off task cannot be skipped");
+    }
+
+    #[test]
+    fn cancelling_the_series_keeps_the_occurrence() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 27, 10, 0, 0).unwrap();
+        let task = daily_at_nine_berlin(now, Anchor::Due);
+        let cancelled = task
+            .patched(TaskPatch { recurrence: Some(None), ..TaskPatch::default() }, now)
+            .unwrap()
+            .unwrap()
+            .task;
+        assert!(cancelled.recurrence.is_none());
+        assert_eq!(cancelled.series_id, task.series_id);
+        assert!(cancelled.completed(now).unwrap().unwrap().next_occurrence.is_none());
+    }
+
+    #[test]
+    fn a_count_limited_series_ends() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
+        let mut task = sample(now);
+        task.due_at = Some(now);
+        task.start_series(RecurrenceSpec { rule: RecurrenceRule::parse("FREQ=DAILY;COUNT=2").unwrap(), anchor: Anchor::Due })
+            .unwrap();
+        let second = task.completed(now).unwrap().unwrap().next_occurrence.unwrap();
+        assert!(second.completed(second.due_at.unwrap()).unwrap().unwrap().next_occurrence.is_none());
     }
 }

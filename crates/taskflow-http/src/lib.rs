@@ -48,6 +48,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/tasks/{id}/complete", post(api::tasks::complete_task))
         .route("/api/v1/tasks/{id}/reopen", post(api::tasks::reopen_task))
+        .route("/api/v1/tasks/{id}/skip", post(api::series::skip_occurrence))
+        .route("/api/v1/tasks/{id}/recurrence/cancel", post(api::series::cancel_recurrence))
+        .route("/api/v1/tasks/{id}/occurrences", get(api::series::preview_occurrences))
+        .route("/api/v1/series/{id}", get(api::series::get_series))
         .route("/api/v1/tags", get(api::tags::list_tags))
         .route_layer(from_fn_with_state(state.clone(), auth::require_user));
 

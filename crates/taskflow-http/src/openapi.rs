@@ -18,10 +18,13 @@ use crate::api;
         api::tasks::create_task, api::tasks::list_tasks, api::tasks::get_task, api::tasks::update_task,
         api::tasks::complete_task, api::tasks::reopen_task, api::tasks::delete_task,
         api::tags::list_tags,
+        api::series::skip_occurrence, api::series::cancel_recurrence, api::series::preview_occurrences,
+        api::series::get_series,
     ),
     modifiers(&BearerAuth),
     tags((name = "accounts", description = "Registration, sign-in, personal access tokens"),
          (name = "tasks", description = "Tasks and tags"),
+         (name = "recurrence", description = "Recurring tasks and their series"),
          (name = "operations", description = "Health"))
 )]
 pub struct ApiDoc;

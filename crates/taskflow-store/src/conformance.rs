@@ -5,9 +5,10 @@
 //! tests only.
 
 use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
+use taskflow_domain::recurrence::{Anchor, RecurrenceRule};
 use taskflow_domain::{
-    Description, Email, NewTask, Priority, Tag, Tags, Task, TaskId, TaskStatus, TimeZone, Title,
-    TokenId, User, UserId,
+    Description, Email, NewTask, Priority, RecurrenceSpec, Tag, Tags, Task, TaskId, TaskStatus,
+    TimeZone, Title, TokenId, User, UserId,
 };
 
 use crate::query::search_terms;
@@ -40,9 +41,18 @@ fn task(owner: UserId, title: &str, priority: Priority, tags: &[&str], due: Opti
             tags: Tags::parse(tags).unwrap_or_default(),
             due_at: due.map(|h| start() + TimeDelta::hours(h)),
             time_zone: None,
+            recurrence: None,
         },
         now,
     )
+    .unwrap_or_else(|e| panic!("task {title}: {e}"))
+}
+
+fn completed(task: &Task, at: DateTime<Utc>) -> Task {
+    task.completed(at)
+        .expect("completes")
+        .expect("changes")
+        .task
 }
 
 /// Runs the whole story against `store`, which must be migrated and empty.
@@ -52,6 +62,7 @@ pub async fn run(store: &dyn Store) {
     tokens(store).await;
     tasks(store).await;
     listing(store).await;
+    series(store).await;
 }
 
 async fn users(store: &dyn Store) {
@@ -134,15 +145,15 @@ async fn tasks(store: &dyn Store) {
     assert_eq!(store.task(intruder.id, original.id).await.expect("get"), None);
 
     let later = start() + TimeDelta::minutes(1);
-    let done = original.completed(later).expect("completes");
-    store.update_task(owner.id, &done, original.version).await.expect("update");
+    let done = completed(&original, later);
+    store.update_task(owner.id, &done, original.version, None).await.expect("update");
     assert_eq!(store.task(owner.id, original.id).await.expect("get"), Some(done.clone()));
     assert!(matches!(
-        store.update_task(owner.id, &done, original.version).await,
+        store.update_task(owner.id, &done, original.version, None).await,
         Err(StoreError::VersionMismatch { current: 2 })
     ));
     assert!(matches!(
-        store.update_task(intruder.id, &done, done.version).await,
+        store.update_task(intruder.id, &done, done.version, None).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
@@ -161,7 +172,7 @@ async fn tasks(store: &dyn Store) {
     ));
     assert!(store.tag_counts(owner.id).await.expect("tags").is_empty());
     assert!(matches!(
-        store.update_task(owner.id, &done, 2).await,
+        store.update_task(owner.id, &done, 2, None).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(store.insert_task(&done).await, Ok(())));
@@ -208,8 +219,8 @@ async fn listing(store: &dyn Store) {
         .await
         .expect("insert other");
     // Complete "Call mom".
-    let done = tasks[3].completed(start()).expect("complete");
-    store.update_task(owner.id, &done, 1).await.expect("complete");
+    let done = completed(&tasks[3], start());
+    store.update_task(owner.id, &done, 1, None).await.expect("complete");
     tasks[3] = done;
 
     let now = start();
@@ -329,4 +340,59 @@ async fn listing(store: &dyn Store) {
     let mut expected: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
     expected.push(extra.id);
     assert_eq!(seen, expected, "no gaps or duplicates across inserts");
+}
+
+async fn series(store: &dyn Store) {
+    let owner = user("series@example.com");
+    let other = user("series2@example.com");
+    store.create_user(&owner, "h").await.expect("user");
+    store.create_user(&other, "h").await.expect("user");
+    let mut first = task(owner.id, "Water plants", Priority::Low, &["home"], Some(1), 0);
+    first = Task::create(
+        owner.id,
+        TimeZone::parse("Europe/Berlin").expect("zone"),
+        NewTask {
+            title: first.title.clone(),
+            description: first.description.clone(),
+            priority: first.priority,
+            tags: first.tags.clone(),
+            due_at: first.due_at,
+            time_zone: None,
+            recurrence: Some(RecurrenceSpec {
+                rule: RecurrenceRule::parse("FREQ=WEEKLY;BYDAY=MO,TH").expect("rule"),
+                anchor: Anchor::Due,
+            }),
+        },
+        start(),
+    )
+    .expect("recurring task");
+    store.insert_task(&first).await.expect("insert");
+    assert_eq!(store.task(owner.id, first.id).await.expect("get"), Some(first.clone()), "recurrence round-trips");
+
+    let change = first.completed(start()).expect("completes").expect("changes");
+    let next = change.next_occurrence.clone().expect("next occurrence");
+    assert!(store.update_task(owner.id, &change.task, first.version, Some(&next)).await.expect("complete"));
+    assert_eq!(store.task(owner.id, next.id).await.expect("get"), Some(next.clone()));
+
+    // Reopen, complete again: the (series, index) already exists, so nothing new is created.
+    let reopened = change.task.reopened(start()).expect("reopens").expect("changes").task;
+    assert!(!store.update_task(owner.id, &reopened, change.task.version, None).await.expect("reopen"));
+    let again = reopened.completed(start()).expect("completes").expect("changes");
+    let duplicate = again.next_occurrence.clone().expect("would-be next");
+    assert_ne!(duplicate.id, next.id);
+    assert!(!store.update_task(owner.id, &again.task, reopened.version, Some(&duplicate)).await.expect("complete again"));
+    assert_eq!(store.task(owner.id, duplicate.id).await.expect("get"), None, "no second next occurrence");
+
+    let occurrences = store.series_occurrences(owner.id, first.series_id.expect("series")).await.expect("series");
+    assert_eq!(occurrences.iter().map(|t| t.occurrence_index).collect::<Vec<_>>(), vec![0, 1]);
+    assert!(store.series_occurrences(other.id, first.series_id.expect("series")).await.expect("series").is_empty());
+
+    let mut q = TaskQuery::new(start());
+    q.recurring = Some(true);
+    assert_eq!(collect(store, owner.id, q.clone()).await.len(), 2);
+    q.recurring = Some(false);
+    assert!(collect(store, owner.id, q.clone()).await.is_empty());
+    q.recurring = None;
+    q.series_id = first.series_id;
+    assert_eq!(collect(store, owner.id, q).await.len(), 2);
 }

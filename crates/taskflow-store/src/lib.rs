@@ -15,7 +15,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use taskflow_domain::{Email, Task, TaskId, TokenId, User, UserId};
+use taskflow_domain::{Email, SeriesId, Task, TaskId, TokenId, User, UserId};
 
 pub use error::StoreError;
 pub use query::{Cursor, SortDirection, SortField, TagMode, TaskPage, TaskQuery};
@@ -89,9 +89,17 @@ pub trait TaskStore: Send + Sync {
     async fn insert_task(&self, task: &Task) -> Result<(), StoreError>;
     /// One of the user's tasks.
     async fn task(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError>;
-    /// Replaces the user's task with `task` if its stored version is still `expected_version`.
+    /// Replaces the user's task with `task` if its stored version is still `expected_version`,
+    /// and in the same transaction creates `next_occurrence` unless its (series, index) exists.
     /// [`StoreError::NotFound`] when the user has no such task, [`StoreError::VersionMismatch`] when it changed.
-    async fn update_task(&self, user: UserId, task: &Task, expected_version: i64) -> Result<(), StoreError>;
+    /// Returns whether the next occurrence was created.
+    async fn update_task(
+        &self,
+        user: UserId,
+        task: &Task,
+        expected_version: i64,
+        next_occurrence: Option<&Task>,
+    ) -> Result<bool, StoreError>;
     /// Deletes one of the user's tasks, if its version matches `expected_version` when given.
     async fn delete_task(
         &self,
@@ -101,6 +109,8 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// One page of the user's tasks.
     async fn list_tasks(&self, user: UserId, query: &TaskQuery) -> Result<TaskPage, StoreError>;
+    /// Every occurrence of one of the user's series, oldest first.
+    async fn series_occurrences(&self, user: UserId, series: SeriesId) -> Result<Vec<Task>, StoreError>;
     /// The user's tags with counts, most used first.
     async fn tag_counts(&self, user: UserId) -> Result<Vec<TagCount>, StoreError>;
 }

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use taskflow_domain::{Priority, Tag, Task, TaskId, TaskStatus};
+use taskflow_domain::{Priority, SeriesId, Tag, Task, TaskId, TaskStatus};
 
 /// Field a listing is ordered by. Ties are always broken by task id, so the order is total.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +188,10 @@ pub struct TaskQuery {
     pub overdue: Option<bool>,
     /// The instant "overdue" is judged at.
     pub now: DateTime<Utc>,
+    /// `Some(true)`: only tasks that repeat; `Some(false)`: only one-off tasks.
+    pub recurring: Option<bool>,
+    /// Only occurrences of this series.
+    pub series_id: Option<SeriesId>,
     /// Full-text search words (prefix-matched, all must match).
     pub search_terms: Vec<String>,
     /// Order.
@@ -215,6 +219,8 @@ impl TaskQuery {
             due_after: None,
             overdue: None,
             now,
+            recurring: None,
+            series_id: None,
             search_terms: Vec::new(),
             sort: SortField::CreatedAt,
             direction: SortDirection::Desc,

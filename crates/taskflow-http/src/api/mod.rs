@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod health;
+pub mod series;
 pub mod tags;
 pub mod tasks;
 pub mod tokens;

@@ -10,10 +10,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
-use taskflow_domain::task::validate_instant;
+use taskflow_domain::recurrence::{Anchor, RecurrenceRule};
+use taskflow_domain::task::{recurrence_error, validate_instant};
 use taskflow_domain::{
-    Description, FieldError, NewTask, Priority, Tag, Tags, Task, TaskId, TaskPatch, TaskStatus,
-    TimeZone, Title, ValidationErrors,
+    Description, FieldError, NewTask, Priority, RecurrenceSpec, SeriesId, Tag, Tags, Task,
+    TaskChange, TaskId, TaskPatch, TaskStatus, TimeZone, Title, ValidationErrors,
 };
 use taskflow_store::query::search_terms;
 use taskflow_store::{Cursor, SortDirection, SortField, StoreError, TagMode, TaskQuery};
@@ -51,6 +52,72 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
     }
 }
 
+/// How a task repeats.
+#[derive(Deserialize, ToSchema, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecurrenceRequest {
+    /// An RFC 5545 RRULE (`FREQ=WEEKLY;BYDAY=MO,WE`) or a preset: `daily`, `weekdays`, `weekly`,
+    /// `biweekly`, `monthly`, `yearly`. SECONDLY/MINUTELY/HOURLY and BYHOUR/BYMINUTE/BYSECOND are
+    /// refused: an occurrence happens at the task's time of day.
+    #[schema(example = "FREQ=WEEKLY;BYDAY=MO,WE,FR")]
+    pub rule: String,
+    /// `due` (default: follow the calendar from the first due date, skipping missed occurrences)
+    /// or `completion` (count from the moment an occurrence is completed).
+    #[schema(example = "due")]
+    pub anchor: Option<String>,
+    /// Optional end, instead of COUNT/UNTIL inside the rule.
+    pub ends: Option<EndsRequest>,
+}
+
+/// When a series ends: after a number of occurrences, or at an instant.
+#[derive(Deserialize, ToSchema, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndsRequest {
+    /// Total number of occurrences (COUNT).
+    pub count: Option<u32>,
+    /// Last possible instant (UNTIL), RFC 3339.
+    pub until: Option<String>,
+}
+
+impl RecurrenceRequest {
+    fn validate(&self) -> Result<RecurrenceSpec, FieldError> {
+        let anchor = match self.anchor.as_deref() {
+            None | Some("due") => Anchor::Due,
+            Some("completion") => Anchor::Completion,
+            Some(_) => {
+                return Err(FieldError::new("recurrence.anchor", "invalid", "use `due` or `completion`"));
+            }
+        };
+        let mut rule = RecurrenceRule::parse(&self.rule).map_err(|e| recurrence_error(e).at("recurrence.rule"))?;
+        if let Some(ends) = &self.ends {
+            let end = match (ends.count, ends.until.as_deref()) {
+                (Some(count), None) => format!("COUNT={count}"),
+                (None, Some(until)) => {
+                    let until = parse_instant("recurrence.ends.until", until)?;
+                    format!("UNTIL={}", until.format("%Y%m%dT%H%M%SZ"))
+                }
+                _ => {
+                    return Err(FieldError::new(
+                        "recurrence.ends",
+                        "invalid",
+                        "give exactly one of `count` or `until`",
+                    ));
+                }
+            };
+            if rule.count().is_some() || rule.until_bound().is_some() {
+                return Err(FieldError::new(
+                    "recurrence.ends",
+                    "conflict",
+                    "the rule already has COUNT or UNTIL; remove it or drop `ends`",
+                ));
+            }
+            rule = RecurrenceRule::parse(&format!("{};{end}", rule.as_str()))
+                .map_err(|e| recurrence_error(e).at("recurrence.ends"))?;
+        }
+        Ok(RecurrenceSpec { rule, anchor })
+    }
+}
+
 /// Body of `POST /api/v1/tasks`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +138,8 @@ pub struct CreateTaskRequest {
     /// IANA zone; defaults to the account's.
     #[schema(example = "Europe/Berlin")]
     pub time_zone: Option<String>,
+    /// Makes the task repeat (needs `due_at`: the first occurrence is the task itself).
+    pub recurrence: Option<RecurrenceRequest>,
 }
 
 /// Body of `PATCH /api/v1/tasks/{id}`: only the fields present change; `null` clears.
@@ -95,9 +164,12 @@ pub struct UpdateTaskRequest {
     /// New IANA zone (cannot be null).
     #[schema(value_type = Option<String>)]
     pub time_zone: Patch<String>,
-    /// `pending` or `completed` (same as reopen / complete).
+    /// `pending`, `completed` or `skipped` (same as reopen / complete / skip).
     #[schema(value_type = Option<String>)]
     pub status: Patch<String>,
+    /// New recurrence for this and future occurrences; null stops the series (this occurrence stays).
+    #[schema(value_type = Option<RecurrenceRequest>)]
+    pub recurrence: Patch<RecurrenceRequest>,
 }
 
 /// A task as the API shows it.
@@ -128,10 +200,32 @@ pub struct TaskResponse {
     pub updated_at: DateTime<Utc>,
     /// Completion instant while completed.
     pub completed_at: Option<DateTime<Utc>>,
+    /// How the task repeats, if it does.
+    pub recurrence: Option<RecurrenceResponse>,
+    /// Links the occurrences of a recurring task.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub series_id: Option<SeriesId>,
+    /// 0-based position in the series.
+    pub occurrence_index: u32,
     /// Increases with every change; the `ETag` is `"<version>"`.
     pub version: i64,
     /// Pending and past due now.
     pub overdue: bool,
+}
+
+/// A task's recurrence as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct RecurrenceResponse {
+    /// The normalised RRULE.
+    #[schema(example = "FREQ=WEEKLY;BYDAY=MO,WE,FR")]
+    pub rule: String,
+    /// `due` or `completion`.
+    pub anchor: &'static str,
+    /// The rule in words, e.g. "every weekday at 09:00".
+    pub description: String,
+    /// Local wall-clock start of the series (its time of day is every occurrence's).
+    #[schema(value_type = String, example = "2026-12-01T09:00:00")]
+    pub dtstart: chrono::NaiveDateTime,
 }
 
 impl TaskResponse {
@@ -149,6 +243,17 @@ impl TaskResponse {
             created_at: task.created_at,
             updated_at: task.updated_at,
             completed_at: task.completed_at,
+            recurrence: task.recurrence.as_ref().map(|r| RecurrenceResponse {
+                rule: r.rule.as_str().to_owned(),
+                anchor: match r.anchor {
+                    Anchor::Due => "due",
+                    Anchor::Completion => "completion",
+                },
+                description: r.describe(task.time_zone),
+                dtstart: r.dtstart,
+            }),
+            series_id: task.series_id,
+            occurrence_index: task.occurrence_index,
             version: task.version,
             overdue: task.is_overdue(now),
         }
@@ -206,15 +311,20 @@ impl CreateTaskRequest {
             Some(text) => errors.check(TimeZone::parse(text)).map(Some),
             None => Some(None),
         };
+        let recurrence = match &self.recurrence {
+            Some(request) => errors.check(request.validate()).map(Some),
+            None => Some(None),
+        };
         errors.into_result()?;
-        match (title, description, priority, tags, due_at, time_zone) {
-            (Some(title), Some(description), Some(priority), Some(tags), Some(due_at), Some(time_zone)) => Ok(NewTask {
+        match (title, description, priority, tags, due_at, time_zone, recurrence) {
+            (Some(title), Some(description), Some(priority), Some(tags), Some(due_at), Some(time_zone), Some(recurrence)) => Ok(NewTask {
                 title,
                 description,
                 priority,
                 tags,
                 due_at,
                 time_zone,
+                recurrence,
             }),
             _ => Err(FieldError::new("body", "invalid", "invalid task").into()),
         }
@@ -264,13 +374,18 @@ impl UpdateTaskRequest {
             Patch::Null => errors.push(cannot_be_null("status")),
             Patch::Value(text) => patch.status = errors.check(text.parse::<TaskStatus>()),
         }
+        match self.recurrence {
+            Patch::Missing => {}
+            Patch::Null => patch.recurrence = Some(None),
+            Patch::Value(request) => patch.recurrence = errors.check(request.validate()).map(Some),
+        }
         errors.into_result()?;
         Ok(patch)
     }
 }
 
 /// A task response with its `ETag`.
-fn task_response(status: StatusCode, task: &Task, now: DateTime<Utc>) -> Response {
+pub(crate) fn task_response(status: StatusCode, task: &Task, now: DateTime<Utc>) -> Response {
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(&etag(task.version)) {
         headers.insert(header::ETAG, value);
@@ -295,7 +410,7 @@ pub async fn create_task(
     let new = body.validate()?;
     state.rate_limits.check_task_create(user.id)?;
     let now = state.clock.now();
-    let task = Task::create(user.id, user.time_zone, new, now);
+    let task = Task::create(user.id, user.time_zone, new, now)?;
     state.store.insert_task(&task).await?;
     Ok(task_response(StatusCode::CREATED, &task, now))
 }
@@ -327,7 +442,8 @@ pub async fn get_task(
 }
 
 const LIST_PARAMETERS: &[&str] = &[
-    "status", "priority", "tag", "tag_mode", "due_before", "due_after", "overdue", "q", "sort", "order", "limit", "cursor",
+    "status", "priority", "tag", "tag_mode", "due_before", "due_after", "overdue", "recurring", "series_id", "q", "sort",
+    "order", "limit", "cursor",
 ];
 
 fn parse_list_query(params: &QueryParams, now: DateTime<Utc>) -> Result<TaskQuery, ApiError> {
@@ -366,6 +482,18 @@ fn parse_list_query(params: &QueryParams, now: DateTime<Utc>) -> Result<TaskQuer
         Some("true") => query.overdue = Some(true),
         Some("false") => query.overdue = Some(false),
         Some(_) => errors.push(FieldError::new("overdue", "invalid", "use `true` or `false`")),
+    }
+    match params.single("recurring")? {
+        None => {}
+        Some("true") => query.recurring = Some(true),
+        Some("false") => query.recurring = Some(false),
+        Some(_) => errors.push(FieldError::new("recurring", "invalid", "use `true` or `false`")),
+    }
+    if let Some(text) = params.single("series_id")? {
+        match text.parse::<SeriesId>() {
+            Ok(series) => query.series_id = Some(series),
+            Err(_) => errors.push(FieldError::new("series_id", "invalid", "a series id is a UUID")),
+        }
     }
     if let Some(text) = params.single("q")? {
         if text.chars().count() > 500 {
@@ -426,6 +554,8 @@ fn parse_list_query(params: &QueryParams, now: DateTime<Utc>) -> Result<TaskQuer
         ("due_before" = Option<String>, Query, description = "Due strictly before this RFC 3339 instant"),
         ("due_after" = Option<String>, Query, description = "Due at or after this RFC 3339 instant"),
         ("overdue" = Option<bool>, Query, description = "Only pending tasks past due (true) or only the others (false)"),
+        ("recurring" = Option<bool>, Query, description = "Only repeating (true) or one-off (false) tasks"),
+        ("series_id" = Option<String>, Query, description = "Only occurrences of this series"),
         ("q" = Option<String>, Query, description = "Full-text search over title, description and tags (prefix match)"),
         ("sort" = Option<String>, Query, description = "due_at, priority, created_at (default), updated_at, title, relevance (default with q)"),
         ("order" = Option<String>, Query, description = "asc or desc (default depends on sort)"),
@@ -451,12 +581,12 @@ pub async fn list_tasks(
 const WRITE_ATTEMPTS: usize = 5;
 
 /// Reads the task, checks the precondition, applies `change` and stores the result.
-async fn modify_task(
+pub(crate) async fn modify_task(
     state: &AppState,
     user: &taskflow_domain::User,
     id: TaskId,
     if_match: &IfMatch,
-    change: impl Fn(&Task, DateTime<Utc>) -> Option<Task>,
+    change: impl Fn(&Task, DateTime<Utc>) -> Result<Option<TaskChange>, FieldError>,
 ) -> Result<Task, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let current = state.store.task(user.id, id).await?.ok_or(ApiError::NotFound)?;
@@ -465,11 +595,15 @@ async fn modify_task(
                 current_version: current.version,
             });
         }
-        let Some(next) = change(&current, state.clock.now()) else {
+        let Some(next) = change(&current, state.clock.now())? else {
             return Ok(current);
         };
-        match state.store.update_task(user.id, &next, current.version).await {
-            Ok(()) => return Ok(next),
+        match state
+            .store
+            .update_task(user.id, &next.task, current.version, next.next_occurrence.as_ref())
+            .await
+        {
+            Ok(_) => return Ok(next.task),
             Err(StoreError::VersionMismatch { current }) if if_match.is_conditional() => {
                 return Err(ApiError::PreconditionFailed {
                     current_version: current,

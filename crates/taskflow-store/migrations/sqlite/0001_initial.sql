@@ -35,11 +35,17 @@ CREATE TABLE tasks (
     title        TEXT NOT NULL,
     title_key    TEXT NOT NULL,
     description  TEXT NOT NULL,
-    status       TEXT NOT NULL CHECK (status IN ('pending', 'completed')),
+    status       TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'skipped')),
     priority     INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 4),
     tags         TEXT NOT NULL,
     due_at       INTEGER,
     time_zone    TEXT NOT NULL,
+    -- Recurrence: normalised RRULE, anchor (`due`/`completion`), local wall-clock series start.
+    recurrence_rule    TEXT,
+    recurrence_anchor  TEXT,
+    recurrence_dtstart TEXT,
+    series_id          TEXT,
+    occurrence_index   INTEGER NOT NULL DEFAULT 0,
     created_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,
     completed_at INTEGER,
@@ -52,6 +58,8 @@ CREATE INDEX tasks_user_due ON tasks (user_id, due_at, id);
 CREATE INDEX tasks_user_priority ON tasks (user_id, priority, id);
 CREATE INDEX tasks_user_title ON tasks (user_id, title_key, id);
 CREATE INDEX tasks_user_status_due ON tasks (user_id, status, due_at);
+-- At most one task per (series, occurrence): a retried or concurrent completion cannot create two.
+CREATE UNIQUE INDEX tasks_series_occurrence ON tasks (series_id, occurrence_index) WHERE series_id IS NOT NULL;
 
 CREATE TABLE task_tags (
     task_seq INTEGER NOT NULL REFERENCES tasks (seq) ON DELETE CASCADE,

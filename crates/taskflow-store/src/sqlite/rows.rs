@@ -3,8 +3,10 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use taskflow_domain::recurrence::{Anchor, RecurrenceRule};
 use taskflow_domain::{
-    Description, DisplayName, Email, Priority, Tags, Task, TaskStatus, TimeZone, Title, User,
+    Description, DisplayName, Email, Priority, Recurrence, Tags, Task, TaskStatus, TimeZone, Title,
+    User,
 };
 
 use crate::AccessToken;
@@ -67,6 +69,8 @@ pub(crate) fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
     let zone: String = row.try_get("time_zone")?;
     let tags: Vec<String> = serde_json::from_str(&tags)
         .map_err(|e| StoreError::Corrupt(format!("tasks.tags: {e}")))?;
+    let series_id: Option<String> = row.try_get("series_id")?;
+    let occurrence_index: i64 = row.try_get("occurrence_index")?;
     Ok(Task {
         id: parse_id(&id, "tasks.id")?,
         user_id: parse_id(&user_id, "tasks.user_id")?,
@@ -80,9 +84,44 @@ pub(crate) fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
         tags: Tags::from_trusted(tags),
         due_at: optional_instant(row.try_get("due_at")?, "tasks.due_at")?,
         time_zone: TimeZone::parse(&zone).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        recurrence: recurrence_from_row(row)?,
+        series_id: series_id.map(|s| parse_id(&s, "tasks.series_id")).transpose()?,
+        occurrence_index: u32::try_from(occurrence_index)
+            .map_err(|_| StoreError::Corrupt(format!("tasks.occurrence_index: {occurrence_index}")))?,
         created_at: instant(row.try_get("created_at")?, "tasks.created_at")?,
         updated_at: instant(row.try_get("updated_at")?, "tasks.updated_at")?,
         completed_at: optional_instant(row.try_get("completed_at")?, "tasks.completed_at")?,
         version: row.try_get("version")?,
     })
+}
+
+/// Storage name of an anchor.
+pub(crate) fn anchor_name(anchor: Anchor) -> &'static str {
+    match anchor {
+        Anchor::Due => "due",
+        Anchor::Completion => "completion",
+    }
+}
+
+/// Storage form of a series start: ISO local date-time without offset.
+pub(crate) fn dtstart_text(recurrence: &Recurrence) -> String {
+    recurrence.dtstart.format("%Y-%m-%dT%H:%M:%S%.f").to_string()
+}
+
+fn recurrence_from_row(row: &SqliteRow) -> Result<Option<Recurrence>, StoreError> {
+    let rule: Option<String> = row.try_get("recurrence_rule")?;
+    let Some(rule) = rule else { return Ok(None) };
+    let anchor: Option<String> = row.try_get("recurrence_anchor")?;
+    let dtstart: Option<String> = row.try_get("recurrence_dtstart")?;
+    let anchor = match anchor.as_deref() {
+        Some("due") => Anchor::Due,
+        Some("completion") => Anchor::Completion,
+        other => return Err(StoreError::Corrupt(format!("tasks.recurrence_anchor: {other:?}"))),
+    };
+    let dtstart = dtstart
+        .as_deref()
+        .and_then(|d| chrono::NaiveDateTime::parse_from_str(d, "%Y-%m-%dT%H:%M:%S%.f").ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("tasks.recurrence_dtstart: {dtstart:?}")))?;
+    let rule = RecurrenceRule::parse(&rule).map_err(|e| StoreError::Corrupt(format!("tasks.recurrence_rule: {e}")))?;
+    Ok(Some(Recurrence { rule, anchor, dtstart }))
 }

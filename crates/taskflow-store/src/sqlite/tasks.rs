@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
-use taskflow_domain::{Task, TaskId, UserId};
+use taskflow_domain::{SeriesId, Task, TaskId, UserId};
 
 use super::SqliteStore;
-use super::rows::{micros, task_from_row};
+use super::rows::{anchor_name, dtstart_text, micros, task_from_row};
 use crate::error::StoreError;
 use crate::query::{Cursor, CursorKey, SortDirection, SortField, TagMode, TaskPage, TaskQuery, title_key};
 use crate::{TagCount, TaskStore};
@@ -33,36 +33,67 @@ async fn write_tags(conn: &mut SqliteConnection, seq: i64, task: &Task) -> Resul
     Ok(())
 }
 
+/// Inserts `task` and its tags. With `skip_existing_occurrence`, a task whose (series, index)
+/// already exists is not inserted and `None` is returned.
+async fn insert_row(
+    conn: &mut SqliteConnection,
+    task: &Task,
+    skip_existing_occurrence: bool,
+) -> Result<Option<i64>, StoreError> {
+    let conflict = if skip_existing_occurrence {
+        " ON CONFLICT (series_id, occurrence_index) WHERE series_id IS NOT NULL DO NOTHING"
+    } else {
+        ""
+    };
+    let recurrence = task.recurrence.as_ref();
+    let seq: Option<i64> = sqlx::query_scalar(&format!(
+        "INSERT INTO tasks (id, user_id, title, title_key, description, status, priority, tags,
+                            due_at, time_zone, recurrence_rule, recurrence_anchor, recurrence_dtstart,
+                            series_id, occurrence_index, created_at, updated_at, completed_at, version)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict} RETURNING seq"
+    ))
+    .bind(task.id.to_string())
+    .bind(task.user_id.to_string())
+    .bind(task.title.as_str())
+    .bind(title_key(task.title.as_str()))
+    .bind(task.description.as_str())
+    .bind(task.status.as_str())
+    .bind(task.priority.rank())
+    .bind(tags_json(task))
+    .bind(task.due_at.map(micros))
+    .bind(task.time_zone.name())
+    .bind(recurrence.map(|r| r.rule.as_str().to_owned()))
+    .bind(recurrence.map(|r| anchor_name(r.anchor)))
+    .bind(recurrence.map(dtstart_text))
+    .bind(task.series_id.map(|s| s.to_string()))
+    .bind(i64::from(task.occurrence_index))
+    .bind(micros(task.created_at))
+    .bind(micros(task.updated_at))
+    .bind(task.completed_at.map(micros))
+    .bind(task.version)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            if db.message().contains("tasks.id") {
+                StoreError::Conflict("tasks_id")
+            } else {
+                StoreError::Conflict("tasks_series_occurrence")
+            }
+        }
+        _ => StoreError::from_sqlx(e),
+    })?;
+    if let Some(seq) = seq {
+        write_tags(conn, seq, task).await?;
+    }
+    Ok(seq)
+}
+
 #[async_trait]
 impl TaskStore for SqliteStore {
     async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO tasks (id, user_id, title, title_key, description, status, priority, tags,
-                                due_at, time_zone, created_at, updated_at, completed_at, version)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-        )
-        .bind(task.id.to_string())
-        .bind(task.user_id.to_string())
-        .bind(task.title.as_str())
-        .bind(title_key(task.title.as_str()))
-        .bind(task.description.as_str())
-        .bind(task.status.as_str())
-        .bind(task.priority.rank())
-        .bind(tags_json(task))
-        .bind(task.due_at.map(micros))
-        .bind(task.time_zone.name())
-        .bind(micros(task.created_at))
-        .bind(micros(task.updated_at))
-        .bind(task.completed_at.map(micros))
-        .bind(task.version)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict("tasks_id"),
-            _ => StoreError::from_sqlx(e),
-        })?;
-        write_tags(&mut tx, seq, task).await?;
+        insert_row(&mut tx, task, false).await?;
         tx.commit().await.map_err(StoreError::from_sqlx)?;
         Ok(())
     }
@@ -77,7 +108,13 @@ impl TaskStore for SqliteStore {
         row.as_ref().map(task_from_row).transpose()
     }
 
-    async fn update_task(&self, user: UserId, task: &Task, expected_version: i64) -> Result<(), StoreError> {
+    async fn update_task(
+        &self,
+        user: UserId,
+        task: &Task,
+        expected_version: i64,
+        next_occurrence: Option<&Task>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
         let current: Option<(i64, i64)> =
             sqlx::query_as("SELECT seq, version FROM tasks WHERE id = ? AND user_id = ?")
@@ -91,9 +128,12 @@ impl TaskStore for SqliteStore {
         if version != expected_version {
             return Err(StoreError::VersionMismatch { current: version });
         }
+        let recurrence = task.recurrence.as_ref();
         sqlx::query(
             "UPDATE tasks SET title = ?, title_key = ?, description = ?, status = ?, priority = ?,
-                 tags = ?, due_at = ?, time_zone = ?, updated_at = ?, completed_at = ?, version = ?
+                 tags = ?, due_at = ?, time_zone = ?, recurrence_rule = ?, recurrence_anchor = ?,
+                 recurrence_dtstart = ?, series_id = ?, occurrence_index = ?, updated_at = ?,
+                 completed_at = ?, version = ?
              WHERE seq = ?",
         )
         .bind(task.title.as_str())
@@ -104,6 +144,11 @@ impl TaskStore for SqliteStore {
         .bind(tags_json(task))
         .bind(task.due_at.map(micros))
         .bind(task.time_zone.name())
+        .bind(recurrence.map(|r| r.rule.as_str().to_owned()))
+        .bind(recurrence.map(|r| anchor_name(r.anchor)))
+        .bind(recurrence.map(dtstart_text))
+        .bind(task.series_id.map(|s| s.to_string()))
+        .bind(i64::from(task.occurrence_index))
         .bind(micros(task.updated_at))
         .bind(task.completed_at.map(micros))
         .bind(task.version)
@@ -111,8 +156,22 @@ impl TaskStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         write_tags(&mut tx, seq, task).await?;
+        let created = match next_occurrence {
+            Some(next) => insert_row(&mut tx, next, true).await?.is_some(),
+            None => false,
+        };
         tx.commit().await.map_err(StoreError::from_sqlx)?;
-        Ok(())
+        Ok(created)
+    }
+
+    async fn series_occurrences(&self, user: UserId, series: SeriesId) -> Result<Vec<Task>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM tasks WHERE user_id = ? AND series_id = ? ORDER BY occurrence_index")
+            .bind(user.to_string())
+            .bind(series.to_string())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(task_from_row).collect()
     }
 
     async fn delete_task(
@@ -283,6 +342,18 @@ fn push_filters(sql: &mut QueryBuilder<'_, Sqlite>, query: &TaskQuery) {
     }
     if let Some(after) = query.due_after {
         sql.push(" AND t.due_at >= ").push_bind(micros(after));
+    }
+    match query.recurring {
+        Some(true) => {
+            sql.push(" AND t.recurrence_rule IS NOT NULL");
+        }
+        Some(false) => {
+            sql.push(" AND t.recurrence_rule IS NULL");
+        }
+        None => {}
+    }
+    if let Some(series) = query.series_id {
+        sql.push(" AND t.series_id = ").push_bind(series.to_string());
     }
     match query.overdue {
         Some(true) => {

@@ -1,0 +1,151 @@
+//! Recurring tasks: skip an occurrence, stop a series, preview upcoming occurrences, list a series.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+use taskflow_domain::task::recurrence_error;
+use taskflow_domain::{SeriesId, TaskId, TaskPatch};
+use utoipa::ToSchema;
+
+use crate::api::tasks::{TaskResponse, modify_task, task_response};
+use crate::auth::CurrentUser;
+use crate::error::{ApiError, Problem};
+use crate::extract::{IdPath, IfMatch, QueryParams};
+use crate::state::AppState;
+
+/// Records the occurrence as skipped and creates the next one (no change if it is not pending).
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/skip", tag = "recurrence", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id"), ("If-Match" = Option<String>, Header, description = "ETag of the version you saw")),
+    responses((status = 200, body = TaskResponse), (status = 404, body = Problem), (status = 412, body = Problem),
+              (status = 422, description = "Not a recurring task", body = Problem)))]
+pub async fn skip_occurrence(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    IdPath(id): IdPath<TaskId>,
+    if_match: IfMatch,
+) -> Result<Response, ApiError> {
+    let task = modify_task(&state, &user, id, &if_match, |task, now| task.skipped(now)).await?;
+    Ok(task_response(StatusCode::OK, &task, state.clock.now()))
+}
+
+/// Stops the series: no further occurrences are created; this occurrence stays as it is.
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/recurrence/cancel", tag = "recurrence", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id"), ("If-Match" = Option<String>, Header, description = "ETag of the version you saw")),
+    responses((status = 200, body = TaskResponse), (status = 404, body = Problem), (status = 412, body = Problem)))]
+pub async fn cancel_recurrence(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    IdPath(id): IdPath<TaskId>,
+    if_match: IfMatch,
+) -> Result<Response, ApiError> {
+    let task = modify_task(&state, &user, id, &if_match, |task, now| {
+        task.patched(
+            TaskPatch {
+                recurrence: Some(None),
+                ..TaskPatch::default()
+            },
+            now,
+        )
+    })
+    .await?;
+    Ok(task_response(StatusCode::OK, &task, state.clock.now()))
+}
+
+/// One upcoming occurrence.
+#[derive(Serialize, ToSchema)]
+pub struct OccurrencePreview {
+    /// 0-based position in the series.
+    pub index: u32,
+    /// Due instant (UTC).
+    pub due_at: DateTime<Utc>,
+    /// Wall-clock time in the task's zone.
+    #[schema(value_type = String, example = "2026-12-01T09:00:00")]
+    pub local: NaiveDateTime,
+}
+
+/// Upcoming occurrences of a series.
+#[derive(Serialize, ToSchema)]
+pub struct OccurrenceList {
+    /// The task's IANA zone.
+    pub time_zone: String,
+    /// The rule in words.
+    pub description: String,
+    /// From the current occurrence on, at most `limit`.
+    pub items: Vec<OccurrencePreview>,
+}
+
+/// Previews the next due instants of the series from this occurrence on, without creating anything.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/occurrences", tag = "recurrence", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Task id"), ("limit" = Option<u32>, Query, description = "1–100, default 10")),
+    responses((status = 200, body = OccurrenceList), (status = 404, body = Problem), (status = 409, description = "Not recurring", body = Problem)))]
+pub async fn preview_occurrences(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    IdPath(id): IdPath<TaskId>,
+    params: QueryParams,
+) -> Result<Json<OccurrenceList>, ApiError> {
+    params.only(&["limit"])?;
+    let limit = match params.single("limit")? {
+        None => 10,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n @ 1..=100) => n,
+            _ => return Err(ApiError::query("limit", "out_of_range", "limit is a whole number from 1 to 100")),
+        },
+    };
+    let task = state.store.task(user.id, id).await?.ok_or(ApiError::NotFound)?;
+    let (Some(recurrence), Some(due)) = (&task.recurrence, task.due_at) else {
+        return Err(ApiError::Conflict {
+            code: "not_recurring",
+            message: "This task does not repeat; give it a `recurrence` first.".into(),
+        });
+    };
+    let schedule = recurrence.schedule(task.time_zone);
+    let occurrences = schedule
+        .preview(due, task.occurrence_index, limit)
+        .map_err(|e| ApiError::Validation(recurrence_error(e).into()))?;
+    Ok(Json(OccurrenceList {
+        time_zone: task.time_zone.name().to_owned(),
+        description: schedule.describe(),
+        items: occurrences
+            .into_iter()
+            .map(|o| OccurrencePreview {
+                index: o.index,
+                due_at: o.utc,
+                local: o.local,
+            })
+            .collect(),
+    }))
+}
+
+/// A series' occurrences.
+#[derive(Serialize, ToSchema)]
+pub struct SeriesResponse {
+    /// The series.
+    #[schema(value_type = String, format = Uuid)]
+    pub series_id: SeriesId,
+    /// Past and current occurrences, oldest first.
+    pub items: Vec<TaskResponse>,
+}
+
+/// Lists the past and current occurrences of a series.
+#[utoipa::path(get, path = "/api/v1/series/{id}", tag = "recurrence", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Series id")),
+    responses((status = 200, body = SeriesResponse), (status = 404, body = Problem)))]
+pub async fn get_series(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    IdPath(series_id): IdPath<SeriesId>,
+) -> Result<Json<SeriesResponse>, ApiError> {
+    let tasks = state.store.series_occurrences(user.id, series_id).await?;
+    if tasks.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    let now = state.clock.now();
+    Ok(Json(SeriesResponse {
+        series_id,
+        items: tasks.iter().map(|t| TaskResponse::new(t, now)).collect(),
+    }))
+}
