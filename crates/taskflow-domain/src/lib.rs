@@ -16,8 +16,8 @@ pub mod validation;
 
 pub use ids::{SeriesId, TaskId, TokenId, UserId};
 pub use task::{
-    Description, NewTask, Priority, Recurrence, RecurrenceSpec, Tag, Tags, Task, TaskChange, TaskPatch,
-    TaskStatus, Title,
+    Description, NewTask, Priority, Recurrence, RecurrenceSpec, Tag, Tags, Task, TaskChange,
+    TaskPatch, TaskStatus, Title,
 };
 pub use taskflow_recurrence as recurrence;
 pub use time::{Clock, ManualClock, SystemClock, TimeZone};

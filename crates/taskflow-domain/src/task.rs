@@ -176,7 +176,9 @@ impl Priority {
 
     /// The priority for a stored rank.
     pub fn from_rank(rank: i64) -> Option<Self> {
-        usize::try_from(rank).ok().and_then(|i| Self::ALL.get(i).copied())
+        usize::try_from(rank)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
     }
 
     /// The wire name.
@@ -276,7 +278,8 @@ impl Tags {
         let mut errors = ValidationErrors::new();
         let mut tags: Vec<Tag> = Vec::with_capacity(inputs.len().min(Self::MAX_COUNT));
         for (i, input) in inputs.iter().enumerate() {
-            if let Some(tag) = errors.check(Tag::parse(input.as_ref()).map_err(|e| e.at(format!("tags[{i}]"))))
+            if let Some(tag) =
+                errors.check(Tag::parse(input.as_ref()).map_err(|e| e.at(format!("tags[{i}]"))))
                 && !tags.contains(&tag)
             {
                 tags.push(tag);
@@ -512,7 +515,11 @@ impl Task {
     }
 
     /// The task after `patch`, or `None` when the patch changes nothing (no new version).
-    pub fn patched(&self, patch: TaskPatch, now: DateTime<Utc>) -> Result<Option<TaskChange>, FieldError> {
+    pub fn patched(
+        &self,
+        patch: TaskPatch,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TaskChange>, FieldError> {
         let mut next = self.clone();
         if let Some(title) = patch.title {
             next.title = title;
@@ -625,7 +632,11 @@ impl Task {
         self.with_status(TaskStatus::Pending, now)
     }
 
-    fn with_status(&self, status: TaskStatus, now: DateTime<Utc>) -> Result<Option<TaskChange>, FieldError> {
+    fn with_status(
+        &self,
+        status: TaskStatus,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TaskChange>, FieldError> {
         self.patched(
             TaskPatch {
                 status: Some(status),
@@ -670,7 +681,14 @@ mod tests {
         assert_eq!(Title::parse("   ").unwrap_err().code, "empty");
         assert!(Title::parse(&"a".repeat(500)).is_ok());
         assert_eq!(Title::parse(&"a".repeat(501)).unwrap_err().code, "too_long");
-        assert_eq!(Title::parse(&"é".repeat(500)).unwrap().as_str().chars().count(), 500);
+        assert_eq!(
+            Title::parse(&"é".repeat(500))
+                .unwrap()
+                .as_str()
+                .chars()
+                .count(),
+            500
+        );
         assert!(Title::parse("a\nb").is_err());
         assert!(Title::parse("a\u{0}b").is_err());
     }
@@ -782,7 +800,10 @@ mod tests {
             anchor: Anchor::Due,
         };
         let mut task = sample(now);
-        assert_eq!(task.start_series(spec("daily")).unwrap_err().code, "required_for_recurrence");
+        assert_eq!(
+            task.start_series(spec("daily")).unwrap_err().code,
+            "required_for_recurrence"
+        );
         task.due_at = Some(now);
         assert!(task.start_series(spec("FREQ=DAILY;COUNT=1")).is_err());
         task.start_series(spec("weekdays")).unwrap();
@@ -801,7 +822,10 @@ mod tests {
             assert_eq!(change.task.status, TaskStatus::Completed);
             let next = change.next_occurrence.unwrap();
             let local = next.due_at.unwrap().with_timezone(&berlin);
-            assert_eq!((local.day(), local.hour(), local.minute()), (expected_day, 9, 0));
+            assert_eq!(
+                (local.day(), local.hour(), local.minute()),
+                (expected_day, 9, 0)
+            );
             assert_eq!(next.occurrence_index, task.occurrence_index + 1);
             assert_eq!(next.series_id, task.series_id);
             assert_eq!((next.version, next.status), (1, TaskStatus::Pending));
@@ -822,7 +846,10 @@ mod tests {
         assert!(skipped.next_occurrence.is_some());
         let reopened = skipped.task.reopened(now).unwrap().unwrap();
         assert!(reopened.next_occurrence.is_none());
-        assert!(sample(now).skipped(now).is_err(), "a one-off task cannot be skipped");
+        assert!(
+            sample(now).skipped(now).is_err(),
+            "a one-off task cannot be skipped"
+        );
     }
 
     #[test]
@@ -830,13 +857,26 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 3, 27, 10, 0, 0).unwrap();
         let task = daily_at_nine_berlin(now, Anchor::Due);
         let cancelled = task
-            .patched(TaskPatch { recurrence: Some(None), ..TaskPatch::default() }, now)
+            .patched(
+                TaskPatch {
+                    recurrence: Some(None),
+                    ..TaskPatch::default()
+                },
+                now,
+            )
             .unwrap()
             .unwrap()
             .task;
         assert!(cancelled.recurrence.is_none());
         assert_eq!(cancelled.series_id, task.series_id);
-        assert!(cancelled.completed(now).unwrap().unwrap().next_occurrence.is_none());
+        assert!(
+            cancelled
+                .completed(now)
+                .unwrap()
+                .unwrap()
+                .next_occurrence
+                .is_none()
+        );
     }
 
     #[test]
@@ -844,9 +884,24 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
         let mut task = sample(now);
         task.due_at = Some(now);
-        task.start_series(RecurrenceSpec { rule: RecurrenceRule::parse("FREQ=DAILY;COUNT=2").unwrap(), anchor: Anchor::Due })
+        task.start_series(RecurrenceSpec {
+            rule: RecurrenceRule::parse("FREQ=DAILY;COUNT=2").unwrap(),
+            anchor: Anchor::Due,
+        })
+        .unwrap();
+        let second = task
+            .completed(now)
+            .unwrap()
+            .unwrap()
+            .next_occurrence
             .unwrap();
-        let second = task.completed(now).unwrap().unwrap().next_occurrence.unwrap();
-        assert!(second.completed(second.due_at.unwrap()).unwrap().unwrap().next_occurrence.is_none());
+        assert!(
+            second
+                .completed(second.due_at.unwrap())
+                .unwrap()
+                .unwrap()
+                .next_occurrence
+                .is_none()
+        );
     }
 }

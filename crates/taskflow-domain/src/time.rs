@@ -37,19 +37,28 @@ impl ManualClock {
 
     /// Moves the clock forward (or backward, for a negative delta).
     pub fn advance(&self, by: TimeDelta) {
-        let mut now = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut now = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         *now += by;
     }
 
     /// Sets the clock to `to`.
     pub fn set(&self, to: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = to.trunc_subsecs(6);
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = to.trunc_subsecs(6);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -129,7 +138,10 @@ mod tests {
 
     #[test]
     fn parses_iana_names() {
-        assert_eq!(TimeZone::parse("Europe/Berlin").unwrap().name(), "Europe/Berlin");
+        assert_eq!(
+            TimeZone::parse("Europe/Berlin").unwrap().name(),
+            "Europe/Berlin"
+        );
         assert_eq!(TimeZone::parse("UTC").unwrap(), TimeZone::UTC);
     }
 

@@ -174,11 +174,27 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(Email::parse("  Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
-        for bad in ["", "ann", "ann@", "@x.com", "ann@localhost", "a b@x.com", "ann@@x.com"] {
+        assert_eq!(
+            Email::parse("  Ann@Example.COM ").unwrap().as_str(),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@x.com",
+            "ann@localhost",
+            "a b@x.com",
+            "ann@@x.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad} should be rejected");
         }
-        assert_eq!(Email::parse(&format!("{}@x.com", "a".repeat(300))).unwrap_err().code, "too_long");
+        assert_eq!(
+            Email::parse(&format!("{}@x.com", "a".repeat(300)))
+                .unwrap_err()
+                .code,
+            "too_long"
+        );
     }
 
     #[test]
@@ -187,7 +203,10 @@ mod tests {
         assert!(Password::parse("12345678").is_ok());
         assert!(Password::parse("ééééééé").is_err());
         assert!(Password::parse(&"x".repeat(1025)).is_err());
-        assert_eq!(format!("{:?}", Password::parse("secret-password").unwrap()), "Password([redacted])");
+        assert_eq!(
+            format!("{:?}", Password::parse("secret-password").unwrap()),
+            "Password([redacted])"
+        );
     }
 
     #[test]

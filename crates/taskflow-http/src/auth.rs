@@ -9,11 +9,11 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -52,7 +52,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"[redacted]\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"[redacted]\""
+        })
     }
 }
 
@@ -192,7 +196,9 @@ impl TokenKeys {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::Unauthorized("token_expired"),
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::Unauthorized("token_expired")
+                }
                 _ => ApiError::Unauthorized("invalid_token"),
             })
     }
@@ -241,8 +247,12 @@ pub async fn verify_password(password: String, stored: Option<String>) -> Result
         },
     };
     tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&hash).map_err(|e| ApiError::Internal(format!("stored hash: {e}")))?;
-        Ok(known && Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        let parsed = PasswordHash::new(&hash)
+            .map_err(|e| ApiError::Internal(format!("stored hash: {e}")))?;
+        Ok(known
+            && Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok())
     })
     .await
     .map_err(|e| ApiError::Internal(format!("verify task: {e}")))?
@@ -287,7 +297,11 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
 
 /// Middleware for protected routes: authenticates the bearer token, applies the per-user rate
 /// limit, and stores [`CurrentUser`] for the handler.
-pub async fn require_user(State(state): State<AppState>, mut request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_user(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let token = bearer_token(request.headers())?;
     let user = authenticate(&state, token).await?;
     state.rate_limits.check_user(user.id)?;
@@ -299,7 +313,9 @@ fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or(ApiError::Unauthorized("missing_token"))?;
-    let value = value.to_str().map_err(|_| ApiError::Unauthorized("invalid_token"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("invalid_token"))?;
     let (scheme, token) = value
         .split_once(' ')
         .ok_or(ApiError::Unauthorized("invalid_token"))?;
@@ -362,7 +378,9 @@ async fn provision_external_user(state: &AppState, claims: &Claims) -> Result<Us
             .await?
             .ok_or(ApiError::Unauthorized("invalid_token")),
         // The e-mail belongs to a local account: do not merge identities silently.
-        Err(taskflow_store::StoreError::Conflict(_)) => Err(ApiError::Unauthorized("invalid_token")),
+        Err(taskflow_store::StoreError::Conflict(_)) => {
+            Err(ApiError::Unauthorized("invalid_token"))
+        }
         Err(other) => Err(other.into()),
     }
 }
@@ -401,7 +419,9 @@ mod tests {
     fn expired_tampered_and_unsigned_tokens_fail() {
         let keys = keys();
         let user = user();
-        let old = keys.issue(&user, Utc::now() - chrono::TimeDelta::hours(2)).unwrap();
+        let old = keys
+            .issue(&user, Utc::now() - chrono::TimeDelta::hours(2))
+            .unwrap();
         assert_eq!(keys.verify(&old).unwrap_err().code(), "token_expired");
 
         let token = keys.issue(&user, Utc::now()).unwrap();
@@ -413,7 +433,11 @@ mod tests {
         use base64::Engine as _;
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let payload = token.split('.').nth(1).unwrap();
-        let none = format!("{}.{}.", engine.encode(br#"{"alg":"none","typ":"JWT"}"#), payload);
+        let none = format!(
+            "{}.{}.",
+            engine.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            payload
+        );
         assert!(keys.verify(&none).is_err());
 
         let other = TokenKeys::new(&AuthSettings {
@@ -436,14 +460,25 @@ mod tests {
         assert!(token.starts_with(PAT_PREFIX));
         assert_eq!(token.len(), 4 + 43);
         assert_eq!(personal_token_hash(&token), personal_token_hash(&token));
-        assert_ne!(personal_token_hash(&token), personal_token_hash(&new_personal_token()));
+        assert_ne!(
+            personal_token_hash(&token),
+            personal_token_hash(&new_personal_token())
+        );
     }
 
     #[tokio::test]
     async fn passwords_hash_and_verify() {
         let hash = hash_password("correct horse".into()).await.unwrap();
-        assert!(verify_password("correct horse".into(), Some(hash.clone())).await.unwrap());
-        assert!(!verify_password("wrong horse".into(), Some(hash)).await.unwrap());
+        assert!(
+            verify_password("correct horse".into(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify_password("wrong horse".into(), Some(hash))
+                .await
+                .unwrap()
+        );
         assert!(!verify_password("anything".into(), None).await.unwrap());
     }
 }

@@ -99,9 +99,10 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::InvalidQuery(_) | Self::InvalidPath(_) | Self::InvalidHeader { .. } | Self::MalformedJson(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidQuery(_)
+            | Self::InvalidPath(_)
+            | Self::InvalidHeader { .. }
+            | Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
@@ -238,7 +239,9 @@ impl IntoResponse for ApiError {
         let errors = match &self {
             Self::Validation(errors) | Self::InvalidQuery(errors) => errors.errors().to_vec(),
             Self::InvalidPath(name) => vec![FieldError::new(*name, "malformed", self.detail())],
-            Self::InvalidHeader { name, message } => vec![FieldError::new(*name, "malformed", message.clone())],
+            Self::InvalidHeader { name, message } => {
+                vec![FieldError::new(*name, "malformed", message.clone())]
+            }
             _ => Vec::new(),
         };
         let current_version = match &self {

@@ -31,16 +31,19 @@ where
             .and_then(|v| v.split(';').next())
             .map(|mime| {
                 let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
             })
             .unwrap_or(false);
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| match rejection {
-            BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
-            _ => ApiError::MalformedJson("the body could not be read".into()),
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| match rejection {
+                BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
+                _ => ApiError::MalformedJson("the body could not be read".into()),
+            })?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -60,11 +63,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let field = if path == "." { name } else { path };
             (field, "unknown_field")
         } else if path == "." {
-            (missing_field(&message).unwrap_or_else(|| "body".into()), "invalid")
+            (
+                missing_field(&message).unwrap_or_else(|| "body".into()),
+                "invalid",
+            )
         } else {
             (path, "invalid_type")
         };
-        let code = if message.starts_with("missing field") { "required" } else { code };
+        let code = if message.starts_with("missing field") {
+            "required"
+        } else {
+            code
+        };
         ApiError::Validation(FieldError::new(field, code, message).into())
     })?;
     deserializer
@@ -87,11 +97,17 @@ fn backticked(message: &str) -> Option<String> {
 }
 
 fn unknown_field(message: &str) -> Option<String> {
-    message.starts_with("unknown field").then(|| backticked(message)).flatten()
+    message
+        .starts_with("unknown field")
+        .then(|| backticked(message))
+        .flatten()
 }
 
 fn missing_field(message: &str) -> Option<String> {
-    message.starts_with("missing field").then(|| backticked(message)).flatten()
+    message
+        .starts_with("missing field")
+        .then(|| backticked(message))
+        .flatten()
 }
 
 /// The raw query string split into parameters; every value kept, order preserved per name.
@@ -105,13 +121,19 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
         let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
         if let Some(query) = parts.uri.query() {
             if query.len() > 8192 {
-                return Err(ApiError::query("query", "too_long", "the query string has at most 8192 characters"));
+                return Err(ApiError::query(
+                    "query",
+                    "too_long",
+                    "the query string has at most 8192 characters",
+                ));
             }
             for (key, value) in form_urlencoded::parse(query.as_bytes()) {
                 if key.is_empty() {
                     continue;
                 }
-                map.entry(key.into_owned()).or_default().push(value.into_owned());
+                map.entry(key.into_owned())
+                    .or_default()
+                    .push(value.into_owned());
             }
         }
         Ok(Self(map))
@@ -139,7 +161,11 @@ impl QueryParams {
         match self.0.get(name).map(Vec::as_slice) {
             None | Some([]) => Ok(None),
             Some([one]) => Ok(Some(one.as_str())),
-            Some(_) => Err(ApiError::query(name, "repeated", "give this parameter at most once")),
+            Some(_) => Err(ApiError::query(
+                name,
+                "repeated",
+                "give this parameter at most once",
+            )),
         }
     }
 
@@ -201,7 +227,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             name: "If-Match",
             message: message.to_owned(),
         };
-        let text = value.to_str().map_err(|_| invalid("not visible ASCII"))?.trim();
+        let text = value
+            .to_str()
+            .map_err(|_| invalid("not visible ASCII"))?
+            .trim();
         if text == "*" {
             return Ok(Self::Any);
         }
@@ -241,9 +270,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(segment) = axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::InvalidPath("id"))?;
+        let axum::extract::Path(segment) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::InvalidPath("id"))?;
         path_id(&segment, "id").map(IdPath)
     }
 }

@@ -37,20 +37,41 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/api/v1/me", get(api::accounts::me))
-        .route("/api/v1/tokens", post(api::tokens::create_token).get(api::tokens::list_tokens))
-        .route("/api/v1/tokens/{id}", axum::routing::delete(api::tokens::delete_token))
-        .route("/api/v1/tasks", post(api::tasks::create_task).get(api::tasks::list_tasks))
+        .route(
+            "/api/v1/tokens",
+            post(api::tokens::create_token).get(api::tokens::list_tokens),
+        )
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(api::tokens::delete_token),
+        )
+        .route(
+            "/api/v1/tasks",
+            post(api::tasks::create_task).get(api::tasks::list_tasks),
+        )
         .route(
             "/api/v1/tasks/{id}",
             get(api::tasks::get_task)
                 .patch(api::tasks::update_task)
                 .delete(api::tasks::delete_task),
         )
-        .route("/api/v1/tasks/{id}/complete", post(api::tasks::complete_task))
+        .route(
+            "/api/v1/tasks/{id}/complete",
+            post(api::tasks::complete_task),
+        )
         .route("/api/v1/tasks/{id}/reopen", post(api::tasks::reopen_task))
-        .route("/api/v1/tasks/{id}/skip", post(api::series::skip_occurrence))
-        .route("/api/v1/tasks/{id}/recurrence/cancel", post(api::series::cancel_recurrence))
-        .route("/api/v1/tasks/{id}/occurrences", get(api::series::preview_occurrences))
+        .route(
+            "/api/v1/tasks/{id}/skip",
+            post(api::series::skip_occurrence),
+        )
+        .route(
+            "/api/v1/tasks/{id}/recurrence/cancel",
+            post(api::series::cancel_recurrence),
+        )
+        .route(
+            "/api/v1/tasks/{id}/occurrences",
+            get(api::series::preview_occurrences),
+        )
         .route("/api/v1/series/{id}", get(api::series::get_series))
         .route("/api/v1/tags", get(api::tags::list_tags))
         .route_layer(from_fn_with_state(state.clone(), auth::require_user));
@@ -58,7 +79,10 @@ pub fn router(state: AppState) -> Router {
     let sign_in = Router::new()
         .route("/api/v1/auth/register", post(api::accounts::register))
         .route("/api/v1/auth/login", post(api::accounts::login))
-        .route_layer(from_fn_with_state(state.clone(), rate_limit::limit_auth_attempts));
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            rate_limit::limit_auth_attempts,
+        ));
 
     let public = Router::new()
         .route("/healthz", get(api::health::healthz))
@@ -110,7 +134,9 @@ pub async fn serve(
         }
     });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
     sweeper.abort();
     result
 }

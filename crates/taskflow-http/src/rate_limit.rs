@@ -102,16 +102,29 @@ impl RateLimits {
         Self {
             enabled: settings.enabled,
             trust_forwarded_for: settings.trust_forwarded_for,
-            user: RateLimiter::keyed(Quota::per_second(nz(settings.user_per_second)).allow_burst(nz(settings.user_burst))),
-            ip: RateLimiter::keyed(Quota::per_second(nz(settings.ip_per_second)).allow_burst(nz(settings.ip_burst))),
-            auth: RateLimiter::keyed(Quota::per_minute(nz(settings.auth_per_minute)).allow_burst(nz(settings.auth_burst))),
+            user: RateLimiter::keyed(
+                Quota::per_second(nz(settings.user_per_second))
+                    .allow_burst(nz(settings.user_burst)),
+            ),
+            ip: RateLimiter::keyed(
+                Quota::per_second(nz(settings.ip_per_second)).allow_burst(nz(settings.ip_burst)),
+            ),
+            auth: RateLimiter::keyed(
+                Quota::per_minute(nz(settings.auth_per_minute))
+                    .allow_burst(nz(settings.auth_burst)),
+            ),
             task_create: RateLimiter::keyed(
-                Quota::per_minute(nz(settings.task_create_per_minute)).allow_burst(nz(settings.task_create_burst)),
+                Quota::per_minute(nz(settings.task_create_per_minute))
+                    .allow_burst(nz(settings.task_create_burst)),
             ),
         }
     }
 
-    fn check<K: Clone + std::hash::Hash + Eq>(&self, limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), ApiError> {
+    fn check<K: Clone + std::hash::Hash + Eq>(
+        &self,
+        limiter: &DefaultKeyedRateLimiter<K>,
+        key: &K,
+    ) -> Result<(), ApiError> {
         if !self.enabled {
             return Ok(());
         }
@@ -161,14 +174,22 @@ impl RateLimits {
 }
 
 /// Middleware: per-IP budget for routes that need no sign-in.
-pub async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn limit_by_ip(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let ip = state.rate_limits.client_ip(&request);
     state.rate_limits.check(&state.rate_limits.ip, &ip)?;
     Ok(next.run(request).await)
 }
 
 /// Middleware: the tighter per-IP budget for sign-in and registration.
-pub async fn limit_auth_attempts(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn limit_auth_attempts(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let ip = state.rate_limits.client_ip(&request);
     state.rate_limits.check(&state.rate_limits.auth, &ip)?;
     Ok(next.run(request).await)

@@ -15,7 +15,9 @@ use crate::query::search_terms;
 use crate::{AccessToken, SortDirection, SortField, Store, StoreError, TagMode, TaskQuery};
 
 fn start() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 fn user(email: &str) -> User {
@@ -29,7 +31,14 @@ fn user(email: &str) -> User {
     }
 }
 
-fn task(owner: UserId, title: &str, priority: Priority, tags: &[&str], due: Option<i64>, at: i64) -> Task {
+fn task(
+    owner: UserId,
+    title: &str,
+    priority: Priority,
+    tags: &[&str],
+    due: Option<i64>,
+    at: i64,
+) -> Task {
     let now = start() + TimeDelta::seconds(at);
     Task::create(
         owner,
@@ -67,10 +76,16 @@ pub async fn run(store: &dyn Store) {
 
 async fn users(store: &dyn Store) {
     let ann = user("ann@example.com");
-    store.create_user(&ann, "hash-a").await.expect("create user");
+    store
+        .create_user(&ann, "hash-a")
+        .await
+        .expect("create user");
     let again = user("ANN@example.com");
     assert!(
-        matches!(store.create_user(&again, "h").await, Err(StoreError::Conflict("users_email"))),
+        matches!(
+            store.create_user(&again, "h").await,
+            Err(StoreError::Conflict("users_email"))
+        ),
         "duplicate e-mail must conflict"
     );
     let (found, hash) = store
@@ -84,12 +99,24 @@ async fn users(store: &dyn Store) {
     assert_eq!(store.user(UserId::new()).await.expect("missing user"), None);
 
     let external = user("ext@example.com");
-    store.create_external_user(&external, "auth0|123").await.expect("external user");
+    store
+        .create_external_user(&external, "auth0|123")
+        .await
+        .expect("external user");
     assert_eq!(
-        store.user_by_external_subject("auth0|123").await.expect("by subject"),
+        store
+            .user_by_external_subject("auth0|123")
+            .await
+            .expect("by subject"),
         Some(external)
     );
-    assert_eq!(store.user_by_external_subject("nobody").await.expect("by subject"), None);
+    assert_eq!(
+        store
+            .user_by_external_subject("nobody")
+            .await
+            .expect("by subject"),
+        None
+    );
 }
 
 async fn tokens(store: &dyn Store) {
@@ -113,24 +140,64 @@ async fn tokens(store: &dyn Store) {
         expires_at: Some(now - TimeDelta::seconds(1)),
         ..live.clone()
     };
-    store.create_access_token(&live, b"hash-live").await.expect("token");
-    store.create_access_token(&expired, b"hash-old").await.expect("token");
+    store
+        .create_access_token(&live, b"hash-live")
+        .await
+        .expect("token");
+    store
+        .create_access_token(&expired, b"hash-old")
+        .await
+        .expect("token");
     assert_eq!(store.access_tokens(owner.id).await.expect("list").len(), 2);
-    assert!(store.access_tokens(other.id).await.expect("list").is_empty());
+    assert!(
+        store
+            .access_tokens(other.id)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 
-    let authed = store.authenticate_access_token(b"hash-live", now).await.expect("auth");
+    let authed = store
+        .authenticate_access_token(b"hash-live", now)
+        .await
+        .expect("auth");
     assert_eq!(authed.map(|u| u.id), Some(owner.id));
-    assert_eq!(store.authenticate_access_token(b"hash-old", now).await.expect("auth"), None);
-    assert_eq!(store.authenticate_access_token(b"nope", now).await.expect("auth"), None);
+    assert_eq!(
+        store
+            .authenticate_access_token(b"hash-old", now)
+            .await
+            .expect("auth"),
+        None
+    );
+    assert_eq!(
+        store
+            .authenticate_access_token(b"nope", now)
+            .await
+            .expect("auth"),
+        None
+    );
     let listed = store.access_tokens(owner.id).await.expect("list");
-    assert!(listed.iter().any(|t| t.id == live.id && t.last_used_at == Some(now)));
+    assert!(
+        listed
+            .iter()
+            .any(|t| t.id == live.id && t.last_used_at == Some(now))
+    );
 
     assert!(matches!(
         store.delete_access_token(other.id, live.id).await,
         Err(StoreError::NotFound)
     ));
-    store.delete_access_token(owner.id, live.id).await.expect("delete");
-    assert_eq!(store.authenticate_access_token(b"hash-live", now).await.expect("auth"), None);
+    store
+        .delete_access_token(owner.id, live.id)
+        .await
+        .expect("delete");
+    assert_eq!(
+        store
+            .authenticate_access_token(b"hash-live", now)
+            .await
+            .expect("auth"),
+        None
+    );
 }
 
 async fn tasks(store: &dyn Store) {
@@ -139,21 +206,44 @@ async fn tasks(store: &dyn Store) {
     store.create_user(&owner, "h").await.expect("user");
     store.create_user(&intruder, "h").await.expect("user");
 
-    let original = task(owner.id, "Buy milk", Priority::High, &["home", "errand"], Some(5), 0);
+    let original = task(
+        owner.id,
+        "Buy milk",
+        Priority::High,
+        &["home", "errand"],
+        Some(5),
+        0,
+    );
     store.insert_task(&original).await.expect("insert");
-    assert_eq!(store.task(owner.id, original.id).await.expect("get"), Some(original.clone()));
-    assert_eq!(store.task(intruder.id, original.id).await.expect("get"), None);
+    assert_eq!(
+        store.task(owner.id, original.id).await.expect("get"),
+        Some(original.clone())
+    );
+    assert_eq!(
+        store.task(intruder.id, original.id).await.expect("get"),
+        None
+    );
 
     let later = start() + TimeDelta::minutes(1);
     let done = completed(&original, later);
-    store.update_task(owner.id, &done, original.version, None).await.expect("update");
-    assert_eq!(store.task(owner.id, original.id).await.expect("get"), Some(done.clone()));
+    store
+        .update_task(owner.id, &done, original.version, None)
+        .await
+        .expect("update");
+    assert_eq!(
+        store.task(owner.id, original.id).await.expect("get"),
+        Some(done.clone())
+    );
     assert!(matches!(
-        store.update_task(owner.id, &done, original.version, None).await,
+        store
+            .update_task(owner.id, &done, original.version, None)
+            .await,
         Err(StoreError::VersionMismatch { current: 2 })
     ));
     assert!(matches!(
-        store.update_task(intruder.id, &done, done.version, None).await,
+        store
+            .update_task(intruder.id, &done, done.version, None)
+            .await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
@@ -164,7 +254,10 @@ async fn tasks(store: &dyn Store) {
         store.delete_task(owner.id, original.id, Some(1)).await,
         Err(StoreError::VersionMismatch { current: 2 })
     ));
-    store.delete_task(owner.id, original.id, Some(2)).await.expect("delete");
+    store
+        .delete_task(owner.id, original.id, Some(2))
+        .await
+        .expect("delete");
     assert_eq!(store.task(owner.id, original.id).await.expect("get"), None);
     assert!(matches!(
         store.delete_task(owner.id, original.id, None).await,
@@ -176,8 +269,14 @@ async fn tasks(store: &dyn Store) {
         Err(StoreError::NotFound)
     ));
     assert!(matches!(store.insert_task(&done).await, Ok(())));
-    assert!(matches!(store.insert_task(&done).await, Err(StoreError::Conflict(_))));
-    store.delete_task(owner.id, done.id, None).await.expect("delete");
+    assert!(matches!(
+        store.insert_task(&done).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .delete_task(owner.id, done.id, None)
+        .await
+        .expect("delete");
 }
 
 async fn collect(store: &dyn Store, owner: UserId, mut query: TaskQuery) -> Vec<TaskId> {
@@ -199,13 +298,23 @@ async fn listing(store: &dyn Store) {
     store.create_user(&owner, "h").await.expect("user");
     store.create_user(&other, "h").await.expect("user");
     let specs: [(&str, Priority, &[&str], Option<i64>); 8] = [
-        ("Pay rent", Priority::Urgent, &["finance", "home"], Some(-48)),
+        (
+            "Pay rent",
+            Priority::Urgent,
+            &["finance", "home"],
+            Some(-48),
+        ),
         ("Buy milk", Priority::Low, &["errand"], Some(2)),
         ("buy bread", Priority::Low, &["errand", "home"], None),
         ("Call mom", Priority::Medium, &[], Some(2)),
         ("Write report", Priority::High, &["work"], Some(30)),
         ("Review budget", Priority::None, &["finance", "work"], None),
-        ("Plan trip to Zürich", Priority::Medium, &["travel"], Some(100)),
+        (
+            "Plan trip to Zürich",
+            Priority::Medium,
+            &["travel"],
+            Some(100),
+        ),
         ("Milkshake recipe", Priority::None, &[], None),
     ];
     let mut tasks = Vec::new();
@@ -215,19 +324,35 @@ async fn listing(store: &dyn Store) {
         tasks.push(t);
     }
     store
-        .insert_task(&task(other.id, "Buy milk elsewhere", Priority::Low, &["errand"], Some(1), 0))
+        .insert_task(&task(
+            other.id,
+            "Buy milk elsewhere",
+            Priority::Low,
+            &["errand"],
+            Some(1),
+            0,
+        ))
         .await
         .expect("insert other");
     // Complete "Call mom".
     let done = completed(&tasks[3], start());
-    store.update_task(owner.id, &done, 1, None).await.expect("complete");
+    store
+        .update_task(owner.id, &done, 1, None)
+        .await
+        .expect("complete");
     tasks[3] = done;
 
     let now = start();
     let by_title = |titles: &[&str]| -> Vec<TaskId> {
         titles
             .iter()
-            .map(|title| tasks.iter().find(|t| t.title.as_str() == *title).map(|t| t.id).unwrap_or_default())
+            .map(|title| {
+                tasks
+                    .iter()
+                    .find(|t| t.title.as_str() == *title)
+                    .map(|t| t.id)
+                    .unwrap_or_default()
+            })
             .collect()
     };
 
@@ -246,14 +371,32 @@ async fn listing(store: &dyn Store) {
     let due_asc = collect(store, owner.id, q.clone()).await;
     assert_eq!(
         due_asc,
-        by_title(&["Pay rent", "Buy milk", "Call mom", "Write report", "Plan trip to Zürich", "buy bread", "Review budget", "Milkshake recipe"]),
+        by_title(&[
+            "Pay rent",
+            "Buy milk",
+            "Call mom",
+            "Write report",
+            "Plan trip to Zürich",
+            "buy bread",
+            "Review budget",
+            "Milkshake recipe"
+        ]),
         "due_at asc, nulls last"
     );
     q.direction = SortDirection::Desc;
     let due_desc = collect(store, owner.id, q).await;
     assert_eq!(
         due_desc,
-        by_title(&["Plan trip to Zürich", "Write report", "Call mom", "Buy milk", "Pay rent", "Milkshake recipe", "Review budget", "buy bread"]),
+        by_title(&[
+            "Plan trip to Zürich",
+            "Write report",
+            "Call mom",
+            "Buy milk",
+            "Pay rent",
+            "Milkshake recipe",
+            "Review budget",
+            "buy bread"
+        ]),
         "due_at desc, nulls still last"
     );
 
@@ -263,7 +406,16 @@ async fn listing(store: &dyn Store) {
     q.direction = SortDirection::Desc;
     assert_eq!(
         collect(store, owner.id, q).await,
-        by_title(&["Pay rent", "Write report", "Plan trip to Zürich", "Call mom", "buy bread", "Buy milk", "Milkshake recipe", "Review budget"]),
+        by_title(&[
+            "Pay rent",
+            "Write report",
+            "Plan trip to Zürich",
+            "Call mom",
+            "buy bread",
+            "Buy milk",
+            "Milkshake recipe",
+            "Review budget"
+        ]),
         "priority desc"
     );
 
@@ -273,7 +425,16 @@ async fn listing(store: &dyn Store) {
     q.direction = SortDirection::Asc;
     assert_eq!(
         collect(store, owner.id, q).await,
-        by_title(&["buy bread", "Buy milk", "Call mom", "Milkshake recipe", "Pay rent", "Plan trip to Zürich", "Review budget", "Write report"]),
+        by_title(&[
+            "buy bread",
+            "Buy milk",
+            "Call mom",
+            "Milkshake recipe",
+            "Pay rent",
+            "Plan trip to Zürich",
+            "Review budget",
+            "Write report"
+        ]),
         "title asc"
     );
 
@@ -283,17 +444,26 @@ async fn listing(store: &dyn Store) {
     assert_eq!(collect(store, owner.id, q).await, by_title(&["Call mom"]));
     let mut q = query.clone();
     q.priorities = vec![Priority::Low, Priority::Urgent];
-    assert_eq!(collect(store, owner.id, q).await, by_title(&["buy bread", "Buy milk", "Pay rent"]));
+    assert_eq!(
+        collect(store, owner.id, q).await,
+        by_title(&["buy bread", "Buy milk", "Pay rent"])
+    );
     let tag = |s: &str| Tag::parse(s).unwrap_or_else(|e| panic!("{e}"));
     let mut q = query.clone();
     q.tags = vec![tag("home"), tag("finance")];
-    assert_eq!(collect(store, owner.id, q.clone()).await, by_title(&["Review budget", "buy bread", "Pay rent"]));
+    assert_eq!(
+        collect(store, owner.id, q.clone()).await,
+        by_title(&["Review budget", "buy bread", "Pay rent"])
+    );
     q.tag_mode = TagMode::All;
     assert_eq!(collect(store, owner.id, q).await, by_title(&["Pay rent"]));
     let mut q = query.clone();
     q.due_after = Some(now);
     q.due_before = Some(now + TimeDelta::hours(30));
-    assert_eq!(collect(store, owner.id, q).await, by_title(&["Call mom", "Buy milk"]));
+    assert_eq!(
+        collect(store, owner.id, q).await,
+        by_title(&["Call mom", "Buy milk"])
+    );
     let mut q = query.clone();
     q.overdue = Some(true);
     assert_eq!(collect(store, owner.id, q).await, by_title(&["Pay rent"]));
@@ -307,20 +477,39 @@ async fn listing(store: &dyn Store) {
     q.sort = SortField::Relevance;
     q.direction = SortDirection::Asc;
     let found = collect(store, owner.id, q.clone()).await;
-    assert_eq!(found.len(), 2, "milk matches Buy milk and Milkshake (prefix)");
+    assert_eq!(
+        found.len(),
+        2,
+        "milk matches Buy milk and Milkshake (prefix)"
+    );
     assert!(found.contains(&by_title(&["Buy milk"])[0]));
     q.search_terms = search_terms("zurich");
-    assert_eq!(collect(store, owner.id, q.clone()).await, by_title(&["Plan trip to Zürich"]), "diacritics folded");
+    assert_eq!(
+        collect(store, owner.id, q.clone()).await,
+        by_title(&["Plan trip to Zürich"]),
+        "diacritics folded"
+    );
     q.search_terms = search_terms("fin");
-    assert_eq!(collect(store, owner.id, q.clone()).await.len(), 2, "tags are searchable");
+    assert_eq!(
+        collect(store, owner.id, q.clone()).await.len(),
+        2,
+        "tags are searchable"
+    );
     q.search_terms = search_terms("buy bre");
-    assert_eq!(collect(store, owner.id, q.clone()).await, by_title(&["buy bread"]), "all terms must match");
+    assert_eq!(
+        collect(store, owner.id, q.clone()).await,
+        by_title(&["buy bread"]),
+        "all terms must match"
+    );
     q.search_terms = search_terms("\"OR\" NEAR(");
     let _ = collect(store, owner.id, q).await;
 
     // Tag counts.
     let counts = store.tag_counts(owner.id).await.expect("tags");
-    let home = counts.iter().find(|c| c.tag == "home").expect("home counted");
+    let home = counts
+        .iter()
+        .find(|c| c.tag == "home")
+        .expect("home counted");
     assert_eq!((home.tasks, home.pending), (2, 2));
     assert_eq!(counts.iter().map(|c| c.tasks).sum::<i64>(), 9);
     assert_eq!(counts[0].tasks, 2);
@@ -331,7 +520,14 @@ async fn listing(store: &dyn Store) {
     q.direction = SortDirection::Asc;
     q.limit = 2;
     let first = store.list_tasks(owner.id, &q).await.expect("page 1");
-    let extra = task(owner.id, "Inserted meanwhile", Priority::None, &[], None, 1000);
+    let extra = task(
+        owner.id,
+        "Inserted meanwhile",
+        Priority::None,
+        &[],
+        None,
+        1000,
+    );
     store.insert_task(&extra).await.expect("insert");
     q.after = first.next_cursor.clone();
     let rest = collect(store, owner.id, q).await;
@@ -347,7 +543,14 @@ async fn series(store: &dyn Store) {
     let other = user("series2@example.com");
     store.create_user(&owner, "h").await.expect("user");
     store.create_user(&other, "h").await.expect("user");
-    let mut first = task(owner.id, "Water plants", Priority::Low, &["home"], Some(1), 0);
+    let mut first = task(
+        owner.id,
+        "Water plants",
+        Priority::Low,
+        &["home"],
+        Some(1),
+        0,
+    );
     first = Task::create(
         owner.id,
         TimeZone::parse("Europe/Berlin").expect("zone"),
@@ -367,25 +570,77 @@ async fn series(store: &dyn Store) {
     )
     .expect("recurring task");
     store.insert_task(&first).await.expect("insert");
-    assert_eq!(store.task(owner.id, first.id).await.expect("get"), Some(first.clone()), "recurrence round-trips");
+    assert_eq!(
+        store.task(owner.id, first.id).await.expect("get"),
+        Some(first.clone()),
+        "recurrence round-trips"
+    );
 
-    let change = first.completed(start()).expect("completes").expect("changes");
+    let change = first
+        .completed(start())
+        .expect("completes")
+        .expect("changes");
     let next = change.next_occurrence.clone().expect("next occurrence");
-    assert!(store.update_task(owner.id, &change.task, first.version, Some(&next)).await.expect("complete"));
-    assert_eq!(store.task(owner.id, next.id).await.expect("get"), Some(next.clone()));
+    assert!(
+        store
+            .update_task(owner.id, &change.task, first.version, Some(&next))
+            .await
+            .expect("complete")
+    );
+    assert_eq!(
+        store.task(owner.id, next.id).await.expect("get"),
+        Some(next.clone())
+    );
 
     // Reopen, complete again: the (series, index) already exists, so nothing new is created.
-    let reopened = change.task.reopened(start()).expect("reopens").expect("changes").task;
-    assert!(!store.update_task(owner.id, &reopened, change.task.version, None).await.expect("reopen"));
-    let again = reopened.completed(start()).expect("completes").expect("changes");
+    let reopened = change
+        .task
+        .reopened(start())
+        .expect("reopens")
+        .expect("changes")
+        .task;
+    assert!(
+        !store
+            .update_task(owner.id, &reopened, change.task.version, None)
+            .await
+            .expect("reopen")
+    );
+    let again = reopened
+        .completed(start())
+        .expect("completes")
+        .expect("changes");
     let duplicate = again.next_occurrence.clone().expect("would-be next");
     assert_ne!(duplicate.id, next.id);
-    assert!(!store.update_task(owner.id, &again.task, reopened.version, Some(&duplicate)).await.expect("complete again"));
-    assert_eq!(store.task(owner.id, duplicate.id).await.expect("get"), None, "no second next occurrence");
+    assert!(
+        !store
+            .update_task(owner.id, &again.task, reopened.version, Some(&duplicate))
+            .await
+            .expect("complete again")
+    );
+    assert_eq!(
+        store.task(owner.id, duplicate.id).await.expect("get"),
+        None,
+        "no second next occurrence"
+    );
 
-    let occurrences = store.series_occurrences(owner.id, first.series_id.expect("series")).await.expect("series");
-    assert_eq!(occurrences.iter().map(|t| t.occurrence_index).collect::<Vec<_>>(), vec![0, 1]);
-    assert!(store.series_occurrences(other.id, first.series_id.expect("series")).await.expect("series").is_empty());
+    let occurrences = store
+        .series_occurrences(owner.id, first.series_id.expect("series"))
+        .await
+        .expect("series");
+    assert_eq!(
+        occurrences
+            .iter()
+            .map(|t| t.occurrence_index)
+            .collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert!(
+        store
+            .series_occurrences(other.id, first.series_id.expect("series"))
+            .await
+            .expect("series")
+            .is_empty()
+    );
 
     let mut q = TaskQuery::new(start());
     q.recurring = Some(true);

@@ -69,7 +69,11 @@ pub trait UserStore: Send + Sync {
 #[async_trait]
 pub trait TokenStore: Send + Sync {
     /// Stores a token's metadata and the hash of its secret.
-    async fn create_access_token(&self, token: &AccessToken, secret_hash: &[u8]) -> Result<(), StoreError>;
+    async fn create_access_token(
+        &self,
+        token: &AccessToken,
+        secret_hash: &[u8],
+    ) -> Result<(), StoreError>;
     /// The user's tokens, newest first.
     async fn access_tokens(&self, user: UserId) -> Result<Vec<AccessToken>, StoreError>;
     /// Deletes one of the user's tokens. [`StoreError::NotFound`] when the user has no such token.
@@ -110,7 +114,11 @@ pub trait TaskStore: Send + Sync {
     /// One page of the user's tasks.
     async fn list_tasks(&self, user: UserId, query: &TaskQuery) -> Result<TaskPage, StoreError>;
     /// Every occurrence of one of the user's series, oldest first.
-    async fn series_occurrences(&self, user: UserId, series: SeriesId) -> Result<Vec<Task>, StoreError>;
+    async fn series_occurrences(
+        &self,
+        user: UserId,
+        series: SeriesId,
+    ) -> Result<Vec<Task>, StoreError>;
     /// The user's tags with counts, most used first.
     async fn tag_counts(&self, user: UserId) -> Result<Vec<TagCount>, StoreError>;
 }

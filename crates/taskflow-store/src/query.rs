@@ -118,7 +118,11 @@ impl Cursor {
     }
 
     /// Reads a cursor back, checking it matches the requested order.
-    pub fn decode(text: &str, sort: SortField, direction: SortDirection) -> Result<Self, CursorError> {
+    pub fn decode(
+        text: &str,
+        sort: SortField,
+        direction: SortDirection,
+    ) -> Result<Self, CursorError> {
         if text.len() > 2048 {
             return Err(CursorError::Malformed);
         }
@@ -131,7 +135,13 @@ impl Cursor {
         }
         let key_fits = match (&cursor.key, sort) {
             (CursorKey::Null, SortField::DueAt) => true,
-            (CursorKey::Int(_), SortField::DueAt | SortField::Priority | SortField::CreatedAt | SortField::UpdatedAt) => true,
+            (
+                CursorKey::Int(_),
+                SortField::DueAt
+                | SortField::Priority
+                | SortField::CreatedAt
+                | SortField::UpdatedAt,
+            ) => true,
             (CursorKey::Float(f), SortField::Relevance) => f.is_finite(),
             (CursorKey::Int(_), SortField::Relevance) => true,
             (CursorKey::Text(_), SortField::Title) => true,
@@ -144,7 +154,12 @@ impl Cursor {
     }
 
     /// The cursor pointing after `task` in the given order (`score` for relevance).
-    pub fn after(task: &Task, sort: SortField, direction: SortDirection, score: Option<f64>) -> Self {
+    pub fn after(
+        task: &Task,
+        sort: SortField,
+        direction: SortDirection,
+        score: Option<f64>,
+    ) -> Self {
         let key = match sort {
             SortField::DueAt => task
                 .due_at
@@ -261,7 +276,10 @@ mod tests {
             id: TaskId::new(),
         };
         let text = cursor.encode();
-        assert_eq!(Cursor::decode(&text, SortField::DueAt, SortDirection::Asc).unwrap(), cursor);
+        assert_eq!(
+            Cursor::decode(&text, SortField::DueAt, SortDirection::Asc).unwrap(),
+            cursor
+        );
         assert_eq!(
             Cursor::decode(&text, SortField::Title, SortDirection::Asc).unwrap_err(),
             CursorError::SortMismatch

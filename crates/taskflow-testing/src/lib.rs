@@ -93,7 +93,9 @@ impl TestApp {
         let address = format!("http://{}", listener.local_addr().expect("local addr"));
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
-        tokio::spawn(taskflow_http::serve(listener, state, async move { signal.cancelled().await }));
+        tokio::spawn(taskflow_http::serve(listener, state, async move {
+            signal.cancelled().await
+        }));
         Self {
             address,
             client: Client::new(),
@@ -110,7 +112,9 @@ impl TestApp {
 
     /// A request with the user's bearer token.
     pub fn authed(&self, method: reqwest::Method, path: &str, user: &TestUser) -> RequestBuilder {
-        self.client.request(method, self.url(path)).bearer_auth(&user.token)
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(&user.token)
     }
 
     /// Registers `email` with a fixed password and returns the user with a token.
@@ -135,7 +139,11 @@ impl TestApp {
 
     /// Registers a user with a unique e-mail.
     pub async fn register_user(&self) -> TestUser {
-        self.register(&format!("user-{}@example.com", uuid::Uuid::now_v7().simple())).await
+        self.register(&format!(
+            "user-{}@example.com",
+            uuid::Uuid::now_v7().simple()
+        ))
+        .await
     }
 
     /// Creates a task from `body` for `user`, asserting 201, and returns it.

@@ -46,19 +46,26 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
         &settings.rate_limit,
     );
     let addr = settings.listen_addr()?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}; is another process using it? Choose another with --listen"))?;
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr}; is another process using it? Choose another with --listen"
+        )
+    })?;
     tracing::info!(address = %listener.local_addr()?, database = %crate::settings::redact_url(&settings.database_url()), "TaskFlow is listening");
 
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let signal = shutdown.clone();
-    let server = tokio::spawn(taskflow_http::serve(listener, state, async move { signal.cancelled().await }));
+    let server = tokio::spawn(taskflow_http::serve(listener, state, async move {
+        signal.cancelled().await
+    }));
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing in-flight requests");
     match tokio::time::timeout(grace, server).await {
         Ok(result) => result.context("server task")?.context("server")?,
-        Err(_) => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time"),
+        Err(_) => tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "in-flight requests did not finish in time"
+        ),
     }
     store.close().await;
     tracing::info!("stopped");
@@ -71,15 +78,16 @@ pub fn cancel_on_signal(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(error) => {
-                    tracing::error!(%error, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    token.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {},
                 _ = term.recv() => {},

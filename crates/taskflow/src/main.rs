@@ -1,6 +1,7 @@
 //! `taskflow`: the one binary. `main` only parses the command line, loads settings and wires.
 
 mod app;
+mod bench;
 mod settings;
 mod telemetry;
 
@@ -43,6 +44,14 @@ enum Command {
     Migrate,
     /// Print the effective configuration with secrets redacted.
     Config,
+    /// Run a benchmark and write its result file.
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum)]
+        which: bench::Benchmark,
+        #[command(flatten)]
+        options: bench::BenchOptions,
+    },
     /// Exit 0 when the server at --url answers /healthz (for container health checks).
     Healthcheck {
         /// Base URL of the server.
@@ -71,7 +80,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     telemetry::init(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("taskflow: cannot start the async runtime: {error}");
@@ -87,6 +99,7 @@ fn main() -> ExitCode {
             }
             Command::Migrate => app::migrate(&settings).await,
             Command::Healthcheck { url } => healthcheck(&url).await,
+            Command::Bench { which, options } => bench::run(which, options).await,
             Command::Config => Ok(()),
         }
     });
@@ -108,6 +121,10 @@ async fn healthcheck(base: &str) -> anyhow::Result<()> {
         .get(&url)
         .send()
         .await?;
-    anyhow::ensure!(response.status().is_success(), "{url} answered {}", response.status());
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
     Ok(())
 }

@@ -143,7 +143,9 @@ impl Settings {
     pub fn load(config_file: Option<&Path>, cli: &CliOverrides) -> Result<Self, SettingsError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         match config_file {
-            Some(path) if !path.exists() => return Err(SettingsError::MissingFile(path.to_owned())),
+            Some(path) if !path.exists() => {
+                return Err(SettingsError::MissingFile(path.to_owned()));
+            }
             Some(path) => figment = figment.merge(Toml::file(path)),
             None => figment = figment.merge(Toml::file("taskflow.toml")),
         }
@@ -189,7 +191,10 @@ impl Settings {
         if !matches!(self.log.format.as_str(), "pretty" | "json") {
             return Err(SettingsError::Invalid {
                 key: "log.format",
-                message: format!("`{}` is not a log format; use `pretty` or `json`", self.log.format),
+                message: format!(
+                    "`{}` is not a log format; use `pretty` or `json`",
+                    self.log.format
+                ),
             });
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
@@ -213,7 +218,10 @@ impl Settings {
         }
         self.rate_limit
             .validate()
-            .map_err(|message| SettingsError::Invalid { key: "rate_limit", message })?;
+            .map_err(|message| SettingsError::Invalid {
+                key: "rate_limit",
+                message,
+            })?;
         Ok(())
     }
 
@@ -221,7 +229,10 @@ impl Settings {
     pub fn listen_addr(&self) -> Result<SocketAddr, SettingsError> {
         self.listen.parse().map_err(|_| SettingsError::Invalid {
             key: "listen",
-            message: format!("`{}` is not an address like 127.0.0.1:8080 or [::1]:8080", self.listen),
+            message: format!(
+                "`{}` is not an address like 127.0.0.1:8080 or [::1]:8080",
+                self.listen
+            ),
         })
     }
 
@@ -272,7 +283,9 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
             match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:[redacted]{}", &url[..scheme_end + 3], &url[at..]),
+                Some((user, _)) => {
+                    format!("{}{user}:[redacted]{}", &url[..scheme_end + 3], &url[at..])
+                }
                 None => url.to_owned(),
             }
         }
@@ -299,13 +312,24 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Settings::default().validate().unwrap();
-        assert_eq!(Settings::default().database_url(), "sqlite://./taskflow-data/taskflow.db");
+        assert_eq!(
+            Settings::default().database_url(),
+            "sqlite://./taskflow-data/taskflow.db"
+        );
     }
 
     #[test]
     fn bad_values_say_how_to_fix_them() {
-        let mut s = Settings { listen: "localhost".into(), ..Settings::default() };
-        assert!(s.validate().unwrap_err().to_string().contains("127.0.0.1:8080"));
+        let mut s = Settings {
+            listen: "localhost".into(),
+            ..Settings::default()
+        };
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("127.0.0.1:8080")
+        );
         s = Settings::default();
         s.auth.jwt_secret = Secret::new("short");
         assert!(s.validate().unwrap_err().to_string().contains("32 bytes"));
@@ -320,7 +344,10 @@ mod tests {
 
     #[test]
     fn urls_lose_their_passwords() {
-        assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:[redacted]@db:5432/x");
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:[redacted]@db:5432/x"
+        );
         assert_eq!(redact_url("sqlite://./a.db"), "sqlite://./a.db");
     }
 

@@ -35,7 +35,11 @@ fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_server(dir: &Path, port: u16) -> Child {
@@ -55,27 +59,59 @@ fn start_server(dir: &Path, port: u16) -> Child {
 }
 
 fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
 #[test]
 fn config_prints_effective_settings_with_secrets_redacted() {
     let dir = temp_dir();
-    std::fs::write(dir.join("custom.toml"), "listen = \"127.0.0.1:9999\"\n[log]\nformat = \"json\"\n").unwrap();
+    std::fs::write(
+        dir.join("custom.toml"),
+        "listen = \"127.0.0.1:9999\"\n[log]\nformat = \"json\"\n",
+    )
+    .unwrap();
     let output = run(
         &dir,
-        &["--config", "custom.toml", "config", "--database-url", "sqlite://./x.db"],
-        &[("TASKFLOW_AUTH__JWT_SECRET", "a-very-secret-value-that-is-long-enough"), ("TASKFLOW_RATE_LIMIT__USER_BURST", "7")],
+        &[
+            "--config",
+            "custom.toml",
+            "config",
+            "--database-url",
+            "sqlite://./x.db",
+        ],
+        &[
+            (
+                "TASKFLOW_AUTH__JWT_SECRET",
+                "a-very-secret-value-that-is-long-enough",
+            ),
+            ("TASKFLOW_RATE_LIMIT__USER_BURST", "7"),
+        ],
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8(output.stdout).unwrap();
-    assert!(text.contains("listen = \"127.0.0.1:9999\""), "file value: {text}");
+    assert!(
+        text.contains("listen = \"127.0.0.1:9999\""),
+        "file value: {text}"
+    );
     assert!(text.contains("format = \"json\""), "{text}");
-    assert!(text.contains("url = \"sqlite://./x.db\""), "flag value: {text}");
+    assert!(
+        text.contains("url = \"sqlite://./x.db\""),
+        "flag value: {text}"
+    );
     assert!(text.contains("user_burst = 7"), "env value: {text}");
     assert!(text.contains("jwt_secret = \"[redacted]\""), "{text}");
-    assert!(!text.contains("a-very-secret-value"), "secret leaked: {text}");
+    assert!(
+        !text.contains("a-very-secret-value"),
+        "secret leaked: {text}"
+    );
 }
 
 #[test]
@@ -84,10 +120,17 @@ fn flags_override_environment_which_overrides_the_file() {
     std::fs::write(dir.join("taskflow.toml"), "listen = \"127.0.0.1:1111\"\n").unwrap();
     let file_only = String::from_utf8(run(&dir, &["config"], &[]).stdout).unwrap();
     assert!(file_only.contains("127.0.0.1:1111"), "{file_only}");
-    let env = String::from_utf8(run(&dir, &["config"], &[("TASKFLOW_LISTEN", "127.0.0.1:2222")]).stdout).unwrap();
+    let env =
+        String::from_utf8(run(&dir, &["config"], &[("TASKFLOW_LISTEN", "127.0.0.1:2222")]).stdout)
+            .unwrap();
     assert!(env.contains("127.0.0.1:2222"), "{env}");
     let flag = String::from_utf8(
-        run(&dir, &["config", "--listen", "127.0.0.1:3333"], &[("TASKFLOW_LISTEN", "127.0.0.1:2222")]).stdout,
+        run(
+            &dir,
+            &["config", "--listen", "127.0.0.1:3333"],
+            &[("TASKFLOW_LISTEN", "127.0.0.1:2222")],
+        )
+        .stdout,
     )
     .unwrap();
     assert!(flag.contains("127.0.0.1:3333"), "{flag}");
@@ -99,18 +142,41 @@ fn bad_settings_fail_fast_with_a_fix() {
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
     let cases: &[Case] = &[
         (&["serve", "--listen", "nonsense"], &[], "127.0.0.1:8080"),
-        (&["serve", "--database-url", "mysql://u:hunter2@h/db"], &[], "sqlite://"),
-        (&["serve"], &[("TASKFLOW_AUTH__JWT_SECRET", "short")], "32 bytes"),
+        (
+            &["serve", "--database-url", "mysql://u:hunter2@h/db"],
+            &[],
+            "sqlite://",
+        ),
+        (
+            &["serve"],
+            &[("TASKFLOW_AUTH__JWT_SECRET", "short")],
+            "32 bytes",
+        ),
         (&["serve", "--log-format", "xml"], &[], "pretty"),
-        (&["serve"], &[("TASKFLOW_NOT_A_SETTING", "1")], "not_a_setting"),
-        (&["serve"], &[("TASKFLOW_RATE_LIMIT__USER_BURST", "-3")], "user_burst"),
-        (&["--config", "missing.toml", "serve"], &[], "does not exist"),
+        (
+            &["serve"],
+            &[("TASKFLOW_NOT_A_SETTING", "1")],
+            "not_a_setting",
+        ),
+        (
+            &["serve"],
+            &[("TASKFLOW_RATE_LIMIT__USER_BURST", "-3")],
+            "user_burst",
+        ),
+        (
+            &["--config", "missing.toml", "serve"],
+            &[],
+            "does not exist",
+        ),
     ];
     for (args, env, hint) in cases {
         let output = run(&dir, args, env);
         assert_eq!(output.status.code(), Some(2), "{args:?} should be refused");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.to_lowercase().contains(&hint.to_lowercase()), "{args:?} {env:?}: message should mention {hint}: {stderr}");
+        assert!(
+            stderr.to_lowercase().contains(&hint.to_lowercase()),
+            "{args:?} {env:?}: message should mention {hint}: {stderr}"
+        );
         assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
     }
 }
@@ -119,7 +185,11 @@ fn bad_settings_fail_fast_with_a_fix() {
 fn migrate_creates_the_database() {
     let dir = temp_dir();
     let output = run(&dir, &["migrate"], &[]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(dir.join("taskflow-data/taskflow.db").exists());
     let again = run(&dir, &["migrate"], &[]);
     assert!(again.status.success());
@@ -132,7 +202,11 @@ async fn serve_answers_and_sigterm_lets_an_in_flight_request_finish() {
     let mut child = start_server(&dir, port);
 
     // Health check through the binary's own subcommand.
-    let healthcheck = run(&dir, &["healthcheck", "--url", &format!("http://127.0.0.1:{port}")], &[]);
+    let healthcheck = run(
+        &dir,
+        &["healthcheck", "--url", &format!("http://127.0.0.1:{port}")],
+        &[],
+    );
     assert!(healthcheck.status.success());
 
     // Start a request whose body is still arriving, then ask the server to stop.
@@ -150,7 +224,10 @@ async fn serve_answers_and_sigterm_lets_an_in_flight_request_finish() {
     // New connections are refused once shutdown began...
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-        assert!(Instant::now() < deadline, "listener still open after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "listener still open after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // ...but the in-flight request completes.
@@ -160,7 +237,10 @@ async fn serve_answers_and_sigterm_lets_an_in_flight_request_finish() {
     let response = String::from_utf8_lossy(&response);
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
 
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
 
     // The write was durable: a restarted server still knows the account.
@@ -174,5 +254,11 @@ async fn serve_answers_and_sigterm_lets_an_in_flight_request_finish() {
         .unwrap();
     assert_eq!(login.status(), 200);
     signal(&child, "INT");
-    assert!(tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap().success());
+    assert!(
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
 }

@@ -132,7 +132,8 @@ pub async fn register(
         Err(StoreError::Conflict(_)) => {
             return Err(ApiError::Conflict {
                 code: "email_taken",
-                message: "An account with this e-mail address already exists; sign in instead.".into(),
+                message: "An account with this e-mail address already exists; sign in instead."
+                    .into(),
             });
         }
         Err(other) => return Err(other.into()),

@@ -92,10 +92,20 @@ pub async fn preview_occurrences(
         None => 10,
         Some(text) => match text.parse::<usize>() {
             Ok(n @ 1..=100) => n,
-            _ => return Err(ApiError::query("limit", "out_of_range", "limit is a whole number from 1 to 100")),
+            _ => {
+                return Err(ApiError::query(
+                    "limit",
+                    "out_of_range",
+                    "limit is a whole number from 1 to 100",
+                ));
+            }
         },
     };
-    let task = state.store.task(user.id, id).await?.ok_or(ApiError::NotFound)?;
+    let task = state
+        .store
+        .task(user.id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let (Some(recurrence), Some(due)) = (&task.recurrence, task.due_at) else {
         return Err(ApiError::Conflict {
             code: "not_recurring",

@@ -85,10 +85,15 @@ impl RecurrenceRequest {
             None | Some("due") => Anchor::Due,
             Some("completion") => Anchor::Completion,
             Some(_) => {
-                return Err(FieldError::new("recurrence.anchor", "invalid", "use `due` or `completion`"));
+                return Err(FieldError::new(
+                    "recurrence.anchor",
+                    "invalid",
+                    "use `due` or `completion`",
+                ));
             }
         };
-        let mut rule = RecurrenceRule::parse(&self.rule).map_err(|e| recurrence_error(e).at("recurrence.rule"))?;
+        let mut rule = RecurrenceRule::parse(&self.rule)
+            .map_err(|e| recurrence_error(e).at("recurrence.rule"))?;
         if let Some(ends) = &self.ends {
             let end = match (ends.count, ends.until.as_deref()) {
                 (Some(count), None) => format!("COUNT={count}"),
@@ -299,7 +304,10 @@ impl CreateTaskRequest {
         let tags = match Tags::parse(self.tags.as_deref().unwrap_or_default()) {
             Ok(tags) => Some(tags),
             Err(tag_errors) => {
-                tag_errors.into_vec().into_iter().for_each(|e| errors.push(e));
+                tag_errors
+                    .into_vec()
+                    .into_iter()
+                    .for_each(|e| errors.push(e));
                 None
             }
         };
@@ -316,8 +324,24 @@ impl CreateTaskRequest {
             None => Some(None),
         };
         errors.into_result()?;
-        match (title, description, priority, tags, due_at, time_zone, recurrence) {
-            (Some(title), Some(description), Some(priority), Some(tags), Some(due_at), Some(time_zone), Some(recurrence)) => Ok(NewTask {
+        match (
+            title,
+            description,
+            priority,
+            tags,
+            due_at,
+            time_zone,
+            recurrence,
+        ) {
+            (
+                Some(title),
+                Some(description),
+                Some(priority),
+                Some(tags),
+                Some(due_at),
+                Some(time_zone),
+                Some(recurrence),
+            ) => Ok(NewTask {
                 title,
                 description,
                 priority,
@@ -335,7 +359,13 @@ impl UpdateTaskRequest {
     fn validate(self) -> Result<TaskPatch, ValidationErrors> {
         let mut errors = ValidationErrors::new();
         let mut patch = TaskPatch::default();
-        let cannot_be_null = |field: &str| FieldError::new(field, "null", format!("`{field}` cannot be null; omit it to keep it"));
+        let cannot_be_null = |field: &str| {
+            FieldError::new(
+                field,
+                "null",
+                format!("`{field}` cannot be null; omit it to keep it"),
+            )
+        };
         match self.title {
             Patch::Missing => {}
             Patch::Null => errors.push(cannot_be_null("title")),
@@ -356,13 +386,18 @@ impl UpdateTaskRequest {
             Patch::Null => patch.tags = Some(Tags::default()),
             Patch::Value(list) => match Tags::parse(&list) {
                 Ok(tags) => patch.tags = Some(tags),
-                Err(tag_errors) => tag_errors.into_vec().into_iter().for_each(|e| errors.push(e)),
+                Err(tag_errors) => tag_errors
+                    .into_vec()
+                    .into_iter()
+                    .for_each(|e| errors.push(e)),
             },
         }
         match self.due_at {
             Patch::Missing => {}
             Patch::Null => patch.due_at = Some(None),
-            Patch::Value(text) => patch.due_at = errors.check(parse_instant("due_at", &text)).map(Some),
+            Patch::Value(text) => {
+                patch.due_at = errors.check(parse_instant("due_at", &text)).map(Some)
+            }
         }
         match self.time_zone {
             Patch::Missing => {}
@@ -425,12 +460,19 @@ pub async fn get_task(
     IdPath(id): IdPath<TaskId>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let task = state.store.task(user.id, id).await?.ok_or(ApiError::NotFound)?;
+    let task = state
+        .store
+        .task(user.id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let current = etag(task.version);
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == current));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == current)
+        });
     if unchanged {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         if let Ok(value) = HeaderValue::from_str(&current) {
@@ -442,8 +484,20 @@ pub async fn get_task(
 }
 
 const LIST_PARAMETERS: &[&str] = &[
-    "status", "priority", "tag", "tag_mode", "due_before", "due_after", "overdue", "recurring", "series_id", "q", "sort",
-    "order", "limit", "cursor",
+    "status",
+    "priority",
+    "tag",
+    "tag_mode",
+    "due_before",
+    "due_after",
+    "overdue",
+    "recurring",
+    "series_id",
+    "q",
+    "sort",
+    "order",
+    "limit",
+    "cursor",
 ];
 
 fn parse_list_query(params: &QueryParams, now: DateTime<Utc>) -> Result<TaskQuery, ApiError> {
@@ -454,17 +508,27 @@ fn parse_list_query(params: &QueryParams, now: DateTime<Utc>) -> Result<TaskQuer
         query.status = errors.check(status.parse::<TaskStatus>());
     }
     for (i, value) in params.many("priority").into_iter().enumerate() {
-        if let Some(p) = errors.check(value.parse::<Priority>().map_err(|e| with_field(e, &format!("priority[{i}]")))) {
+        if let Some(p) = errors.check(
+            value
+                .parse::<Priority>()
+                .map_err(|e| with_field(e, &format!("priority[{i}]"))),
+        ) {
             query.priorities.push(p);
         }
     }
     for (i, value) in params.many("tag").into_iter().enumerate() {
-        if let Some(tag) = errors.check(Tag::parse(value).map_err(|e| with_field(e, &format!("tag[{i}]")))) {
+        if let Some(tag) =
+            errors.check(Tag::parse(value).map_err(|e| with_field(e, &format!("tag[{i}]"))))
+        {
             query.tags.push(tag);
         }
     }
     if query.tags.len() > 30 {
-        errors.push(FieldError::new("tag", "too_many", "filter by at most 30 tags"));
+        errors.push(FieldError::new(
+            "tag",
+            "too_many",
+            "filter by at most 30 tags",
+        ));
     }
     match params.single("tag_mode")? {
         None | Some("any") => {}
@@ -481,23 +545,39 @@ fn parse_list_query(params: &QueryParams, now: DateTime<Utc>) -> Result<TaskQuer
         None => {}
         Some("true") => query.overdue = Some(true),
         Some("false") => query.overdue = Some(false),
-        Some(_) => errors.push(FieldError::new("overdue", "invalid", "use `true` or `false`")),
+        Some(_) => errors.push(FieldError::new(
+            "overdue",
+            "invalid",
+            "use `true` or `false`",
+        )),
     }
     match params.single("recurring")? {
         None => {}
         Some("true") => query.recurring = Some(true),
         Some("false") => query.recurring = Some(false),
-        Some(_) => errors.push(FieldError::new("recurring", "invalid", "use `true` or `false`")),
+        Some(_) => errors.push(FieldError::new(
+            "recurring",
+            "invalid",
+            "use `true` or `false`",
+        )),
     }
     if let Some(text) = params.single("series_id")? {
         match text.parse::<SeriesId>() {
             Ok(series) => query.series_id = Some(series),
-            Err(_) => errors.push(FieldError::new("series_id", "invalid", "a series id is a UUID")),
+            Err(_) => errors.push(FieldError::new(
+                "series_id",
+                "invalid",
+                "a series id is a UUID",
+            )),
         }
     }
     if let Some(text) = params.single("q")? {
         if text.chars().count() > 500 {
-            errors.push(FieldError::new("q", "too_long", "search text has at most 500 characters"));
+            errors.push(FieldError::new(
+                "q",
+                "too_long",
+                "search text has at most 500 characters",
+            ));
         } else {
             query.search_terms = search_terms(text);
         }
@@ -572,7 +652,11 @@ pub async fn list_tasks(
     let query = parse_list_query(&params, now)?;
     let page = state.store.list_tasks(user.id, &query).await?;
     Ok(Json(TaskList {
-        items: page.items.iter().map(|t| TaskResponse::new(t, now)).collect(),
+        items: page
+            .items
+            .iter()
+            .map(|t| TaskResponse::new(t, now))
+            .collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),
     }))
 }
@@ -589,7 +673,11 @@ pub(crate) async fn modify_task(
     change: impl Fn(&Task, DateTime<Utc>) -> Result<Option<TaskChange>, FieldError>,
 ) -> Result<Task, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
-        let current = state.store.task(user.id, id).await?.ok_or(ApiError::NotFound)?;
+        let current = state
+            .store
+            .task(user.id, id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
         if !if_match.allows(current.version) {
             return Err(ApiError::PreconditionFailed {
                 current_version: current.version,
@@ -600,7 +688,12 @@ pub(crate) async fn modify_task(
         };
         match state
             .store
-            .update_task(user.id, &next.task, current.version, next.next_occurrence.as_ref())
+            .update_task(
+                user.id,
+                &next.task,
+                current.version,
+                next.next_occurrence.as_ref(),
+            )
             .await
         {
             Ok(_) => return Ok(next.task),
@@ -631,7 +724,10 @@ pub async fn update_task(
     ApiJson(body): ApiJson<UpdateTaskRequest>,
 ) -> Result<Response, ApiError> {
     let patch = body.validate()?;
-    let task = modify_task(&state, &user, id, &if_match, |task, now| task.patched(patch.clone(), now)).await?;
+    let task = modify_task(&state, &user, id, &if_match, |task, now| {
+        task.patched(patch.clone(), now)
+    })
+    .await?;
     Ok(task_response(StatusCode::OK, &task, state.clock.now()))
 }
 
@@ -645,7 +741,10 @@ pub async fn complete_task(
     IdPath(id): IdPath<TaskId>,
     if_match: IfMatch,
 ) -> Result<Response, ApiError> {
-    let task = modify_task(&state, &user, id, &if_match, |task, now| task.completed(now)).await?;
+    let task = modify_task(&state, &user, id, &if_match, |task, now| {
+        task.completed(now)
+    })
+    .await?;
     Ok(task_response(StatusCode::OK, &task, state.clock.now()))
 }
 
@@ -674,13 +773,21 @@ pub async fn delete_task(
     if_match: IfMatch,
 ) -> Result<StatusCode, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
-        let current = state.store.task(user.id, id).await?.ok_or(ApiError::NotFound)?;
+        let current = state
+            .store
+            .task(user.id, id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
         if !if_match.allows(current.version) {
             return Err(ApiError::PreconditionFailed {
                 current_version: current.version,
             });
         }
-        match state.store.delete_task(user.id, id, Some(current.version)).await {
+        match state
+            .store
+            .delete_task(user.id, id, Some(current.version))
+            .await
+        {
             Ok(()) => return Ok(StatusCode::NO_CONTENT),
             Err(StoreError::VersionMismatch { current }) if if_match.is_conditional() => {
                 return Err(ApiError::PreconditionFailed {

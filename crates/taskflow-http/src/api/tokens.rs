@@ -83,14 +83,22 @@ pub async fn create_token(
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::field("name", "invalid", "a token name has 1–100 characters on one line"));
+        return Err(ApiError::field(
+            "name",
+            "invalid",
+            "a token name has 1–100 characters on one line",
+        ));
     }
     let now = state.clock.now();
     let expires_at = match body.expires_in_days {
         None => None,
         Some(days @ 1..=3650) => Some(now + TimeDelta::days(days)),
         Some(_) => {
-            return Err(ApiError::field("expires_in_days", "out_of_range", "give 1 to 3650 days, or omit for no expiry"));
+            return Err(ApiError::field(
+                "expires_in_days",
+                "out_of_range",
+                "give 1 to 3650 days, or omit for no expiry",
+            ));
         }
     };
     let secret = new_personal_token();
@@ -103,7 +111,10 @@ pub async fn create_token(
         last_used_at: None,
         expires_at,
     };
-    state.store.create_access_token(&token, &personal_token_hash(&secret)).await?;
+    state
+        .store
+        .create_access_token(&token, &personal_token_hash(&secret))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {

@@ -105,12 +105,11 @@ impl Store for SqliteStore {
     }
 
     async fn readiness(&self) -> Result<(), StoreError> {
-        let applied: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1",
-        )
-        .fetch_one(&self.reader)
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&self.reader)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let latest = MIGRATOR.iter().map(|m| m.version).max();
         if applied != latest {
             return Err(StoreError::Unavailable(format!(
@@ -210,7 +209,11 @@ fn unique_violation(error: sqlx::Error, names: &[(&str, &'static str)]) -> Store
 
 #[async_trait]
 impl TokenStore for SqliteStore {
-    async fn create_access_token(&self, token: &AccessToken, secret_hash: &[u8]) -> Result<(), StoreError> {
+    async fn create_access_token(
+        &self,
+        token: &AccessToken,
+        secret_hash: &[u8],
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO access_tokens (id, user_id, name, token_hash, prefix, created_at, last_used_at, expires_at)
              VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
@@ -229,11 +232,13 @@ impl TokenStore for SqliteStore {
     }
 
     async fn access_tokens(&self, user: UserId) -> Result<Vec<AccessToken>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM access_tokens WHERE user_id = ? ORDER BY created_at DESC, id DESC")
-            .bind(user.to_string())
-            .fetch_all(&self.reader)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        let rows = sqlx::query(
+            "SELECT * FROM access_tokens WHERE user_id = ? ORDER BY created_at DESC, id DESC",
+        )
+        .bind(user.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         rows.iter().map(rows::token_from_row).collect()
     }
 

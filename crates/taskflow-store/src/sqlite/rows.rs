@@ -67,8 +67,8 @@ pub(crate) fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
     let priority: i64 = row.try_get("priority")?;
     let tags: String = row.try_get("tags")?;
     let zone: String = row.try_get("time_zone")?;
-    let tags: Vec<String> = serde_json::from_str(&tags)
-        .map_err(|e| StoreError::Corrupt(format!("tasks.tags: {e}")))?;
+    let tags: Vec<String> =
+        serde_json::from_str(&tags).map_err(|e| StoreError::Corrupt(format!("tasks.tags: {e}")))?;
     let series_id: Option<String> = row.try_get("series_id")?;
     let occurrence_index: i64 = row.try_get("occurrence_index")?;
     Ok(Task {
@@ -85,9 +85,12 @@ pub(crate) fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
         due_at: optional_instant(row.try_get("due_at")?, "tasks.due_at")?,
         time_zone: TimeZone::parse(&zone).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         recurrence: recurrence_from_row(row)?,
-        series_id: series_id.map(|s| parse_id(&s, "tasks.series_id")).transpose()?,
-        occurrence_index: u32::try_from(occurrence_index)
-            .map_err(|_| StoreError::Corrupt(format!("tasks.occurrence_index: {occurrence_index}")))?,
+        series_id: series_id
+            .map(|s| parse_id(&s, "tasks.series_id"))
+            .transpose()?,
+        occurrence_index: u32::try_from(occurrence_index).map_err(|_| {
+            StoreError::Corrupt(format!("tasks.occurrence_index: {occurrence_index}"))
+        })?,
         created_at: instant(row.try_get("created_at")?, "tasks.created_at")?,
         updated_at: instant(row.try_get("updated_at")?, "tasks.updated_at")?,
         completed_at: optional_instant(row.try_get("completed_at")?, "tasks.completed_at")?,
@@ -105,7 +108,10 @@ pub(crate) fn anchor_name(anchor: Anchor) -> &'static str {
 
 /// Storage form of a series start: ISO local date-time without offset.
 pub(crate) fn dtstart_text(recurrence: &Recurrence) -> String {
-    recurrence.dtstart.format("%Y-%m-%dT%H:%M:%S%.f").to_string()
+    recurrence
+        .dtstart
+        .format("%Y-%m-%dT%H:%M:%S%.f")
+        .to_string()
 }
 
 fn recurrence_from_row(row: &SqliteRow) -> Result<Option<Recurrence>, StoreError> {
@@ -116,12 +122,21 @@ fn recurrence_from_row(row: &SqliteRow) -> Result<Option<Recurrence>, StoreError
     let anchor = match anchor.as_deref() {
         Some("due") => Anchor::Due,
         Some("completion") => Anchor::Completion,
-        other => return Err(StoreError::Corrupt(format!("tasks.recurrence_anchor: {other:?}"))),
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "tasks.recurrence_anchor: {other:?}"
+            )));
+        }
     };
     let dtstart = dtstart
         .as_deref()
         .and_then(|d| chrono::NaiveDateTime::parse_from_str(d, "%Y-%m-%dT%H:%M:%S%.f").ok())
         .ok_or_else(|| StoreError::Corrupt(format!("tasks.recurrence_dtstart: {dtstart:?}")))?;
-    let rule = RecurrenceRule::parse(&rule).map_err(|e| StoreError::Corrupt(format!("tasks.recurrence_rule: {e}")))?;
-    Ok(Some(Recurrence { rule, anchor, dtstart }))
+    let rule = RecurrenceRule::parse(&rule)
+        .map_err(|e| StoreError::Corrupt(format!("tasks.recurrence_rule: {e}")))?;
+    Ok(Some(Recurrence {
+        rule,
+        anchor,
+        dtstart,
+    }))
 }

@@ -7,7 +7,9 @@ use taskflow_domain::{SeriesId, Task, TaskId, UserId};
 use super::SqliteStore;
 use super::rows::{anchor_name, dtstart_text, micros, task_from_row};
 use crate::error::StoreError;
-use crate::query::{Cursor, CursorKey, SortDirection, SortField, TagMode, TaskPage, TaskQuery, title_key};
+use crate::query::{
+    Cursor, CursorKey, SortDirection, SortField, TagMode, TaskPage, TaskQuery, title_key,
+};
 use crate::{TagCount, TaskStore};
 
 /// BM25 column weights: title, description, tags.
@@ -164,13 +166,19 @@ impl TaskStore for SqliteStore {
         Ok(created)
     }
 
-    async fn series_occurrences(&self, user: UserId, series: SeriesId) -> Result<Vec<Task>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM tasks WHERE user_id = ? AND series_id = ? ORDER BY occurrence_index")
-            .bind(user.to_string())
-            .bind(series.to_string())
-            .fetch_all(&self.reader)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+    async fn series_occurrences(
+        &self,
+        user: UserId,
+        series: SeriesId,
+    ) -> Result<Vec<Task>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE user_id = ? AND series_id = ? ORDER BY occurrence_index",
+        )
+        .bind(user.to_string())
+        .bind(series.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         rows.iter().map(task_from_row).collect()
     }
 
@@ -221,7 +229,11 @@ impl TaskStore for SqliteStore {
 
         let (expr, nullable) = sort_expression(query.sort);
         let ascending = query.direction == SortDirection::Asc;
-        let (op, dir) = if ascending { (">", "ASC") } else { ("<", "DESC") };
+        let (op, dir) = if ascending {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
         if let Some(cursor) = &query.after {
             push_keyset(&mut sql, expr, nullable, op, cursor);
         }
@@ -252,7 +264,12 @@ impl TaskStore for SqliteStore {
         let next_cursor = if items.len() > query.limit as usize {
             items.truncate(query.limit as usize);
             items.last().map(|last| {
-                Cursor::after(last, query.sort, query.direction, scores.get(items.len() - 1).copied())
+                Cursor::after(
+                    last,
+                    query.sort,
+                    query.direction,
+                    scores.get(items.len() - 1).copied(),
+                )
             })
         } else {
             None
@@ -332,7 +349,11 @@ fn push_filters(sql: &mut QueryBuilder<'_, Sqlite>, query: &TaskQuery) {
             TagMode::All => {
                 sql.push(" AND (SELECT COUNT(*) FROM task_tags tt WHERE tt.task_seq = t.seq AND tt.tag IN (");
                 push_tag_list(sql);
-                let distinct = query.tags.iter().collect::<std::collections::BTreeSet<_>>().len();
+                let distinct = query
+                    .tags
+                    .iter()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len();
                 sql.push(")) = ").push_bind(distinct as i64);
             }
         }
@@ -353,11 +374,13 @@ fn push_filters(sql: &mut QueryBuilder<'_, Sqlite>, query: &TaskQuery) {
         None => {}
     }
     if let Some(series) = query.series_id {
-        sql.push(" AND t.series_id = ").push_bind(series.to_string());
+        sql.push(" AND t.series_id = ")
+            .push_bind(series.to_string());
     }
     match query.overdue {
         Some(true) => {
-            sql.push(" AND t.status = 'pending' AND t.due_at < ").push_bind(micros(query.now));
+            sql.push(" AND t.status = 'pending' AND t.due_at < ")
+                .push_bind(micros(query.now));
         }
         Some(false) => {
             sql.push(" AND (t.status <> 'pending' OR t.due_at IS NULL OR t.due_at >= ")
@@ -368,18 +391,27 @@ fn push_filters(sql: &mut QueryBuilder<'_, Sqlite>, query: &TaskQuery) {
     }
 }
 
-fn push_keyset(sql: &mut QueryBuilder<'_, Sqlite>, expr: &str, nullable: bool, op: &str, cursor: &Cursor) {
+fn push_keyset(
+    sql: &mut QueryBuilder<'_, Sqlite>,
+    expr: &str,
+    nullable: bool,
+    op: &str,
+    cursor: &Cursor,
+) {
     let id = cursor.id.to_string();
     if matches!(cursor.key, CursorKey::Null) {
         // Only nullable sorts produce null keys: continue within the trailing null group.
-        sql.push(format_args!(" AND {expr} IS NULL AND id {op} ")).push_bind(id);
+        sql.push(format_args!(" AND {expr} IS NULL AND id {op} "))
+            .push_bind(id);
         return;
     }
     sql.push(format_args!(" AND (({expr} {op} "));
     push_key(sql, &cursor.key);
     sql.push(format_args!(") OR ({expr} = "));
     push_key(sql, &cursor.key);
-    sql.push(format_args!(" AND id {op} ")).push_bind(id).push(")");
+    sql.push(format_args!(" AND id {op} "))
+        .push_bind(id)
+        .push(")");
     if nullable {
         sql.push(format_args!(" OR {expr} IS NULL"));
     }

@@ -1,0 +1,297 @@
+//! `taskflow bench …`: performance measurements that print medians and write a JSON result file.
+//!
+//! Each benchmark reports its figures against a baseline measured in the same run where one
+//! exists (e.g. completing a recurring task vs. completing a one-off task) and against the goal
+//! stated in the issue. The machine is shared and noisy, so every figure is the median of
+//! several rounds.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{TimeZone as _, Utc};
+use serde_json::{Value, json};
+use taskflow_domain::SystemClock;
+use taskflow_domain::recurrence::{Anchor, RecurrenceRule, Schedule};
+use taskflow_http::AppState;
+use taskflow_http::auth::{AuthSettings, Secret};
+use taskflow_http::rate_limit::RateLimitSettings;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+
+/// Which benchmark to run.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Benchmark {
+    /// Next-occurrence computation and completing recurring tasks over HTTP.
+    Recurrence,
+}
+
+/// Options shared by the benchmarks.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchOptions {
+    /// Where to write the machine-readable result.
+    #[arg(long, default_value = "bench-results")]
+    pub out_dir: PathBuf,
+    /// Rounds per measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Tasks completed per HTTP round.
+    #[arg(long, default_value_t = 400)]
+    pub tasks: usize,
+}
+
+/// Runs `which` and writes `<out_dir>/<name>.json`.
+pub async fn run(which: Benchmark, options: BenchOptions) -> anyhow::Result<()> {
+    let (name, result) = match which {
+        Benchmark::Recurrence => ("recurrence", recurrence(&options).await?),
+    };
+    std::fs::create_dir_all(&options.out_dir)
+        .with_context(|| format!("creating {}", options.out_dir.display()))?;
+    let path = options.out_dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
+    println!("result written to {}", path.display());
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Occurrences per second of chaining `next_after` for one rule on this thread.
+fn occurrences_per_second(schedule: &Schedule, window: Duration) -> anyhow::Result<f64> {
+    let mut due = schedule.start_utc();
+    let mut index = 0u32;
+    let mut computed = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < window {
+        for _ in 0..1000 {
+            match schedule.next_after(due, due, index)? {
+                Some(next) => {
+                    due = next;
+                    index += 1;
+                }
+                None => {
+                    due = schedule.start_utc();
+                    index = 0;
+                }
+            }
+            computed += 1;
+        }
+    }
+    Ok(computed as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn recurrence(options: &BenchOptions) -> anyhow::Result<Value> {
+    const GOAL_PER_SECOND: f64 = 1_000_000.0;
+    const GOAL_P99_MS: f64 = 10.0;
+    let start = Utc
+        .with_ymd_and_hms(2027, 1, 4, 9, 0, 0)
+        .single()
+        .context("start")?
+        .naive_utc();
+    let mut computation = Vec::new();
+    println!("next-occurrence computation (one thread; goal ≥ {GOAL_PER_SECOND} occurrences/s):");
+    for rule in [
+        "FREQ=DAILY",
+        "FREQ=WEEKLY;BYDAY=MO,WE,FR",
+        "FREQ=MONTHLY;BYMONTHDAY=1",
+        "FREQ=MONTHLY;BYDAY=-1FR",
+    ] {
+        let schedule = Schedule::new(
+            RecurrenceRule::parse(rule)?,
+            Anchor::Due,
+            chrono_tz::Europe::Berlin,
+            start,
+        );
+        let mut rounds = Vec::new();
+        for _ in 0..options.rounds {
+            rounds.push(occurrences_per_second(
+                &schedule,
+                Duration::from_millis(600),
+            )?);
+        }
+        let per_second = median(&mut rounds);
+        println!(
+            "  {rule:<32} {per_second:>12.0}/s  ({:.2}× goal)",
+            per_second / GOAL_PER_SECOND
+        );
+        computation.push(
+            json!({"rule": rule, "occurrences_per_second_median": per_second, "rounds": rounds,
+            "ratio_to_goal": per_second / GOAL_PER_SECOND}),
+        );
+    }
+
+    println!(
+        "completing over HTTP (sequential client, SQLite, {} tasks a round):",
+        options.tasks
+    );
+    let server = BenchServer::start().await?;
+    let mut recurring_p99 = Vec::new();
+    let mut one_off_p99 = Vec::new();
+    let mut recurring_p50 = Vec::new();
+    let mut one_off_p50 = Vec::new();
+    let mut worst = Duration::ZERO;
+    for _ in 0..options.rounds {
+        for (recurring, p50s, p99s) in [
+            (false, &mut one_off_p50, &mut one_off_p99),
+            (true, &mut recurring_p50, &mut recurring_p99),
+        ] {
+            let mut latencies = server.complete_tasks(options.tasks, recurring).await?;
+            latencies.sort();
+            if recurring {
+                worst = worst.max(latencies.last().copied().unwrap_or_default());
+            }
+            p50s.push(millis(percentile(&latencies, 50.0)));
+            p99s.push(millis(percentile(&latencies, 99.0)));
+        }
+    }
+    server.stop();
+    let (rp50, rp99, op50, op99) = (
+        median(&mut recurring_p50),
+        median(&mut recurring_p99),
+        median(&mut one_off_p50),
+        median(&mut one_off_p99),
+    );
+    println!(
+        "  recurring: p50 {rp50:.2} ms, p99 {rp99:.2} ms (goal ≤ {GOAL_P99_MS} ms), max {:.2} ms",
+        millis(worst)
+    );
+    println!(
+        "  one-off baseline: p50 {op50:.2} ms, p99 {op99:.2} ms; recurring/one-off p99 ratio {:.2}",
+        rp99 / op99
+    );
+    Ok(json!({
+        "benchmark": "recurrence",
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "rounds": options.rounds,
+        "next_occurrence": computation,
+        "completion_over_http": {
+            "tasks_per_round": options.tasks,
+            "recurring_p50_ms_median": rp50, "recurring_p99_ms_median": rp99, "recurring_max_ms": millis(worst),
+            "one_off_p50_ms_median": op50, "one_off_p99_ms_median": op99,
+            "recurring_to_one_off_p99_ratio": rp99 / op99,
+            "goal_p99_ms": GOAL_P99_MS, "meets_goal": rp99 <= GOAL_P99_MS,
+        },
+    }))
+}
+
+/// The real app in this process, on a temporary SQLite file, without rate limits.
+struct BenchServer {
+    base: String,
+    client: reqwest::Client,
+    token: String,
+    shutdown: CancellationToken,
+    dir: PathBuf,
+}
+
+impl BenchServer {
+    async fn start() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("taskflow-bench-{}", uuid_like()));
+        let mut settings = Settings {
+            data_dir: dir.clone(),
+            ..Settings::default()
+        };
+        settings.auth = AuthSettings {
+            jwt_secret: Secret::new(hex::encode(taskflow_http::auth::random_bytes::<32>())),
+            ..AuthSettings::default()
+        };
+        let store = crate::app::open_store(&settings).await?;
+        store.migrate().await?;
+        let state = AppState::new(
+            store,
+            Arc::new(SystemClock),
+            &settings.auth,
+            &RateLimitSettings {
+                enabled: false,
+                ..RateLimitSettings::default()
+            },
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(taskflow_http::serve(listener, state, async move {
+            signal.cancelled().await
+        }));
+        let client = reqwest::Client::new();
+        let registered: Value = client
+            .post(format!("{base}/api/v1/auth/register"))
+            .json(&json!({"email": "bench@example.com", "password": "benchmark password"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = registered["access_token"]
+            .as_str()
+            .context("token")?
+            .to_owned();
+        Ok(Self {
+            base,
+            client,
+            token,
+            shutdown,
+            dir,
+        })
+    }
+
+    /// Creates `count` tasks, then completes them one at a time, returning each completion's latency.
+    async fn complete_tasks(&self, count: usize, recurring: bool) -> anyhow::Result<Vec<Duration>> {
+        let mut ids = Vec::with_capacity(count);
+        for i in 0..count {
+            let mut body = json!({"title": format!("bench {i}"), "due_at": "2027-01-04T09:00:00+01:00",
+                "time_zone": "Europe/Berlin", "tags": ["bench"]});
+            if recurring {
+                body["recurrence"] = json!({"rule": "FREQ=WEEKLY;BYDAY=MO,WE,FR"});
+            }
+            let task: Value = self
+                .client
+                .post(format!("{}/api/v1/tasks", self.base))
+                .bearer_auth(&self.token)
+                .json(&body)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            ids.push(task["id"].as_str().context("id")?.to_owned());
+        }
+        let mut latencies = Vec::with_capacity(count);
+        for id in ids {
+            let started = Instant::now();
+            self.client
+                .post(format!("{}/api/v1/tasks/{id}/complete", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await?
+                .error_for_status()?;
+            latencies.push(started.elapsed());
+        }
+        Ok(latencies)
+    }
+
+    fn stop(self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn uuid_like() -> String {
+    hex::encode(taskflow_http::auth::random_bytes::<8>())
+}
