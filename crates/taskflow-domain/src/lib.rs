@@ -8,6 +8,7 @@
 //! Layout: [`ids`] (typed identifiers), [`validation`] (field errors), [`time`] (clock, time
 //! zones), [`user`] (accounts), [`task`] (tasks and their fields).
 
+pub mod events;
 pub mod ids;
 pub mod task;
 pub mod time;

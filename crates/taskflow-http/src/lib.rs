@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
 pub mod state;
+pub mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -5,6 +5,7 @@
 //! tests only.
 
 use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
+use taskflow_domain::events::{OutgoingEvent, TaskEventKind, Topic, task_events};
 use taskflow_domain::recurrence::{Anchor, RecurrenceRule};
 use taskflow_domain::{
     Description, Email, NewTask, Priority, RecurrenceSpec, Tag, Tags, Task, TaskId, TaskStatus,
@@ -57,6 +58,10 @@ fn task(
     .unwrap_or_else(|e| panic!("task {title}: {e}"))
 }
 
+fn no_events(_: &Task) -> Vec<OutgoingEvent> {
+    Vec::new()
+}
+
 fn completed(task: &Task, at: DateTime<Utc>) -> Task {
     task.completed(at)
         .expect("completes")
@@ -72,6 +77,8 @@ pub async fn run(store: &dyn Store) {
     tasks(store).await;
     listing(store).await;
     series(store).await;
+    outbox(store).await;
+    consumers(store).await;
 }
 
 async fn users(store: &dyn Store) {
@@ -214,7 +221,7 @@ async fn tasks(store: &dyn Store) {
         Some(5),
         0,
     );
-    store.insert_task(&original).await.expect("insert");
+    store.insert_task(&original, &[]).await.expect("insert");
     assert_eq!(
         store.task(owner.id, original.id).await.expect("get"),
         Some(original.clone())
@@ -227,7 +234,7 @@ async fn tasks(store: &dyn Store) {
     let later = start() + TimeDelta::minutes(1);
     let done = completed(&original, later);
     store
-        .update_task(owner.id, &done, original.version, None)
+        .update_task(owner.id, &done, original.version, &[], None)
         .await
         .expect("update");
     assert_eq!(
@@ -236,45 +243,45 @@ async fn tasks(store: &dyn Store) {
     );
     assert!(matches!(
         store
-            .update_task(owner.id, &done, original.version, None)
+            .update_task(owner.id, &done, original.version, &[], None)
             .await,
         Err(StoreError::VersionMismatch { current: 2 })
     ));
     assert!(matches!(
         store
-            .update_task(intruder.id, &done, done.version, None)
+            .update_task(intruder.id, &done, done.version, &[], None)
             .await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.delete_task(intruder.id, original.id, None).await,
+        store.delete_task(intruder.id, original.id, None, &no_events).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.delete_task(owner.id, original.id, Some(1)).await,
+        store.delete_task(owner.id, original.id, Some(1), &no_events).await,
         Err(StoreError::VersionMismatch { current: 2 })
     ));
     store
-        .delete_task(owner.id, original.id, Some(2))
+        .delete_task(owner.id, original.id, Some(2), &no_events)
         .await
         .expect("delete");
     assert_eq!(store.task(owner.id, original.id).await.expect("get"), None);
     assert!(matches!(
-        store.delete_task(owner.id, original.id, None).await,
+        store.delete_task(owner.id, original.id, None, &no_events).await,
         Err(StoreError::NotFound)
     ));
     assert!(store.tag_counts(owner.id).await.expect("tags").is_empty());
     assert!(matches!(
-        store.update_task(owner.id, &done, 2, None).await,
+        store.update_task(owner.id, &done, 2, &[], None).await,
         Err(StoreError::NotFound)
     ));
-    assert!(matches!(store.insert_task(&done).await, Ok(())));
+    assert!(matches!(store.insert_task(&done, &[]).await, Ok(())));
     assert!(matches!(
-        store.insert_task(&done).await,
+        store.insert_task(&done, &[]).await,
         Err(StoreError::Conflict(_))
     ));
     store
-        .delete_task(owner.id, done.id, None)
+        .delete_task(owner.id, done.id, None, &no_events)
         .await
         .expect("delete");
 }
@@ -320,7 +327,7 @@ async fn listing(store: &dyn Store) {
     let mut tasks = Vec::new();
     for (i, (title, priority, tags, due)) in specs.into_iter().enumerate() {
         let t = task(owner.id, title, priority, tags, due, i as i64);
-        store.insert_task(&t).await.expect("insert");
+        store.insert_task(&t, &[]).await.expect("insert");
         tasks.push(t);
     }
     store
@@ -331,13 +338,13 @@ async fn listing(store: &dyn Store) {
             &["errand"],
             Some(1),
             0,
-        ))
+        ), &[])
         .await
         .expect("insert other");
     // Complete "Call mom".
     let done = completed(&tasks[3], start());
     store
-        .update_task(owner.id, &done, 1, None)
+        .update_task(owner.id, &done, 1, &[], None)
         .await
         .expect("complete");
     tasks[3] = done;
@@ -528,7 +535,7 @@ async fn listing(store: &dyn Store) {
         None,
         1000,
     );
-    store.insert_task(&extra).await.expect("insert");
+    store.insert_task(&extra, &[]).await.expect("insert");
     q.after = first.next_cursor.clone();
     let rest = collect(store, owner.id, q).await;
     let mut seen: Vec<TaskId> = first.items.iter().map(|t| t.id).collect();
@@ -569,7 +576,7 @@ async fn series(store: &dyn Store) {
         start(),
     )
     .expect("recurring task");
-    store.insert_task(&first).await.expect("insert");
+    store.insert_task(&first, &[]).await.expect("insert");
     assert_eq!(
         store.task(owner.id, first.id).await.expect("get"),
         Some(first.clone()),
@@ -583,7 +590,7 @@ async fn series(store: &dyn Store) {
     let next = change.next_occurrence.clone().expect("next occurrence");
     assert!(
         store
-            .update_task(owner.id, &change.task, first.version, Some(&next))
+            .update_task(owner.id, &change.task, first.version, &[], Some((&next, &[])))
             .await
             .expect("complete")
     );
@@ -601,7 +608,7 @@ async fn series(store: &dyn Store) {
         .task;
     assert!(
         !store
-            .update_task(owner.id, &reopened, change.task.version, None)
+            .update_task(owner.id, &reopened, change.task.version, &[], None)
             .await
             .expect("reopen")
     );
@@ -613,7 +620,7 @@ async fn series(store: &dyn Store) {
     assert_ne!(duplicate.id, next.id);
     assert!(
         !store
-            .update_task(owner.id, &again.task, reopened.version, Some(&duplicate))
+            .update_task(owner.id, &again.task, reopened.version, &[], Some((&duplicate, &[])))
             .await
             .expect("complete again")
     );
@@ -650,4 +657,128 @@ async fn series(store: &dyn Store) {
     q.recurring = None;
     q.series_id = first.series_id;
     assert_eq!(collect(store, owner.id, q).await.len(), 2);
+}
+
+async fn outbox(store: &dyn Store) {
+    let owner = user("outbox@example.com");
+    store.create_user(&owner, "h").await.expect("user");
+    // Earlier steps wrote no events.
+    assert!(store.unpublished_events(10).await.expect("unpublished").is_empty());
+    let mut commits = store.outbox_commits();
+    let t = task(owner.id, "Evented", Priority::None, &[], Some(1), 0);
+    let created = task_events(TaskEventKind::Created, &t, start(), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+    store.insert_task(&t, &created).await.expect("insert with events");
+    assert!(commits.has_changed().expect("watch open"), "a commit with events is announced");
+    let done = completed(&t, start());
+    let completed_events = task_events(TaskEventKind::Completed, &done, start(), None);
+    store.update_task(owner.id, &done, t.version, &completed_events, None).await.expect("update");
+    let deleted = |task: &Task| task_events(TaskEventKind::Deleted, task, start(), None).to_vec();
+    store.delete_task(owner.id, t.id, None, &deleted).await.expect("delete");
+
+    // Failed writes leave no events behind.
+    let stale = task_events(TaskEventKind::Updated, &done, start(), None);
+    assert!(store.update_task(owner.id, &done, 99, &stale, None).await.is_err());
+
+    let rows = store.unpublished_events(100).await.expect("unpublished");
+    let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        vec![
+            "taskflow.task.created.v1", "taskflow.task.changed.v1",
+            "taskflow.task.completed.v1", "taskflow.task.changed.v1",
+            "taskflow.task.deleted.v1", "taskflow.task.changed.v1",
+        ],
+        "commit order"
+    );
+    assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(rows[0].topic, Topic::TaskEvents.name());
+    assert_eq!(rows[1].topic, Topic::TaskUpdates.name());
+    assert_eq!(rows[0].partition_key, owner.id.to_string());
+    assert_eq!(rows[0].event_id, created[0].event.id);
+    let payload: serde_json::Value = serde_json::from_str(&rows[0].payload).expect("json");
+    assert_eq!(payload["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    assert_eq!(payload["data"]["task_data"]["title"], "Evented");
+    assert_eq!(*commits.borrow_and_update(), rows[5].seq);
+
+    let backlog = store.outbox_backlog().await.expect("backlog");
+    assert_eq!(backlog.unpublished, 6);
+    assert_eq!(backlog.oldest_unpublished_at, Some(start()));
+
+    // The in-process bus reads a topic after an offset.
+    let updates = store.events_after(Topic::TaskUpdates.name(), 0, 10).await.expect("after");
+    assert_eq!(updates.len(), 3);
+    let rest = store.events_after(Topic::TaskUpdates.name(), updates[0].seq, 10).await.expect("after");
+    assert_eq!(rest.len(), 2);
+    assert_eq!(store.consumer_offset("realtime", Topic::TaskUpdates.name()).await.expect("offset"), 0);
+    store.commit_consumer_offset("realtime", Topic::TaskUpdates.name(), updates[1].seq).await.expect("commit");
+    store.commit_consumer_offset("realtime", Topic::TaskUpdates.name(), updates[0].seq).await.expect("commit");
+    assert_eq!(store.consumer_offset("realtime", Topic::TaskUpdates.name()).await.expect("offset"), updates[1].seq, "offsets never go back");
+
+    // Publishing and pruning.
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    store.mark_published(&seqs, start()).await.expect("mark");
+    assert!(store.unpublished_events(100).await.expect("unpublished").is_empty());
+    let pruned = store.prune_events(start() + TimeDelta::seconds(1)).await.expect("prune");
+    // The unread task-updates row (beyond the realtime group's offset) is kept.
+    assert_eq!(pruned, 5);
+    assert_eq!(store.events_after(Topic::TaskUpdates.name(), 0, 10).await.expect("after").len(), 1);
+}
+
+async fn consumers(store: &dyn Store) {
+    let owner = user("audit@example.com");
+    let other = user("audit2@example.com");
+    store.create_user(&owner, "h").await.expect("user");
+    store.create_user(&other, "h").await.expect("user");
+    let t = task(owner.id, "Audited", Priority::None, &[], None, 0);
+    let entry = |event_id: &str| crate::AuditEntry {
+        event_id: event_id.to_owned(),
+        user_id: owner.id,
+        task_id: t.id,
+        event_type: "taskflow.task.created.v1".into(),
+        occurred_at: start(),
+        data: serde_json::json!({"title": "Audited"}),
+    };
+    let effect = crate::ConsumerEffect::Audit(entry("e1"));
+    assert!(store.apply_once("audit", "e1", &effect, start()).await.expect("apply"));
+    assert!(!store.apply_once("audit", "e1", &effect, start()).await.expect("apply"), "second delivery has no effect");
+    assert!(store.apply_once("other-group", "e1", &crate::ConsumerEffect::Nothing, start()).await.expect("apply"));
+    store.apply_once("audit", "e2", &crate::ConsumerEffect::Audit(entry("e2")), start()).await.expect("apply");
+    let entries = store.audit_entries(owner.id, Some(t.id), 10).await.expect("audit");
+    assert_eq!(entries.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), vec!["e1", "e2"]);
+    assert_eq!(entries[0], entry("e1"));
+    assert!(store.audit_entries(other.id, Some(t.id), 10).await.expect("audit").is_empty());
+    assert!(store.audit_entries(owner.id, Some(TaskId::new()), 10).await.expect("audit").is_empty());
+    assert_eq!(store.audit_entries(owner.id, None, 10).await.expect("audit").len(), 2);
+
+    // Dead letters: recorded with a notice on the .dlq topic, listed, replayed through the outbox.
+    let events = task_events(TaskEventKind::Created, &t, start(), None);
+    let letter = crate::DeadLetter {
+        id: uuid::Uuid::now_v7(),
+        consumer: "audit".into(),
+        topic: Topic::TaskEvents.name().into(),
+        event_id: events[0].event.id.clone(),
+        event_type: events[0].event.event_type.clone(),
+        payload: serde_json::to_string(&events[0].event).expect("json"),
+        error: "boom".into(),
+        attempts: 3,
+        created_at: start(),
+        replayed_at: None,
+    };
+    let notice = OutgoingEvent {
+        topic: taskflow_domain::events::dead_letter_topic(Topic::TaskEvents.name()),
+        event: events[0].event.clone(),
+    };
+    let before = store.unpublished_events(1000).await.expect("unpublished").len();
+    store.record_dead_letter(&letter, &notice).await.expect("dead letter");
+    let pending = store.unpublished_events(1000).await.expect("unpublished");
+    assert_eq!(pending.len(), before + 1);
+    assert_eq!(pending.last().map(|r| r.topic.as_str()), Some("task-events.dlq"));
+    assert_eq!(store.dead_letters(10).await.expect("list"), vec![letter.clone()]);
+    let replayed = store.replay_dead_letter(letter.id, start()).await.expect("replay");
+    assert_eq!(replayed.replayed_at, Some(start()));
+    let pending = store.unpublished_events(1000).await.expect("unpublished");
+    let last = pending.last().expect("replayed row");
+    assert_eq!((last.topic.as_str(), last.event_id.as_str()), ("task-events", letter.event_id.as_str()));
+    assert_eq!(last.payload, letter.payload);
+    assert!(matches!(store.replay_dead_letter(uuid::Uuid::now_v7(), start()).await, Err(StoreError::NotFound)));
 }

@@ -15,6 +15,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{Email, SeriesId, Task, TaskId, TokenId, User, UserId};
 
 pub use error::StoreError;
@@ -89,27 +90,31 @@ pub trait TokenStore: Send + Sync {
 /// Tasks.
 #[async_trait]
 pub trait TaskStore: Send + Sync {
-    /// Stores a new task (owned by `task.user_id`).
-    async fn insert_task(&self, task: &Task) -> Result<(), StoreError>;
+    /// Stores a new task (owned by `task.user_id`) and its events.
+    async fn insert_task(&self, task: &Task, events: &[OutgoingEvent]) -> Result<(), StoreError>;
     /// One of the user's tasks.
     async fn task(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError>;
     /// Replaces the user's task with `task` if its stored version is still `expected_version`,
     /// and in the same transaction creates `next_occurrence` unless its (series, index) exists.
     /// [`StoreError::NotFound`] when the user has no such task, [`StoreError::VersionMismatch`] when it changed.
+    /// `events` are written with the change; `next_events` only if the next occurrence was created.
     /// Returns whether the next occurrence was created.
     async fn update_task(
         &self,
         user: UserId,
         task: &Task,
         expected_version: i64,
-        next_occurrence: Option<&Task>,
+        events: &[OutgoingEvent],
+        next_occurrence: Option<(&Task, &[OutgoingEvent])>,
     ) -> Result<bool, StoreError>;
-    /// Deletes one of the user's tasks, if its version matches `expected_version` when given.
+    /// Deletes one of the user's tasks, if its version matches `expected_version` when given,
+    /// writing the events `events_for` makes from the task as it was.
     async fn delete_task(
         &self,
         user: UserId,
         id: TaskId,
         expected_version: Option<i64>,
+        events_for: &(dyn for<'t> Fn(&'t Task) -> Vec<OutgoingEvent> + Send + Sync),
     ) -> Result<(), StoreError>;
     /// One page of the user's tasks.
     async fn list_tasks(&self, user: UserId, query: &TaskQuery) -> Result<TaskPage, StoreError>;
@@ -123,9 +128,135 @@ pub trait TaskStore: Send + Sync {
     async fn tag_counts(&self, user: UserId) -> Result<Vec<TagCount>, StoreError>;
 }
 
+/// One row of the outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRecord {
+    /// Commit order.
+    pub seq: i64,
+    /// The CloudEvent id.
+    pub event_id: String,
+    /// Logical topic name.
+    pub topic: String,
+    /// Ordering key (the user id).
+    pub partition_key: String,
+    /// CloudEvents type.
+    pub event_type: String,
+    /// The CloudEvent as JSON.
+    pub payload: String,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+}
+
+/// How far the relay is behind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    /// Rows not yet published.
+    pub unpublished: i64,
+    /// Write time of the oldest unpublished row.
+    pub oldest_unpublished_at: Option<DateTime<Utc>>,
+}
+
+/// The outbox and the bookkeeping of consumers.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Writes events on their own (dead-letter notices, replays).
+    async fn enqueue_events(&self, events: &[OutgoingEvent]) -> Result<(), StoreError>;
+    /// Unpublished rows in commit order.
+    async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;
+    /// Marks rows as handed to the bus.
+    async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Rows of `topic` after `after_seq`, in commit order (the in-process bus reads these).
+    async fn events_after(&self, topic: &str, after_seq: i64, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;
+    /// Where consumer `group` stands on `topic` (0 before its first commit).
+    async fn consumer_offset(&self, group: &str, topic: &str) -> Result<i64, StoreError>;
+    /// Records that `group` has handled `topic` up to `seq`.
+    async fn commit_consumer_offset(&self, group: &str, topic: &str, seq: i64) -> Result<(), StoreError>;
+    /// Deletes published rows older than `before` that every in-process consumer group has read,
+    /// and processed-event records older than `before`. Returns the outbox rows deleted.
+    async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// The relay's backlog.
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError>;
+    /// Changes whenever a transaction that wrote outbox rows commits (value: the newest seq).
+    fn outbox_commits(&self) -> tokio::sync::watch::Receiver<i64>;
+}
+
+/// One entry of a task's audit history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    /// The event it records.
+    pub event_id: String,
+    /// Owner.
+    pub user_id: UserId,
+    /// Task.
+    pub task_id: TaskId,
+    /// CloudEvents type.
+    pub event_type: String,
+    /// When the change happened.
+    pub occurred_at: DateTime<Utc>,
+    /// The event's data.
+    pub data: serde_json::Value,
+}
+
+/// What a consumer does to the database for one event; applied together with the record that
+/// the event was processed, so a redelivered event has no second effect.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConsumerEffect {
+    /// Nothing to store (the event only needed acknowledging).
+    Nothing,
+    /// Append to the audit log.
+    Audit(AuditEntry),
+}
+
+/// An event a consumer gave up on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    /// Identifier.
+    pub id: uuid::Uuid,
+    /// The consumer (group) that failed.
+    pub consumer: String,
+    /// Logical topic the event came from.
+    pub topic: String,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// The event as JSON.
+    pub payload: String,
+    /// The last error.
+    pub error: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// When it was dead-lettered.
+    pub created_at: DateTime<Utc>,
+    /// When it was last replayed.
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+/// Consumer effects, dead letters and the audit log.
+#[async_trait]
+pub trait ConsumerStore: Send + Sync {
+    /// Applies `effect` and records (`consumer`, `event_id`) in one transaction. `false` when
+    /// the event was already processed (nothing applied).
+    async fn apply_once(
+        &self,
+        consumer: &str,
+        event_id: &str,
+        effect: &ConsumerEffect,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Stores a dead letter and, in the same transaction, its notice on `<topic>.dlq`.
+    async fn record_dead_letter(&self, letter: &DeadLetter, notice: &OutgoingEvent) -> Result<(), StoreError>;
+    /// Dead letters, newest first.
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Re-publishes a dead letter's event on its topic (through the outbox) and notes the replay.
+    async fn replay_dead_letter(&self, id: uuid::Uuid, now: DateTime<Utc>) -> Result<DeadLetter, StoreError>;
+    /// The user's audit entries, oldest first, optionally for one task.
+    async fn audit_entries(&self, user: UserId, task: Option<TaskId>, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
 /// Everything the application needs from a database.
 #[async_trait]
-pub trait Store: UserStore + TokenStore + TaskStore + 'static {
+pub trait Store: UserStore + TokenStore + TaskStore + OutboxStore + ConsumerStore + 'static {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Whether the database answers and every known migration is applied.

@@ -15,6 +15,7 @@ use crate::auth::CurrentUser;
 use crate::error::{ApiError, Problem};
 use crate::extract::{IdPath, IfMatch, QueryParams};
 use crate::state::AppState;
+use crate::trace::TraceParent;
 
 /// Records the occurrence as skipped and creates the next one (no change if it is not pending).
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/skip", tag = "recurrence", security(("bearer" = [])),
@@ -26,8 +27,9 @@ pub async fn skip_occurrence(
     CurrentUser(user): CurrentUser,
     IdPath(id): IdPath<TaskId>,
     if_match: IfMatch,
+    trace: TraceParent,
 ) -> Result<Response, ApiError> {
-    let task = modify_task(&state, &user, id, &if_match, |task, now| task.skipped(now)).await?;
+    let task = modify_task(&state, &user, id, &if_match, &trace, |task, now| task.skipped(now)).await?;
     Ok(task_response(StatusCode::OK, &task, state.clock.now()))
 }
 
@@ -40,8 +42,9 @@ pub async fn cancel_recurrence(
     CurrentUser(user): CurrentUser,
     IdPath(id): IdPath<TaskId>,
     if_match: IfMatch,
+    trace: TraceParent,
 ) -> Result<Response, ApiError> {
-    let task = modify_task(&state, &user, id, &if_match, |task, now| {
+    let task = modify_task(&state, &user, id, &if_match, &trace, |task, now| {
         task.patched(
             TaskPatch {
                 recurrence: Some(None),

@@ -24,6 +24,8 @@ use crate::auth::CurrentUser;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, IdPath, IfMatch, QueryParams, etag};
 use crate::state::AppState;
+use crate::trace::TraceParent;
+use taskflow_domain::events::{TaskEventKind, task_events};
 
 /// A field of a partial update: absent (keep), `null` (clear) or a value.
 #[derive(Debug, Default)]
@@ -440,13 +442,15 @@ pub(crate) fn task_response(status: StatusCode, task: &Task, now: DateTime<Utc>)
 pub async fn create_task(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    trace: TraceParent,
     ApiJson(body): ApiJson<CreateTaskRequest>,
 ) -> Result<Response, ApiError> {
     let new = body.validate()?;
     state.rate_limits.check_task_create(user.id)?;
     let now = state.clock.now();
     let task = Task::create(user.id, user.time_zone, new, now)?;
-    state.store.insert_task(&task).await?;
+    let events = task_events(TaskEventKind::Created, &task, now, Some(trace.as_str()));
+    state.store.insert_task(&task, &events).await?;
     Ok(task_response(StatusCode::CREATED, &task, now))
 }
 
@@ -670,6 +674,7 @@ pub(crate) async fn modify_task(
     user: &taskflow_domain::User,
     id: TaskId,
     if_match: &IfMatch,
+    trace: &TraceParent,
     change: impl Fn(&Task, DateTime<Utc>) -> Result<Option<TaskChange>, FieldError>,
 ) -> Result<Task, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
@@ -683,16 +688,26 @@ pub(crate) async fn modify_task(
                 current_version: current.version,
             });
         }
-        let Some(next) = change(&current, state.clock.now())? else {
+        let now = state.clock.now();
+        let Some(next) = change(&current, now)? else {
             return Ok(current);
         };
+        let kind = TaskEventKind::between(&current, &next.task);
+        let events = task_events(kind, &next.task, now, Some(trace.as_str()));
+        let next_occurrence = next.next_occurrence.as_ref().map(|task| {
+            let events = task_events(TaskEventKind::Created, task, now, Some(trace.as_str()));
+            (task, events)
+        });
         match state
             .store
             .update_task(
                 user.id,
                 &next.task,
                 current.version,
-                next.next_occurrence.as_ref(),
+                &events,
+                next_occurrence
+                    .as_ref()
+                    .map(|(task, events)| (*task, events.as_slice())),
             )
             .await
         {
@@ -721,10 +736,11 @@ pub async fn update_task(
     CurrentUser(user): CurrentUser,
     IdPath(id): IdPath<TaskId>,
     if_match: IfMatch,
+    trace: TraceParent,
     ApiJson(body): ApiJson<UpdateTaskRequest>,
 ) -> Result<Response, ApiError> {
     let patch = body.validate()?;
-    let task = modify_task(&state, &user, id, &if_match, |task, now| {
+    let task = modify_task(&state, &user, id, &if_match, &trace, |task, now| {
         task.patched(patch.clone(), now)
     })
     .await?;
@@ -740,8 +756,9 @@ pub async fn complete_task(
     CurrentUser(user): CurrentUser,
     IdPath(id): IdPath<TaskId>,
     if_match: IfMatch,
+    trace: TraceParent,
 ) -> Result<Response, ApiError> {
-    let task = modify_task(&state, &user, id, &if_match, |task, now| {
+    let task = modify_task(&state, &user, id, &if_match, &trace, |task, now| {
         task.completed(now)
     })
     .await?;
@@ -757,8 +774,9 @@ pub async fn reopen_task(
     CurrentUser(user): CurrentUser,
     IdPath(id): IdPath<TaskId>,
     if_match: IfMatch,
+    trace: TraceParent,
 ) -> Result<Response, ApiError> {
-    let task = modify_task(&state, &user, id, &if_match, |task, now| task.reopened(now)).await?;
+    let task = modify_task(&state, &user, id, &if_match, &trace, |task, now| task.reopened(now)).await?;
     Ok(task_response(StatusCode::OK, &task, state.clock.now()))
 }
 
@@ -771,7 +789,10 @@ pub async fn delete_task(
     CurrentUser(user): CurrentUser,
     IdPath(id): IdPath<TaskId>,
     if_match: IfMatch,
+    trace: TraceParent,
 ) -> Result<StatusCode, ApiError> {
+    let now = state.clock.now();
+    let deleted_events = |task: &Task| task_events(TaskEventKind::Deleted, task, now, Some(trace.as_str())).to_vec();
     for _ in 0..WRITE_ATTEMPTS {
         let current = state
             .store
@@ -785,7 +806,7 @@ pub async fn delete_task(
         }
         match state
             .store
-            .delete_task(user.id, id, Some(current.version))
+            .delete_task(user.id, id, Some(current.version), &deleted_events)
             .await
         {
             Ok(()) => return Ok(StatusCode::NO_CONTENT),

@@ -5,6 +5,7 @@
 //! concurrently with the writer (WAL readers never block it). Commits use `synchronous=FULL`
 //! by default, so an acknowledged write survives a crash of the process or the machine.
 
+mod events;
 mod rows;
 mod tasks;
 
@@ -54,6 +55,8 @@ impl SqliteSettings {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Newest committed outbox seq; wakes the relay and in-process consumers.
+    outbox_commits: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 impl SqliteStore {
@@ -91,7 +94,24 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(StoreError::from_sqlx)?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            outbox_commits: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+        })
+    }
+
+    /// Tells waiting relays and consumers that outbox rows up to `seq` are committed.
+    fn announce_outbox(&self, seq: Option<i64>) {
+        if let Some(seq) = seq {
+            self.outbox_commits.send_if_modified(|newest| {
+                let newer = seq > *newest;
+                if newer {
+                    *newest = seq;
+                }
+                newer
+            });
+        }
     }
 }
 

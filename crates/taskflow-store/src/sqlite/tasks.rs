@@ -2,9 +2,11 @@
 
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{SeriesId, Task, TaskId, UserId};
 
 use super::SqliteStore;
+use super::events::write_events;
 use super::rows::{anchor_name, dtstart_text, micros, task_from_row};
 use crate::error::StoreError;
 use crate::query::{
@@ -93,10 +95,12 @@ async fn insert_row(
 
 #[async_trait]
 impl TaskStore for SqliteStore {
-    async fn insert_task(&self, task: &Task) -> Result<(), StoreError> {
+    async fn insert_task(&self, task: &Task, events: &[OutgoingEvent]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
         insert_row(&mut tx, task, false).await?;
+        let seq = write_events(&mut tx, events).await?;
         tx.commit().await.map_err(StoreError::from_sqlx)?;
+        self.announce_outbox(seq);
         Ok(())
     }
 
@@ -115,7 +119,8 @@ impl TaskStore for SqliteStore {
         user: UserId,
         task: &Task,
         expected_version: i64,
-        next_occurrence: Option<&Task>,
+        events: &[OutgoingEvent],
+        next_occurrence: Option<(&Task, &[OutgoingEvent])>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
         let current: Option<(i64, i64)> =
@@ -158,11 +163,16 @@ impl TaskStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         write_tags(&mut tx, seq, task).await?;
-        let created = match next_occurrence {
-            Some(next) => insert_row(&mut tx, next, true).await?.is_some(),
-            None => false,
-        };
+        let mut last_event = write_events(&mut tx, events).await?;
+        let mut created = false;
+        if let Some((next, next_events)) = next_occurrence
+            && insert_row(&mut tx, next, true).await?.is_some()
+        {
+            created = true;
+            last_event = write_events(&mut tx, next_events).await?.or(last_event);
+        }
         tx.commit().await.map_err(StoreError::from_sqlx)?;
+        self.announce_outbox(last_event);
         Ok(created)
     }
 
@@ -187,25 +197,29 @@ impl TaskStore for SqliteStore {
         user: UserId,
         id: TaskId,
         expected_version: Option<i64>,
+        events_for: &(dyn for<'t> Fn(&'t Task) -> Vec<OutgoingEvent> + Send + Sync),
     ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-        let current: Option<(i64, i64)> =
-            sqlx::query_as("SELECT seq, version FROM tasks WHERE id = ? AND user_id = ?")
-                .bind(id.to_string())
-                .bind(user.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((seq, version)) = current else {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = ? AND user_id = ?")
+            .bind(id.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
             return Err(StoreError::NotFound);
         };
-        if expected_version.is_some_and(|expected| expected != version) {
-            return Err(StoreError::VersionMismatch { current: version });
+        let seq: i64 = row.try_get("seq")?;
+        let task = task_from_row(&row)?;
+        if expected_version.is_some_and(|expected| expected != task.version) {
+            return Err(StoreError::VersionMismatch { current: task.version });
         }
         sqlx::query("DELETE FROM tasks WHERE seq = ?")
             .bind(seq)
             .execute(&mut *tx)
             .await?;
+        let last_event = write_events(&mut tx, &events_for(&task)).await?;
         tx.commit().await.map_err(StoreError::from_sqlx)?;
+        self.announce_outbox(last_event);
         Ok(())
     }
 

@@ -1,0 +1,167 @@
+//! The in-process bus: the store's outbox is the log.
+//!
+//! Publishing is a no-op (the rows are already in the outbox, committed with the change that
+//! caused them). A subscription reads its topic's rows after its group's committed offset, in
+//! commit order, and is woken by every commit; acknowledging advances the group's offset in the
+//! database. A crash loses nothing: on restart each group resumes after its last committed
+//! offset, and consumers skip what they had already applied (their idempotency records).
+//! Offsets are committed in batches (every [`COMMIT_EVERY`] acknowledgements or when the
+//! subscription goes idle), which only widens that already-safe redelivery window.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use taskflow_domain::events::Topic;
+use taskflow_store::{OutboxRecord, Store};
+use tokio::sync::watch;
+
+use crate::{BusError, EventBus, Message, Received, Subscription, TopicNames};
+
+/// Acknowledgements between two offset commits.
+pub const COMMIT_EVERY: usize = 64;
+/// Rows fetched per read.
+const READ_BATCH: u32 = 512;
+/// Re-read at least this often (other processes may write to the same database).
+const POLL: Duration = Duration::from_millis(500);
+
+/// The in-process bus over a store's outbox.
+pub struct MemoryBus {
+    store: Arc<dyn Store>,
+    names: TopicNames,
+}
+
+impl MemoryBus {
+    /// A bus reading `store`'s outbox; `names` maps logical topics to the names consumers use.
+    pub fn new(store: Arc<dyn Store>, names: TopicNames) -> Self {
+        Self { store, names }
+    }
+
+    fn logical(&self, physical: &str) -> String {
+        Topic::ALL
+            .iter()
+            .flat_map(|t| [t.name().to_owned(), format!("{}.dlq", t.name())])
+            .find(|logical| self.names.physical(logical) == physical)
+            .unwrap_or_else(|| physical.to_owned())
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryBus {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn publish(&self, _messages: &[Message]) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
+        let logical = self.logical(topic);
+        let commits = self.store.outbox_commits();
+        let offset = self.store.consumer_offset(group, &logical).await?;
+        Ok(Box::new(MemorySubscription {
+            store: self.store.clone(),
+            physical: topic.to_owned(),
+            logical,
+            group: group.to_owned(),
+            position: offset,
+            committed: offset,
+            acked: offset,
+            unflushed: 0,
+            buffer: VecDeque::new(),
+            commits,
+        }))
+    }
+}
+
+struct MemorySubscription {
+    store: Arc<dyn Store>,
+    physical: String,
+    logical: String,
+    group: String,
+    /// Seq of the last row handed out.
+    position: i64,
+    /// Seq stored in the database.
+    committed: i64,
+    /// Highest seq acknowledged.
+    acked: i64,
+    unflushed: usize,
+    buffer: VecDeque<OutboxRecord>,
+    commits: watch::Receiver<i64>,
+}
+
+impl MemorySubscription {
+    async fn flush(&mut self) -> Result<(), BusError> {
+        if self.acked > self.committed {
+            self.store
+                .commit_consumer_offset(&self.group, &self.logical, self.acked)
+                .await?;
+            self.committed = self.acked;
+        }
+        self.unflushed = 0;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next(&mut self) -> Result<Received, BusError> {
+        loop {
+            if let Some(record) = self.buffer.pop_front() {
+                self.position = record.seq;
+                return Ok(Received {
+                    message: Message {
+                        topic: self.physical.clone(),
+                        key: record.partition_key,
+                        id: format!("{}:{}", record.event_id, record.seq),
+                        payload: record.payload.into_bytes(),
+                    },
+                    redeliveries: 0,
+                    token: Box::new(record.seq),
+                });
+            }
+            // Mark what we have seen before reading, so a commit racing the read still wakes us.
+            self.commits.borrow_and_update();
+            let rows = self
+                .store
+                .events_after(&self.logical, self.position, READ_BATCH)
+                .await?;
+            if !rows.is_empty() {
+                self.buffer.extend(rows);
+                continue;
+            }
+            self.flush().await?;
+            match tokio::time::timeout(POLL, self.commits.changed()).await {
+                Ok(Ok(())) | Err(_) => {}
+                Ok(Err(_)) => return Err(BusError::Closed),
+            }
+        }
+    }
+
+    async fn ack(&mut self, received: Received) -> Result<(), BusError> {
+        if let Ok(seq) = received.token.downcast::<i64>() {
+            self.acked = self.acked.max(*seq);
+            self.unflushed += 1;
+            if self.unflushed >= COMMIT_EVERY {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        if self.acked > self.committed {
+            let store = self.store.clone();
+            let (group, topic, seq) = (self.group.clone(), self.logical.clone(), self.acked);
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = store.commit_consumer_offset(&group, &topic, seq).await;
+                });
+            }
+        }
+    }
+}

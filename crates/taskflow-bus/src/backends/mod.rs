@@ -1,0 +1,3 @@
+//! Bus backends, one module each.
+
+pub mod memory;

@@ -1,0 +1,275 @@
+//! The consumer runner every consumer uses: one consumer group on one topic, handler retries
+//! with exponential backoff and jitter, dead letters after the last attempt, and acknowledgement
+//! only after the handler succeeded (its effects and idempotency record are committed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng as _;
+use taskflow_domain::Clock;
+use taskflow_domain::events::{CloudEvent, OutgoingEvent, dead_letter_topic};
+use taskflow_store::{DeadLetter, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::{BusError, EventBus, Received, TopicNames};
+
+/// Why a handler failed; every failure is retried until the policy gives up.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+impl From<taskflow_store::StoreError> for HandlerError {
+    fn from(error: taskflow_store::StoreError) -> Self {
+        Self(error.to_string())
+    }
+}
+
+/// Reacts to events. Implementations must be idempotent: apply effects through
+/// [`taskflow_store::ConsumerStore::apply_once`] (or another unique key), because an event can
+/// arrive more than once.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// Handles one event.
+    async fn handle(&self, event: &CloudEvent) -> Result<(), HandlerError>;
+}
+
+/// How a consumer retries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, including the first.
+    pub attempts: u32,
+    /// Wait after the first failure; doubles each time.
+    pub initial_backoff: Duration,
+    /// Longest wait.
+    pub max_backoff: Duration,
+    /// Random spread as a fraction of the wait (0.2 = ±20 %).
+    pub jitter: f64,
+}
+
+impl RetryPolicy {
+    /// The specification's policy for reminders: 10 attempts, 1 s … 512 s.
+    pub fn reminders() -> Self {
+        Self {
+            attempts: 10,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(512),
+            jitter: 0.2,
+        }
+    }
+
+    /// The specification's policy for task events: 3 attempts.
+    pub fn task_events() -> Self {
+        Self {
+            attempts: 3,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            jitter: 0.2,
+        }
+    }
+
+    /// The specification's policy for the update feed: 5 attempts.
+    pub fn task_updates() -> Self {
+        Self {
+            attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            jitter: 0.2,
+        }
+    }
+
+    /// The wait after failed attempt `attempt` (1-based), with jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .initial_backoff
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+            .min(self.max_backoff);
+        let spread = self.jitter.clamp(0.0, 1.0);
+        let factor = if spread > 0.0 {
+            rand::rng().random_range(1.0 - spread..=1.0 + spread)
+        } else {
+            1.0
+        };
+        base.mul_f64(factor)
+    }
+}
+
+/// One consumer group member: subscribe, handle, retry, dead-letter, acknowledge.
+pub struct ConsumerRunner {
+    /// Group name; also the consumer name in idempotency records and dead letters.
+    pub group: String,
+    /// Logical topic.
+    pub topic: String,
+    bus: Arc<dyn EventBus>,
+    store: Arc<dyn Store>,
+    names: TopicNames,
+    clock: Arc<dyn Clock>,
+    handler: Arc<dyn EventHandler>,
+    policy: RetryPolicy,
+}
+
+impl ConsumerRunner {
+    /// A runner for `group` on logical `topic`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        group: impl Into<String>,
+        topic: impl Into<String>,
+        bus: Arc<dyn EventBus>,
+        store: Arc<dyn Store>,
+        names: TopicNames,
+        clock: Arc<dyn Clock>,
+        handler: Arc<dyn EventHandler>,
+        policy: RetryPolicy,
+    ) -> Self {
+        Self {
+            group: group.into(),
+            topic: topic.into(),
+            bus,
+            store,
+            names,
+            clock,
+            handler,
+            policy,
+        }
+    }
+
+    /// Consumes until `shutdown`, resubscribing with backoff when the broker goes away.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match self.consume(&shutdown).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(%error, group = %self.group, topic = %self.topic, "consumer lost its subscription; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), BusError> {
+        let physical = self.names.physical(&self.topic);
+        let mut subscription = self.bus.subscribe(&physical, &self.group).await?;
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                received = subscription.next() => received?,
+            };
+            if self.process(&received, shutdown).await {
+                subscription.ack(received).await?;
+            } else {
+                return Ok(()); // shut down mid-retry: leave it unacknowledged for redelivery
+            }
+        }
+    }
+
+    /// Handles one message with retries; `false` when shutdown interrupted it.
+    async fn process(&self, received: &Received, shutdown: &CancellationToken) -> bool {
+        let labels = [("topic", self.topic.clone()), ("group", self.group.clone())];
+        let event: CloudEvent = match serde_json::from_slice(&received.message.payload) {
+            Ok(event) => event,
+            Err(error) => {
+                // A malformed event will never succeed: dead-letter it at once.
+                self.dead_letter(received, None, &format!("malformed event: {error}"), 1).await;
+                return true;
+            }
+        };
+        if let Ok(age) = (self.clock.now() - event.time).to_std() {
+            metrics::histogram!("event_consume_delay_seconds", &labels).record(age.as_secs_f64());
+        }
+        let mut attempt = 1;
+        loop {
+            match self.handler.handle(&event).await {
+                Ok(()) => {
+                    metrics::counter!("events_consumed_total", &labels).increment(1);
+                    return true;
+                }
+                Err(error) => {
+                    metrics::counter!("event_handler_failures_total", &labels).increment(1);
+                    if attempt >= self.policy.attempts {
+                        self.dead_letter(received, Some(&event), &error.0, attempt).await;
+                        return true;
+                    }
+                    let wait = self.policy.backoff(attempt);
+                    tracing::warn!(%error, group = %self.group, event_id = %event.id, attempt, retry_in_ms = wait.as_millis() as u64, "handler failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(&self, received: &Received, event: Option<&CloudEvent>, error: &str, attempts: u32) {
+        let payload = String::from_utf8_lossy(&received.message.payload).into_owned();
+        let now = self.clock.now();
+        let letter = DeadLetter {
+            id: uuid::Uuid::now_v7(),
+            consumer: self.group.clone(),
+            topic: self.topic.clone(),
+            event_id: event.map_or_else(|| received.message.id.clone(), |e| e.id.clone()),
+            event_type: event.map_or_else(|| "unknown".to_owned(), |e| e.event_type.clone()),
+            payload,
+            error: error.chars().take(2000).collect(),
+            attempts,
+            created_at: now,
+            replayed_at: None,
+        };
+        let notice = CloudEvent {
+            specversion: "1.0".into(),
+            id: uuid::Uuid::now_v7().to_string(),
+            source: taskflow_domain::events::SOURCE.into(),
+            event_type: "taskflow.deadletter.v1".into(),
+            subject: Some(letter.event_id.clone()),
+            time: now,
+            datacontenttype: "application/json".into(),
+            partitionkey: received.message.key.clone(),
+            traceparent: event.and_then(|e| e.traceparent.clone()),
+            data: serde_json::json!({
+                "dead_letter_id": letter.id,
+                "consumer": letter.consumer,
+                "topic": letter.topic,
+                "event_id": letter.event_id,
+                "event_type": letter.event_type,
+                "error": letter.error,
+                "attempts": attempts,
+                "event": serde_json::from_str::<serde_json::Value>(&letter.payload).unwrap_or(serde_json::Value::Null),
+            }),
+        };
+        let notice = OutgoingEvent {
+            topic: dead_letter_topic(&self.topic),
+            event: notice,
+        };
+        metrics::counter!("events_dead_lettered_total", "topic" => self.topic.clone(), "group" => self.group.clone()).increment(1);
+        tracing::error!(group = %self.group, event_id = %letter.event_id, attempts, error, "event dead-lettered");
+        // Storing the letter must not fail silently: keep trying, the event stays unacknowledged meanwhile.
+        let mut wait = Duration::from_millis(100);
+        while let Err(store_error) = self.store.record_dead_letter(&letter, &notice).await {
+            tracing::error!(%store_error, "cannot store dead letter; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_within_the_jitter() {
+        let policy = RetryPolicy::reminders();
+        for (attempt, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 512.0), (20, 512.0)] {
+            let wait = policy.backoff(attempt).as_secs_f64();
+            assert!(wait >= base * 0.8 - 1e-9 && wait <= base * 1.2 + 1e-9, "attempt {attempt}: {wait}");
+        }
+        let exact = RetryPolicy { jitter: 0.0, ..RetryPolicy::task_events() };
+        assert_eq!(exact.backoff(2), Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,159 @@
+//! The outbox relay: publishes committed outbox rows to the bus in commit order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use taskflow_domain::Clock;
+use taskflow_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::{BusError, EventBus, Message, TopicNames};
+
+/// Relay tuning.
+#[derive(Clone, Debug)]
+pub struct RelaySettings {
+    /// Rows published per batch.
+    pub batch_size: u32,
+    /// Re-check the outbox at least this often (another process may have written to it).
+    pub poll_interval: Duration,
+    /// Longest wait between attempts while the broker is down.
+    pub max_backoff: Duration,
+    /// Published rows are deleted after this long.
+    pub retention: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Moves outbox rows to the bus.
+pub struct OutboxRelay {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn EventBus>,
+    names: TopicNames,
+    clock: Arc<dyn Clock>,
+    settings: RelaySettings,
+}
+
+impl OutboxRelay {
+    /// A relay from `store` to `bus`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn EventBus>,
+        names: TopicNames,
+        clock: Arc<dyn Clock>,
+        settings: RelaySettings,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            names,
+            clock,
+            settings,
+        }
+    }
+
+    /// Publishes one batch; returns how many rows it published.
+    pub async fn tick(&self) -> Result<usize, BusError> {
+        let rows = self.store.unpublished_events(self.settings.batch_size).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let messages: Vec<Message> = rows
+            .iter()
+            .map(|row| Message {
+                topic: self.names.physical(&row.topic),
+                key: row.partition_key.clone(),
+                id: format!("{}:{}", row.event_id, row.seq),
+                payload: row.payload.clone().into_bytes(),
+            })
+            .collect();
+        self.bus.publish(&messages).await?;
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        self.store.mark_published(&seqs, self.clock.now()).await?;
+        let now = self.clock.now();
+        for row in &rows {
+            metrics::counter!("events_published_total", "topic" => row.topic.clone(), "backend" => self.bus.name())
+                .increment(1);
+            let age = (now - row.created_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+            metrics::histogram!("outbox_publish_delay_seconds").record(age);
+        }
+        Ok(rows.len())
+    }
+
+    /// Deletes published rows past the retention period.
+    pub async fn prune(&self) -> Result<u64, BusError> {
+        let retention = TimeDelta::from_std(self.settings.retention).unwrap_or(TimeDelta::days(7));
+        Ok(self.store.prune_events(self.clock.now() - retention).await?)
+    }
+
+    async fn record_backlog(&self) {
+        if let Ok(backlog) = self.store.outbox_backlog().await {
+            metrics::gauge!("outbox_backlog").set(backlog.unpublished as f64);
+            let age = backlog
+                .oldest_unpublished_at
+                .map(|t| (self.clock.now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            metrics::gauge!("outbox_oldest_age_seconds").set(age);
+        }
+    }
+
+    /// Runs until `shutdown`: drains the outbox whenever a commit announces rows, polls as a
+    /// fallback, backs off exponentially while the broker is unavailable, prunes hourly.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut commits = self.store.outbox_commits();
+        let mut backoff = Duration::from_millis(100);
+        let mut last_prune = tokio::time::Instant::now();
+        let mut last_backlog = tokio::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            commits.borrow_and_update();
+            match self.tick().await {
+                Ok(n) if n > 0 => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot publish; will retry");
+                    metrics::counter!("outbox_publish_failures_total").increment(1);
+                    self.record_backlog().await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                    continue;
+                }
+            }
+            if last_backlog.elapsed() >= Duration::from_secs(5) {
+                self.record_backlog().await;
+                last_backlog = tokio::time::Instant::now();
+            }
+            if last_prune.elapsed() >= Duration::from_secs(3600) {
+                match self.prune().await {
+                    Ok(n) => tracing::debug!(pruned = n, "pruned published outbox rows"),
+                    Err(error) => tracing::warn!(%error, "pruning the outbox failed"),
+                }
+                last_prune = tokio::time::Instant::now();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = commits.changed() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+    }
+}
