@@ -21,7 +21,11 @@ fn message(topic: &str, key: &str, n: usize) -> Message {
 /// CloudEvent (the outbox-backed bus stores CloudEvents).
 fn marker(payload: &[u8]) -> (String, u64) {
     let value: serde_json::Value = serde_json::from_slice(payload).expect("JSON payload");
-    let body = if value.get("data").is_some() { &value["data"] } else { &value };
+    let body = if value.get("data").is_some() {
+        &value["data"]
+    } else {
+        &value
+    };
     (
         body["key"].as_str().expect("key").to_owned(),
         body["n"].as_u64().expect("n"),
@@ -44,9 +48,14 @@ where
 {
     let group = format!("g-{}", uuid::Uuid::now_v7().simple());
     let mut first = bus.subscribe(topic, &group).await.expect("subscribe");
-    let mut other_group = bus.subscribe(topic, &format!("{group}-other")).await.expect("subscribe");
+    let mut other_group = bus
+        .subscribe(topic, &format!("{group}-other"))
+        .await
+        .expect("subscribe");
 
-    let batch: Vec<Message> = (0..20).map(|n| message(topic, if n % 2 == 0 { "alice" } else { "bob" }, n)).collect();
+    let batch: Vec<Message> = (0..20)
+        .map(|n| message(topic, if n % 2 == 0 { "alice" } else { "bob" }, n))
+        .collect();
     publish(batch.clone()).await;
 
     // Per-key order within the group.
@@ -79,7 +88,10 @@ where
     sorted_other.sort();
     let mut sorted_sent = sent.clone();
     sorted_sent.sort();
-    assert_eq!(sorted_other, sorted_sent, "the other group sees every message");
+    assert_eq!(
+        sorted_other, sorted_sent,
+        "the other group sees every message"
+    );
 
     // A new member of the first group gets the unacknowledged messages again.
     drop(first);
@@ -136,12 +148,20 @@ pub async fn run_consumer_story<F, Fut>(
             if event.data["poison"] == true {
                 return Err(HandlerError(format!("poison event (call {call})")));
             }
-            if event.data["fail_times"].as_u64().is_some_and(|n| u64::from(call) <= n) {
+            if event.data["fail_times"]
+                .as_u64()
+                .is_some_and(|n| u64::from(call) <= n)
+            {
                 return Err(HandlerError(format!("transient failure {call}")));
             }
             let fresh = self
                 .store
-                .apply_once(&self.group, &event.id, &ConsumerEffect::Nothing, chrono::Utc::now())
+                .apply_once(
+                    &self.group,
+                    &event.id,
+                    &ConsumerEffect::Nothing,
+                    chrono::Utc::now(),
+                )
                 .await?;
             if fresh {
                 self.effects.fetch_add(1, Ordering::SeqCst);
@@ -175,17 +195,25 @@ pub async fn run_consumer_story<F, Fut>(
         policy,
     );
     let task = tokio::spawn(runner.run(shutdown.clone()));
-    let event = |data: serde_json::Value| {
-        OutgoingEvent {
-            topic: topic.to_owned(),
-            event: CloudEvent::new("story.test", None, UserId::new(), chrono::Utc::now(), None, data),
-        }
+    let event = |data: serde_json::Value| OutgoingEvent {
+        topic: topic.to_owned(),
+        event: CloudEvent::new(
+            "story.test",
+            None,
+            UserId::new(),
+            chrono::Utc::now(),
+            None,
+            data,
+        ),
     };
 
     let wait_for = |what: &'static str, check: Box<dyn Fn() -> bool + Send>| async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !check() {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
@@ -194,14 +222,30 @@ pub async fn run_consumer_story<F, Fut>(
     let flaky = event(serde_json::json!({"fail_times": 2}));
     publish_event(flaky.clone()).await;
     let h = handler.clone();
-    wait_for("the flaky event to succeed", Box::new(move || h.effects.load(Ordering::SeqCst) == 1)).await;
-    assert_eq!(handler.calls.load(Ordering::SeqCst), 3, "two failures and one success");
+    wait_for(
+        "the flaky event to succeed",
+        Box::new(move || h.effects.load(Ordering::SeqCst) == 1),
+    )
+    .await;
+    assert_eq!(
+        handler.calls.load(Ordering::SeqCst),
+        3,
+        "two failures and one success"
+    );
 
     // The same event delivered again has no second effect.
     publish_event(flaky.clone()).await;
     let h = handler.clone();
-    wait_for("the duplicate to be handled", Box::new(move || h.calls.load(Ordering::SeqCst) == 4)).await;
-    assert_eq!(handler.effects.load(Ordering::SeqCst), 1, "no second effect");
+    wait_for(
+        "the duplicate to be handled",
+        Box::new(move || h.calls.load(Ordering::SeqCst) == 4),
+    )
+    .await;
+    assert_eq!(
+        handler.effects.load(Ordering::SeqCst),
+        1,
+        "no second effect"
+    );
 
     // A poison event is dead-lettered after three attempts.
     let poison = event(serde_json::json!({"poison": true}));
@@ -209,7 +253,10 @@ pub async fn run_consumer_story<F, Fut>(
     let mut letter = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while letter.is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for the dead letter");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the dead letter"
+        );
         letter = store
             .dead_letters(100)
             .await
@@ -225,9 +272,16 @@ pub async fn run_consumer_story<F, Fut>(
     assert_eq!(handler.calls.load(Ordering::SeqCst), 7);
 
     // Replaying re-publishes it through the outbox: the handler sees it again.
-    store.replay_dead_letter(letter.id, chrono::Utc::now()).await.expect("replay");
+    store
+        .replay_dead_letter(letter.id, chrono::Utc::now())
+        .await
+        .expect("replay");
     let h = handler.clone();
-    wait_for("the replayed event", Box::new(move || h.calls.load(Ordering::SeqCst) >= 8)).await;
+    wait_for(
+        "the replayed event",
+        Box::new(move || h.calls.load(Ordering::SeqCst) >= 8),
+    )
+    .await;
 
     shutdown.cancel();
     let _ = task.await;

@@ -174,7 +174,8 @@ impl ConsumerRunner {
             Ok(event) => event,
             Err(error) => {
                 // A malformed event will never succeed: dead-letter it at once.
-                self.dead_letter(received, None, &format!("malformed event: {error}"), 1).await;
+                self.dead_letter(received, None, &format!("malformed event: {error}"), 1)
+                    .await;
                 return true;
             }
         };
@@ -191,7 +192,8 @@ impl ConsumerRunner {
                 Err(error) => {
                     metrics::counter!("event_handler_failures_total", &labels).increment(1);
                     if attempt >= self.policy.attempts {
-                        self.dead_letter(received, Some(&event), &error.0, attempt).await;
+                        self.dead_letter(received, Some(&event), &error.0, attempt)
+                            .await;
                         return true;
                     }
                     let wait = self.policy.backoff(attempt);
@@ -206,7 +208,13 @@ impl ConsumerRunner {
         }
     }
 
-    async fn dead_letter(&self, received: &Received, event: Option<&CloudEvent>, error: &str, attempts: u32) {
+    async fn dead_letter(
+        &self,
+        received: &Received,
+        event: Option<&CloudEvent>,
+        error: &str,
+        attempts: u32,
+    ) {
         let payload = String::from_utf8_lossy(&received.message.payload).into_owned();
         let now = self.clock.now();
         let letter = DeadLetter {
@@ -267,9 +275,15 @@ mod tests {
         let policy = RetryPolicy::reminders();
         for (attempt, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 512.0), (20, 512.0)] {
             let wait = policy.backoff(attempt).as_secs_f64();
-            assert!(wait >= base * 0.8 - 1e-9 && wait <= base * 1.2 + 1e-9, "attempt {attempt}: {wait}");
+            assert!(
+                wait >= base * 0.8 - 1e-9 && wait <= base * 1.2 + 1e-9,
+                "attempt {attempt}: {wait}"
+            );
         }
-        let exact = RetryPolicy { jitter: 0.0, ..RetryPolicy::task_events() };
+        let exact = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::task_events()
+        };
         assert_eq!(exact.backoff(2), Duration::from_secs(2));
     }
 }

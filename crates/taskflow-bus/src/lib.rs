@@ -141,7 +141,9 @@ mod tests {
         let mut names = TopicNames::default();
         assert_eq!(names.physical("task-events"), "task-events");
         names.prefix = "t1-".into();
-        names.names.insert("reminders".into(), "prod-reminders".into());
+        names
+            .names
+            .insert("reminders".into(), "prod-reminders".into());
         assert_eq!(names.physical("reminders"), "t1-prod-reminders");
         assert_eq!(names.physical("reminders.dlq"), "t1-prod-reminders.dlq");
         assert_eq!(names.physical("task-updates"), "t1-task-updates");

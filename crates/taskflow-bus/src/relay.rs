@@ -63,7 +63,10 @@ impl OutboxRelay {
 
     /// Publishes one batch; returns how many rows it published.
     pub async fn tick(&self) -> Result<usize, BusError> {
-        let rows = self.store.unpublished_events(self.settings.batch_size).await?;
+        let rows = self
+            .store
+            .unpublished_events(self.settings.batch_size)
+            .await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -83,7 +86,11 @@ impl OutboxRelay {
         for row in &rows {
             metrics::counter!("events_published_total", "topic" => row.topic.clone(), "backend" => self.bus.name())
                 .increment(1);
-            let age = (now - row.created_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+            let age = (now - row.created_at)
+                .num_microseconds()
+                .unwrap_or(0)
+                .max(0) as f64
+                / 1e6;
             metrics::histogram!("outbox_publish_delay_seconds").record(age);
         }
         Ok(rows.len())
@@ -92,7 +99,10 @@ impl OutboxRelay {
     /// Deletes published rows past the retention period.
     pub async fn prune(&self) -> Result<u64, BusError> {
         let retention = TimeDelta::from_std(self.settings.retention).unwrap_or(TimeDelta::days(7));
-        Ok(self.store.prune_events(self.clock.now() - retention).await?)
+        Ok(self
+            .store
+            .prune_events(self.clock.now() - retention)
+            .await?)
     }
 
     async fn record_backlog(&self) {

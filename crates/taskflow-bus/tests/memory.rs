@@ -14,14 +14,26 @@ use tokio_util::sync::CancellationToken;
 
 async fn store() -> Arc<dyn Store> {
     let dir = std::env::temp_dir().join(format!("taskflow-bus-{}", uuid::Uuid::now_v7()));
-    let store = SqliteStore::connect(&SqliteSettings::new(format!("sqlite://{}/bus.db", dir.display()))).await.unwrap();
+    let store = SqliteStore::connect(&SqliteSettings::new(format!(
+        "sqlite://{}/bus.db",
+        dir.display()
+    )))
+    .await
+    .unwrap();
     store.migrate().await.unwrap();
     Arc::new(store)
 }
 
 fn as_outgoing(message: &taskflow_bus::Message) -> OutgoingEvent {
     let data: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-    let mut event = CloudEvent::new("story.message", None, taskflow_domain::UserId::new(), chrono::Utc::now(), None, data);
+    let mut event = CloudEvent::new(
+        "story.message",
+        None,
+        taskflow_domain::UserId::new(),
+        chrono::Utc::now(),
+        None,
+        data,
+    );
     event.partitionkey = message.key.clone();
     OutgoingEvent {
         topic: message.topic.clone(),
@@ -50,13 +62,25 @@ async fn memory_bus_passes_the_consumer_story() {
     let store = store().await;
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(store.clone(), TopicNames::default()));
     let shutdown = CancellationToken::new();
-    let relay = OutboxRelay::new(store.clone(), bus.clone(), TopicNames::default(), Arc::new(SystemClock), RelaySettings::default());
+    let relay = OutboxRelay::new(
+        store.clone(),
+        bus.clone(),
+        TopicNames::default(),
+        Arc::new(SystemClock),
+        RelaySettings::default(),
+    );
     tokio::spawn(relay.run(shutdown.clone()));
     let writer = store.clone();
-    taskflow_bus::conformance::run_consumer_story(bus, store.clone(), TopicNames::default(), "task-events", |event| {
-        let writer = writer.clone();
-        async move { writer.enqueue_events(&[event]).await.unwrap() }
-    })
+    taskflow_bus::conformance::run_consumer_story(
+        bus,
+        store.clone(),
+        TopicNames::default(),
+        "task-events",
+        |event| {
+            let writer = writer.clone();
+            async move { writer.enqueue_events(&[event]).await.unwrap() }
+        },
+    )
     .await;
     shutdown.cancel();
     // The relay marked everything published.

@@ -30,7 +30,12 @@ pub enum Topic {
 
 impl Topic {
     /// All topics.
-    pub const ALL: [Topic; 4] = [Self::TaskEvents, Self::Reminders, Self::TaskUpdates, Self::Notifications];
+    pub const ALL: [Topic; 4] = [
+        Self::TaskEvents,
+        Self::Reminders,
+        Self::TaskUpdates,
+        Self::Notifications,
+    ];
 
     /// The logical name, also the default physical name.
     pub fn name(&self) -> &'static str {
@@ -97,7 +102,10 @@ impl CloudEvent {
 
     /// The short type without prefix and version: `task.completed`.
     pub fn short_type(&self) -> &str {
-        let rest = self.event_type.strip_prefix("taskflow.").unwrap_or(&self.event_type);
+        let rest = self
+            .event_type
+            .strip_prefix("taskflow.")
+            .unwrap_or(&self.event_type);
         rest.rsplit_once(".v").map_or(rest, |(name, _)| name)
     }
 }
@@ -244,7 +252,12 @@ impl TaskEventKind {
 
 /// The events of one change to a task: the full event on `task-events` and the slim
 /// `task.changed` on `task-updates`. For a deletion pass the task as it was.
-pub fn task_events(kind: TaskEventKind, task: &Task, now: DateTime<Utc>, traceparent: Option<&str>) -> [OutgoingEvent; 2] {
+pub fn task_events(
+    kind: TaskEventKind,
+    task: &Task,
+    now: DateTime<Utc>,
+    traceparent: Option<&str>,
+) -> [OutgoingEvent; 2] {
     let snapshot = TaskSnapshot::from(task);
     let full = CloudEvent::new(
         &format!("task.{}", kind.name()),
@@ -278,7 +291,10 @@ pub fn task_events(kind: TaskEventKind, task: &Task, now: DateTime<Utc>, tracepa
             "timestamp": now,
         }),
     );
-    [OutgoingEvent::new(Topic::TaskEvents, full), OutgoingEvent::new(Topic::TaskUpdates, slim)]
+    [
+        OutgoingEvent::new(Topic::TaskEvents, full),
+        OutgoingEvent::new(Topic::TaskUpdates, slim),
+    ]
 }
 
 #[cfg(test)]
@@ -287,7 +303,14 @@ mod tests {
 
     #[test]
     fn short_types_drop_prefix_and_version() {
-        let event = CloudEvent::new("task.completed", None, UserId::new(), Utc::now(), None, serde_json::Value::Null);
+        let event = CloudEvent::new(
+            "task.completed",
+            None,
+            UserId::new(),
+            Utc::now(),
+            None,
+            serde_json::Value::Null,
+        );
         assert_eq!(event.event_type, "taskflow.task.completed.v1");
         assert_eq!(event.short_type(), "task.completed");
         let json = serde_json::to_value(&event).unwrap();

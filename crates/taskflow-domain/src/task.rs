@@ -13,6 +13,18 @@ use crate::ids::{SeriesId, TaskId, UserId};
 use crate::time::{TimeZone, truncate_for_message};
 use crate::validation::{FieldError, ValidationErrors};
 
+/// Characters that render as nothing: zero-width spaces and joiners, direction marks, the
+/// byte-order mark, soft hyphens, word joiners.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+}
+
+/// Characters refused in one-line text: line and paragraph separators, and the bidirectional
+/// embeddings, overrides and isolates used to disguise text (`"\u{202E}txt.exe"`).
+pub fn is_disallowed_format(c: char) -> bool {
+    matches!(c, '\u{2028}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// A task title: trimmed, 1–500 characters, on one line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -25,7 +37,10 @@ impl Title {
     /// Parses a title.
     pub fn parse(input: &str) -> Result<Self, FieldError> {
         let trimmed = input.trim();
-        if trimmed.is_empty() {
+        if trimmed
+            .chars()
+            .all(|c| c.is_whitespace() || is_invisible(c))
+        {
             return Err(FieldError::new("title", "empty", "a task needs a title"));
         }
         if trimmed.chars().count() > Self::MAX_CHARS {
@@ -35,7 +50,10 @@ impl Title {
                 format!("a title has at most {} characters", Self::MAX_CHARS),
             ));
         }
-        if trimmed.chars().any(char::is_control) {
+        if trimmed
+            .chars()
+            .any(|c| c.is_control() || is_disallowed_format(c))
+        {
             return Err(FieldError::new(
                 "title",
                 "invalid_characters",
@@ -236,10 +254,13 @@ impl Tag {
                 format!("a tag has at most {} characters", Self::MAX_CHARS),
             ));
         }
-        if normalised
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | '#' | '"'))
-        {
+        if normalised.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || is_disallowed_format(c)
+                || (is_invisible(c) && !matches!(c, '\u{200C}' | '\u{200D}'))
+                || matches!(c, ',' | '#' | '"')
+        }) {
             return Err(FieldError::new(
                 "tag",
                 "invalid_characters",
@@ -691,6 +712,21 @@ mod tests {
         );
         assert!(Title::parse("a\nb").is_err());
         assert!(Title::parse("a\u{0}b").is_err());
+        assert!(Title::parse("a\u{2028}b").is_err(), "line separator");
+        assert_eq!(
+            Title::parse("\u{200B}\u{FEFF}").unwrap_err().code,
+            "empty",
+            "invisible only"
+        );
+        assert!(Title::parse("\u{202E}txt.exe").is_err(), "bidi override");
+        assert!(
+            Tag::parse("wo\u{200B}rk").is_err(),
+            "zero-width space inside a tag"
+        );
+        assert!(
+            Tag::parse("می\u{200C}خواهم").is_ok(),
+            "ZWNJ is part of Persian words"
+        );
     }
 
     #[test]

@@ -48,39 +48,44 @@ where
     }
 }
 
-/// Parses a JSON document, telling syntax errors (400) from shape errors (422, with the field path).
+/// Parses a JSON object body: syntax errors (including trailing garbage and excessive nesting)
+/// are a 400; anything that is not an object, and shape errors, are a 422 naming the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let document: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::MalformedJson(strip_position(&e.to_string())))?;
+    if !document.is_object() {
+        return Err(ApiError::Validation(
+            FieldError::new(
+                "body",
+                "invalid_type",
+                "the body must be a JSON object like {\"title\": \"…\"}",
+            )
+            .into(),
+        ));
+    }
+    // Deserialise from the text, not the parsed value, so duplicate keys are still refused.
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
-        let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-            return ApiError::MalformedJson(inner.to_string());
-        }
-        let message = strip_position(&inner.to_string());
+        let message = strip_position(&error.into_inner().to_string());
         let (field, code) = if let Some(name) = unknown_field(&message) {
             // The path already ends with the unknown key, except at the top level.
             let field = if path == "." { name } else { path };
             (field, "unknown_field")
+        } else if let Some(name) = missing_field(&message) {
+            let field = if path == "." {
+                name
+            } else {
+                format!("{path}.{name}")
+            };
+            (field, "required")
         } else if path == "." {
-            (
-                missing_field(&message).unwrap_or_else(|| "body".into()),
-                "invalid",
-            )
+            ("body".to_owned(), "invalid")
         } else {
             (path, "invalid_type")
         };
-        let code = if message.starts_with("missing field") {
-            "required"
-        } else {
-            code
-        };
         ApiError::Validation(FieldError::new(field, code, message).into())
-    })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    Ok(value)
+    })
 }
 
 fn strip_position(message: &str) -> String {
@@ -169,19 +174,28 @@ impl QueryParams {
         }
     }
 
-    /// Every value of `name`, with comma-separated lists split.
-    pub fn many(&self, name: &str) -> Vec<&str> {
-        self.0
+    /// Every value of `name`, with comma-separated lists split; an empty value is an error
+    /// (a filter that silently matches everything would hide a client bug).
+    pub fn many(&self, name: &str) -> Result<Vec<&str>, ApiError> {
+        let values: Vec<&str> = self
+            .0
             .get(name)
             .map(|values| {
                 values
                     .iter()
                     .flat_map(|v| v.split(','))
                     .map(str::trim)
-                    .filter(|v| !v.is_empty())
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if values.iter().any(|v| v.is_empty()) {
+            return Err(ApiError::query(
+                name,
+                "empty",
+                "give a value, or leave the parameter out",
+            ));
+        }
+        Ok(values)
     }
 }
 

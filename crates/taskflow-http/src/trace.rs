@@ -21,7 +21,11 @@ impl TraceParent {
     /// Parses `00-<32 hex>-<16 hex>-<2 hex>` (all-zero ids are invalid).
     pub fn parse(value: &str) -> Option<Self> {
         let parts: Vec<&str> = value.trim().split('-').collect();
-        let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        };
         match parts.as_slice() {
             [version, trace, span, flags]
                 if hex(version, 2)

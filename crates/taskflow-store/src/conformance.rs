@@ -254,11 +254,15 @@ async fn tasks(store: &dyn Store) {
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.delete_task(intruder.id, original.id, None, &no_events).await,
+        store
+            .delete_task(intruder.id, original.id, None, &no_events)
+            .await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.delete_task(owner.id, original.id, Some(1), &no_events).await,
+        store
+            .delete_task(owner.id, original.id, Some(1), &no_events)
+            .await,
         Err(StoreError::VersionMismatch { current: 2 })
     ));
     store
@@ -267,7 +271,9 @@ async fn tasks(store: &dyn Store) {
         .expect("delete");
     assert_eq!(store.task(owner.id, original.id).await.expect("get"), None);
     assert!(matches!(
-        store.delete_task(owner.id, original.id, None, &no_events).await,
+        store
+            .delete_task(owner.id, original.id, None, &no_events)
+            .await,
         Err(StoreError::NotFound)
     ));
     assert!(store.tag_counts(owner.id).await.expect("tags").is_empty());
@@ -331,14 +337,17 @@ async fn listing(store: &dyn Store) {
         tasks.push(t);
     }
     store
-        .insert_task(&task(
-            other.id,
-            "Buy milk elsewhere",
-            Priority::Low,
-            &["errand"],
-            Some(1),
-            0,
-        ), &[])
+        .insert_task(
+            &task(
+                other.id,
+                "Buy milk elsewhere",
+                Priority::Low,
+                &["errand"],
+                Some(1),
+                0,
+            ),
+            &[],
+        )
         .await
         .expect("insert other");
     // Complete "Call mom".
@@ -590,7 +599,13 @@ async fn series(store: &dyn Store) {
     let next = change.next_occurrence.clone().expect("next occurrence");
     assert!(
         store
-            .update_task(owner.id, &change.task, first.version, &[], Some((&next, &[])))
+            .update_task(
+                owner.id,
+                &change.task,
+                first.version,
+                &[],
+                Some((&next, &[]))
+            )
             .await
             .expect("complete")
     );
@@ -620,7 +635,13 @@ async fn series(store: &dyn Store) {
     assert_ne!(duplicate.id, next.id);
     assert!(
         !store
-            .update_task(owner.id, &again.task, reopened.version, &[], Some((&duplicate, &[])))
+            .update_task(
+                owner.id,
+                &again.task,
+                reopened.version,
+                &[],
+                Some((&duplicate, &[]))
+            )
             .await
             .expect("complete again")
     );
@@ -663,30 +684,61 @@ async fn outbox(store: &dyn Store) {
     let owner = user("outbox@example.com");
     store.create_user(&owner, "h").await.expect("user");
     // Earlier steps wrote no events.
-    assert!(store.unpublished_events(10).await.expect("unpublished").is_empty());
+    assert!(
+        store
+            .unpublished_events(10)
+            .await
+            .expect("unpublished")
+            .is_empty()
+    );
     let mut commits = store.outbox_commits();
     let t = task(owner.id, "Evented", Priority::None, &[], Some(1), 0);
-    let created = task_events(TaskEventKind::Created, &t, start(), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
-    store.insert_task(&t, &created).await.expect("insert with events");
-    assert!(commits.has_changed().expect("watch open"), "a commit with events is announced");
+    let created = task_events(
+        TaskEventKind::Created,
+        &t,
+        start(),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    );
+    store
+        .insert_task(&t, &created)
+        .await
+        .expect("insert with events");
+    assert!(
+        commits.has_changed().expect("watch open"),
+        "a commit with events is announced"
+    );
     let done = completed(&t, start());
     let completed_events = task_events(TaskEventKind::Completed, &done, start(), None);
-    store.update_task(owner.id, &done, t.version, &completed_events, None).await.expect("update");
+    store
+        .update_task(owner.id, &done, t.version, &completed_events, None)
+        .await
+        .expect("update");
     let deleted = |task: &Task| task_events(TaskEventKind::Deleted, task, start(), None).to_vec();
-    store.delete_task(owner.id, t.id, None, &deleted).await.expect("delete");
+    store
+        .delete_task(owner.id, t.id, None, &deleted)
+        .await
+        .expect("delete");
 
     // Failed writes leave no events behind.
     let stale = task_events(TaskEventKind::Updated, &done, start(), None);
-    assert!(store.update_task(owner.id, &done, 99, &stale, None).await.is_err());
+    assert!(
+        store
+            .update_task(owner.id, &done, 99, &stale, None)
+            .await
+            .is_err()
+    );
 
     let rows = store.unpublished_events(100).await.expect("unpublished");
     let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
     assert_eq!(
         types,
         vec![
-            "taskflow.task.created.v1", "taskflow.task.changed.v1",
-            "taskflow.task.completed.v1", "taskflow.task.changed.v1",
-            "taskflow.task.deleted.v1", "taskflow.task.changed.v1",
+            "taskflow.task.created.v1",
+            "taskflow.task.changed.v1",
+            "taskflow.task.completed.v1",
+            "taskflow.task.changed.v1",
+            "taskflow.task.deleted.v1",
+            "taskflow.task.changed.v1",
         ],
         "commit order"
     );
@@ -696,7 +748,10 @@ async fn outbox(store: &dyn Store) {
     assert_eq!(rows[0].partition_key, owner.id.to_string());
     assert_eq!(rows[0].event_id, created[0].event.id);
     let payload: serde_json::Value = serde_json::from_str(&rows[0].payload).expect("json");
-    assert_eq!(payload["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    assert_eq!(
+        payload["traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
     assert_eq!(payload["data"]["task_data"]["title"], "Evented");
     assert_eq!(*commits.borrow_and_update(), rows[5].seq);
 
@@ -705,23 +760,64 @@ async fn outbox(store: &dyn Store) {
     assert_eq!(backlog.oldest_unpublished_at, Some(start()));
 
     // The in-process bus reads a topic after an offset.
-    let updates = store.events_after(Topic::TaskUpdates.name(), 0, 10).await.expect("after");
+    let updates = store
+        .events_after(Topic::TaskUpdates.name(), 0, 10)
+        .await
+        .expect("after");
     assert_eq!(updates.len(), 3);
-    let rest = store.events_after(Topic::TaskUpdates.name(), updates[0].seq, 10).await.expect("after");
+    let rest = store
+        .events_after(Topic::TaskUpdates.name(), updates[0].seq, 10)
+        .await
+        .expect("after");
     assert_eq!(rest.len(), 2);
-    assert_eq!(store.consumer_offset("realtime", Topic::TaskUpdates.name()).await.expect("offset"), 0);
-    store.commit_consumer_offset("realtime", Topic::TaskUpdates.name(), updates[1].seq).await.expect("commit");
-    store.commit_consumer_offset("realtime", Topic::TaskUpdates.name(), updates[0].seq).await.expect("commit");
-    assert_eq!(store.consumer_offset("realtime", Topic::TaskUpdates.name()).await.expect("offset"), updates[1].seq, "offsets never go back");
+    assert_eq!(
+        store
+            .consumer_offset("realtime", Topic::TaskUpdates.name())
+            .await
+            .expect("offset"),
+        0
+    );
+    store
+        .commit_consumer_offset("realtime", Topic::TaskUpdates.name(), updates[1].seq)
+        .await
+        .expect("commit");
+    store
+        .commit_consumer_offset("realtime", Topic::TaskUpdates.name(), updates[0].seq)
+        .await
+        .expect("commit");
+    assert_eq!(
+        store
+            .consumer_offset("realtime", Topic::TaskUpdates.name())
+            .await
+            .expect("offset"),
+        updates[1].seq,
+        "offsets never go back"
+    );
 
     // Publishing and pruning.
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     store.mark_published(&seqs, start()).await.expect("mark");
-    assert!(store.unpublished_events(100).await.expect("unpublished").is_empty());
-    let pruned = store.prune_events(start() + TimeDelta::seconds(1)).await.expect("prune");
+    assert!(
+        store
+            .unpublished_events(100)
+            .await
+            .expect("unpublished")
+            .is_empty()
+    );
+    let pruned = store
+        .prune_events(start() + TimeDelta::seconds(1))
+        .await
+        .expect("prune");
     // The unread task-updates row (beyond the realtime group's offset) is kept.
     assert_eq!(pruned, 5);
-    assert_eq!(store.events_after(Topic::TaskUpdates.name(), 0, 10).await.expect("after").len(), 1);
+    assert_eq!(
+        store
+            .events_after(Topic::TaskUpdates.name(), 0, 10)
+            .await
+            .expect("after")
+            .len(),
+        1
+    );
 }
 
 async fn consumers(store: &dyn Store) {
@@ -739,16 +835,73 @@ async fn consumers(store: &dyn Store) {
         data: serde_json::json!({"title": "Audited"}),
     };
     let effect = crate::ConsumerEffect::Audit(entry("e1"));
-    assert!(store.apply_once("audit", "e1", &effect, start()).await.expect("apply"));
-    assert!(!store.apply_once("audit", "e1", &effect, start()).await.expect("apply"), "second delivery has no effect");
-    assert!(store.apply_once("other-group", "e1", &crate::ConsumerEffect::Nothing, start()).await.expect("apply"));
-    store.apply_once("audit", "e2", &crate::ConsumerEffect::Audit(entry("e2")), start()).await.expect("apply");
-    let entries = store.audit_entries(owner.id, Some(t.id), 10).await.expect("audit");
-    assert_eq!(entries.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), vec!["e1", "e2"]);
+    assert!(
+        store
+            .apply_once("audit", "e1", &effect, start())
+            .await
+            .expect("apply")
+    );
+    assert!(
+        !store
+            .apply_once("audit", "e1", &effect, start())
+            .await
+            .expect("apply"),
+        "second delivery has no effect"
+    );
+    assert!(
+        store
+            .apply_once(
+                "other-group",
+                "e1",
+                &crate::ConsumerEffect::Nothing,
+                start()
+            )
+            .await
+            .expect("apply")
+    );
+    store
+        .apply_once(
+            "audit",
+            "e2",
+            &crate::ConsumerEffect::Audit(entry("e2")),
+            start(),
+        )
+        .await
+        .expect("apply");
+    let entries = store
+        .audit_entries(owner.id, Some(t.id), 10)
+        .await
+        .expect("audit");
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| e.event_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["e1", "e2"]
+    );
     assert_eq!(entries[0], entry("e1"));
-    assert!(store.audit_entries(other.id, Some(t.id), 10).await.expect("audit").is_empty());
-    assert!(store.audit_entries(owner.id, Some(TaskId::new()), 10).await.expect("audit").is_empty());
-    assert_eq!(store.audit_entries(owner.id, None, 10).await.expect("audit").len(), 2);
+    assert!(
+        store
+            .audit_entries(other.id, Some(t.id), 10)
+            .await
+            .expect("audit")
+            .is_empty()
+    );
+    assert!(
+        store
+            .audit_entries(owner.id, Some(TaskId::new()), 10)
+            .await
+            .expect("audit")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .audit_entries(owner.id, None, 10)
+            .await
+            .expect("audit")
+            .len(),
+        2
+    );
 
     // Dead letters: recorded with a notice on the .dlq topic, listed, replayed through the outbox.
     let events = task_events(TaskEventKind::Created, &t, start(), None);
@@ -768,17 +921,41 @@ async fn consumers(store: &dyn Store) {
         topic: taskflow_domain::events::dead_letter_topic(Topic::TaskEvents.name()),
         event: events[0].event.clone(),
     };
-    let before = store.unpublished_events(1000).await.expect("unpublished").len();
-    store.record_dead_letter(&letter, &notice).await.expect("dead letter");
+    let before = store
+        .unpublished_events(1000)
+        .await
+        .expect("unpublished")
+        .len();
+    store
+        .record_dead_letter(&letter, &notice)
+        .await
+        .expect("dead letter");
     let pending = store.unpublished_events(1000).await.expect("unpublished");
     assert_eq!(pending.len(), before + 1);
-    assert_eq!(pending.last().map(|r| r.topic.as_str()), Some("task-events.dlq"));
-    assert_eq!(store.dead_letters(10).await.expect("list"), vec![letter.clone()]);
-    let replayed = store.replay_dead_letter(letter.id, start()).await.expect("replay");
+    assert_eq!(
+        pending.last().map(|r| r.topic.as_str()),
+        Some("task-events.dlq")
+    );
+    assert_eq!(
+        store.dead_letters(10).await.expect("list"),
+        vec![letter.clone()]
+    );
+    let replayed = store
+        .replay_dead_letter(letter.id, start())
+        .await
+        .expect("replay");
     assert_eq!(replayed.replayed_at, Some(start()));
     let pending = store.unpublished_events(1000).await.expect("unpublished");
     let last = pending.last().expect("replayed row");
-    assert_eq!((last.topic.as_str(), last.event_id.as_str()), ("task-events", letter.event_id.as_str()));
+    assert_eq!(
+        (last.topic.as_str(), last.event_id.as_str()),
+        ("task-events", letter.event_id.as_str())
+    );
     assert_eq!(last.payload, letter.payload);
-    assert!(matches!(store.replay_dead_letter(uuid::Uuid::now_v7(), start()).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store
+            .replay_dead_letter(uuid::Uuid::now_v7(), start())
+            .await,
+        Err(StoreError::NotFound)
+    ));
 }

@@ -166,11 +166,21 @@ pub trait OutboxStore: Send + Sync {
     /// Marks rows as handed to the bus.
     async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Rows of `topic` after `after_seq`, in commit order (the in-process bus reads these).
-    async fn events_after(&self, topic: &str, after_seq: i64, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;
+    async fn events_after(
+        &self,
+        topic: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>, StoreError>;
     /// Where consumer `group` stands on `topic` (0 before its first commit).
     async fn consumer_offset(&self, group: &str, topic: &str) -> Result<i64, StoreError>;
     /// Records that `group` has handled `topic` up to `seq`.
-    async fn commit_consumer_offset(&self, group: &str, topic: &str, seq: i64) -> Result<(), StoreError>;
+    async fn commit_consumer_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        seq: i64,
+    ) -> Result<(), StoreError>;
     /// Deletes published rows older than `before` that every in-process consumer group has read,
     /// and processed-event records older than `before`. Returns the outbox rows deleted.
     async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
@@ -245,18 +255,33 @@ pub trait ConsumerStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
     /// Stores a dead letter and, in the same transaction, its notice on `<topic>.dlq`.
-    async fn record_dead_letter(&self, letter: &DeadLetter, notice: &OutgoingEvent) -> Result<(), StoreError>;
+    async fn record_dead_letter(
+        &self,
+        letter: &DeadLetter,
+        notice: &OutgoingEvent,
+    ) -> Result<(), StoreError>;
     /// Dead letters, newest first.
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError>;
     /// Re-publishes a dead letter's event on its topic (through the outbox) and notes the replay.
-    async fn replay_dead_letter(&self, id: uuid::Uuid, now: DateTime<Utc>) -> Result<DeadLetter, StoreError>;
+    async fn replay_dead_letter(
+        &self,
+        id: uuid::Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<DeadLetter, StoreError>;
     /// The user's audit entries, oldest first, optionally for one task.
-    async fn audit_entries(&self, user: UserId, task: Option<TaskId>, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    async fn audit_entries(
+        &self,
+        user: UserId,
+        task: Option<TaskId>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 /// Everything the application needs from a database.
 #[async_trait]
-pub trait Store: UserStore + TokenStore + TaskStore + OutboxStore + ConsumerStore + 'static {
+pub trait Store:
+    UserStore + TokenStore + TaskStore + OutboxStore + ConsumerStore + 'static
+{
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Whether the database answers and every known migration is applied.

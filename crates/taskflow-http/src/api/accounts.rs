@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{CurrentUser, hash_password, verify_password};
 use crate::error::{ApiError, Problem};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, QueryParams};
 use crate::state::AppState;
 
 /// Body of `POST /api/v1/auth/register`.
@@ -183,6 +183,10 @@ pub async fn login(
 /// The signed-in account.
 #[utoipa::path(get, path = "/api/v1/me", tag = "accounts", security(("bearer" = [])),
     responses((status = 200, body = UserResponse), (status = 401, body = Problem)))]
-pub async fn me(CurrentUser(user): CurrentUser) -> Json<UserResponse> {
-    Json(UserResponse::from(user.as_ref()))
+pub async fn me(
+    CurrentUser(user): CurrentUser,
+    params: QueryParams,
+) -> Result<Json<UserResponse>, ApiError> {
+    params.only(&[])?;
+    Ok(Json(UserResponse::from(user.as_ref())))
 }

@@ -29,7 +29,10 @@ pub async fn skip_occurrence(
     if_match: IfMatch,
     trace: TraceParent,
 ) -> Result<Response, ApiError> {
-    let task = modify_task(&state, &user, id, &if_match, &trace, |task, now| task.skipped(now)).await?;
+    let task = modify_task(&state, &user, id, &if_match, &trace, |task, now| {
+        task.skipped(now)
+    })
+    .await?;
     Ok(task_response(StatusCode::OK, &task, state.clock.now()))
 }
 
@@ -151,7 +154,9 @@ pub async fn get_series(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     IdPath(series_id): IdPath<SeriesId>,
+    params: QueryParams,
 ) -> Result<Json<SeriesResponse>, ApiError> {
+    params.only(&[])?;
     let tasks = state.store.series_occurrences(user.id, series_id).await?;
     if tasks.is_empty() {
         return Err(ApiError::NotFound);

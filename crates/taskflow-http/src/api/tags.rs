@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, Problem};
+use crate::extract::QueryParams;
 use crate::state::AppState;
 
 /// One tag and its use.
@@ -33,7 +34,9 @@ pub struct TagList {
 pub async fn list_tags(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    params: QueryParams,
 ) -> Result<Json<TagList>, ApiError> {
+    params.only(&[])?;
     let items = state
         .store
         .tag_counts(user.id)

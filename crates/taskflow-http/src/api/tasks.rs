@@ -463,7 +463,9 @@ pub async fn get_task(
     CurrentUser(user): CurrentUser,
     IdPath(id): IdPath<TaskId>,
     headers: HeaderMap,
+    params: QueryParams,
 ) -> Result<Response, ApiError> {
+    params.only(&[])?;
     let task = state
         .store
         .task(user.id, id)
@@ -511,7 +513,7 @@ fn parse_list_query(params: &QueryParams, now: DateTime<Utc>) -> Result<TaskQuer
     if let Some(status) = params.single("status")? {
         query.status = errors.check(status.parse::<TaskStatus>());
     }
-    for (i, value) in params.many("priority").into_iter().enumerate() {
+    for (i, value) in params.many("priority")?.into_iter().enumerate() {
         if let Some(p) = errors.check(
             value
                 .parse::<Priority>()
@@ -520,7 +522,7 @@ fn parse_list_query(params: &QueryParams, now: DateTime<Utc>) -> Result<TaskQuer
             query.priorities.push(p);
         }
     }
-    for (i, value) in params.many("tag").into_iter().enumerate() {
+    for (i, value) in params.many("tag")?.into_iter().enumerate() {
         if let Some(tag) =
             errors.check(Tag::parse(value).map_err(|e| with_field(e, &format!("tag[{i}]"))))
         {
@@ -666,7 +668,7 @@ pub async fn list_tasks(
 }
 
 /// How many times a write without `If-Match` is retried after losing a race.
-const WRITE_ATTEMPTS: usize = 5;
+const WRITE_ATTEMPTS: usize = 16;
 
 /// Reads the task, checks the precondition, applies `change` and stores the result.
 pub(crate) async fn modify_task(
@@ -776,7 +778,10 @@ pub async fn reopen_task(
     if_match: IfMatch,
     trace: TraceParent,
 ) -> Result<Response, ApiError> {
-    let task = modify_task(&state, &user, id, &if_match, &trace, |task, now| task.reopened(now)).await?;
+    let task = modify_task(&state, &user, id, &if_match, &trace, |task, now| {
+        task.reopened(now)
+    })
+    .await?;
     Ok(task_response(StatusCode::OK, &task, state.clock.now()))
 }
 
@@ -792,7 +797,8 @@ pub async fn delete_task(
     trace: TraceParent,
 ) -> Result<StatusCode, ApiError> {
     let now = state.clock.now();
-    let deleted_events = |task: &Task| task_events(TaskEventKind::Deleted, task, now, Some(trace.as_str())).to_vec();
+    let deleted_events =
+        |task: &Task| task_events(TaskEventKind::Deleted, task, now, Some(trace.as_str())).to_vec();
     for _ in 0..WRITE_ATTEMPTS {
         let current = state
             .store

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{CurrentUser, new_personal_token, personal_token_hash};
 use crate::error::{ApiError, Problem};
-use crate::extract::{ApiJson, IdPath};
+use crate::extract::{ApiJson, IdPath, QueryParams};
 use crate::state::AppState;
 
 /// Body of `POST /api/v1/tokens`.
@@ -130,7 +130,9 @@ pub async fn create_token(
 pub async fn list_tokens(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    params: QueryParams,
 ) -> Result<Json<TokenList>, ApiError> {
+    params.only(&[])?;
     let items = state
         .store
         .access_tokens(user.id)

@@ -10,10 +10,15 @@ use taskflow_domain::{TaskId, UserId};
 use super::SqliteStore;
 use super::rows::micros;
 use crate::error::StoreError;
-use crate::{AuditEntry, ConsumerEffect, ConsumerStore, DeadLetter, OutboxBacklog, OutboxRecord, OutboxStore};
+use crate::{
+    AuditEntry, ConsumerEffect, ConsumerStore, DeadLetter, OutboxBacklog, OutboxRecord, OutboxStore,
+};
 
 /// Appends `events` to the outbox inside the caller's transaction; returns the last seq written.
-pub(crate) async fn write_events(conn: &mut SqliteConnection, events: &[OutgoingEvent]) -> Result<Option<i64>, StoreError> {
+pub(crate) async fn write_events(
+    conn: &mut SqliteConnection,
+    events: &[OutgoingEvent],
+) -> Result<Option<i64>, StoreError> {
     let mut last = None;
     for outgoing in events {
         let payload = serde_json::to_string(&outgoing.event)
@@ -59,7 +64,8 @@ async fn insert_outbox_row(
 }
 
 fn instant(value: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_micros(value).ok_or_else(|| StoreError::Corrupt(format!("instant out of range: {value}")))
+    DateTime::from_timestamp_micros(value)
+        .ok_or_else(|| StoreError::Corrupt(format!("instant out of range: {value}")))
 }
 
 fn outbox_from_row(row: &SqliteRow) -> Result<OutboxRecord, StoreError> {
@@ -78,7 +84,9 @@ fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
     let id: String = row.try_get("id")?;
     let attempts: i64 = row.try_get("attempts")?;
     Ok(DeadLetter {
-        id: id.parse().map_err(|_| StoreError::Corrupt(format!("dead_letters.id: {id}")))?,
+        id: id
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("dead_letters.id: {id}")))?,
         consumer: row.try_get("consumer")?,
         topic: row.try_get("topic")?,
         event_id: row.try_get("event_id")?,
@@ -87,7 +95,10 @@ fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
         error: row.try_get("error")?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         created_at: instant(row.try_get("created_at")?)?,
-        replayed_at: row.try_get::<Option<i64>, _>("replayed_at")?.map(instant).transpose()?,
+        replayed_at: row
+            .try_get::<Option<i64>, _>("replayed_at")?
+            .map(instant)
+            .transpose()?,
     })
 }
 
@@ -102,11 +113,12 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        let rows =
+            sqlx::query("SELECT * FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?")
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(StoreError::from_sqlx)?;
         rows.iter().map(outbox_from_row).collect()
     }
 
@@ -128,28 +140,41 @@ impl OutboxStore for SqliteStore {
         Ok(())
     }
 
-    async fn events_after(&self, topic: &str, after_seq: i64, limit: u32) -> Result<Vec<OutboxRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM outbox WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?")
-            .bind(topic)
-            .bind(after_seq)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+    async fn events_after(
+        &self,
+        topic: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM outbox WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?")
+                .bind(topic)
+                .bind(after_seq)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(StoreError::from_sqlx)?;
         rows.iter().map(outbox_from_row).collect()
     }
 
     async fn consumer_offset(&self, group: &str, topic: &str) -> Result<i64, StoreError> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM consumer_offsets WHERE consumer_group = ? AND topic = ?")
-            .bind(group)
-            .bind(topic)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        let seq: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM consumer_offsets WHERE consumer_group = ? AND topic = ?",
+        )
+        .bind(group)
+        .bind(topic)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         Ok(seq.unwrap_or(0))
     }
 
-    async fn commit_consumer_offset(&self, group: &str, topic: &str, seq: i64) -> Result<(), StoreError> {
+    async fn commit_consumer_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        seq: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO consumer_offsets (consumer_group, topic, seq) VALUES (?, ?, ?)
              ON CONFLICT (consumer_group, topic) DO UPDATE SET seq = MAX(seq, excluded.seq)",
@@ -188,7 +213,10 @@ impl OutboxStore for SqliteStore {
             .map_err(StoreError::from_sqlx)?;
         Ok(OutboxBacklog {
             unpublished: row.try_get("n")?,
-            oldest_unpublished_at: row.try_get::<Option<i64>, _>("oldest")?.map(instant).transpose()?,
+            oldest_unpublished_at: row
+                .try_get::<Option<i64>, _>("oldest")?
+                .map(instant)
+                .transpose()?,
         })
     }
 
@@ -242,7 +270,11 @@ impl ConsumerStore for SqliteStore {
         Ok(true)
     }
 
-    async fn record_dead_letter(&self, letter: &DeadLetter, notice: &OutgoingEvent) -> Result<(), StoreError> {
+    async fn record_dead_letter(
+        &self,
+        letter: &DeadLetter,
+        notice: &OutgoingEvent,
+    ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
         sqlx::query(
             "INSERT INTO dead_letters (id, consumer, topic, event_id, event_type, payload, error, attempts, created_at)
@@ -266,15 +298,20 @@ impl ConsumerStore for SqliteStore {
     }
 
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM dead_letters ORDER BY created_at DESC, id DESC LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        let rows =
+            sqlx::query("SELECT * FROM dead_letters ORDER BY created_at DESC, id DESC LIMIT ?")
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(StoreError::from_sqlx)?;
         rows.iter().map(dead_letter_from_row).collect()
     }
 
-    async fn replay_dead_letter(&self, id: uuid::Uuid, now: DateTime<Utc>) -> Result<DeadLetter, StoreError> {
+    async fn replay_dead_letter(
+        &self,
+        id: uuid::Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<DeadLetter, StoreError> {
         let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
         let row = sqlx::query("SELECT * FROM dead_letters WHERE id = ?")
             .bind(id.to_string())
@@ -283,7 +320,10 @@ impl ConsumerStore for SqliteStore {
         let mut letter = dead_letter_from_row(&row.ok_or(StoreError::NotFound)?)?;
         let event: serde_json::Value = serde_json::from_str(&letter.payload)
             .map_err(|e| StoreError::Corrupt(format!("dead letter payload: {e}")))?;
-        let partition_key = event["partitionkey"].as_str().unwrap_or_default().to_owned();
+        let partition_key = event["partitionkey"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let seq = insert_outbox_row(
             &mut tx,
             &letter.event_id,
@@ -305,7 +345,12 @@ impl ConsumerStore for SqliteStore {
         Ok(letter)
     }
 
-    async fn audit_entries(&self, user: UserId, task: Option<TaskId>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit_entries(
+        &self,
+        user: UserId,
+        task: Option<TaskId>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM audit_log WHERE user_id = ? AND (? IS NULL OR task_id = ?) ORDER BY seq LIMIT ?",
         )
@@ -323,11 +368,16 @@ impl ConsumerStore for SqliteStore {
                 let data: String = row.try_get("data")?;
                 Ok(AuditEntry {
                     event_id: row.try_get("event_id")?,
-                    user_id: user_id.parse().map_err(|_| StoreError::Corrupt("audit_log.user_id".into()))?,
-                    task_id: task_id.parse().map_err(|_| StoreError::Corrupt("audit_log.task_id".into()))?,
+                    user_id: user_id
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt("audit_log.user_id".into()))?,
+                    task_id: task_id
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt("audit_log.task_id".into()))?,
                     event_type: row.try_get("event_type")?,
                     occurred_at: instant(row.try_get("occurred_at")?)?,
-                    data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("audit_log.data: {e}")))?,
+                    data: serde_json::from_str(&data)
+                        .map_err(|e| StoreError::Corrupt(format!("audit_log.data: {e}")))?,
                 })
             })
             .collect()

@@ -211,7 +211,9 @@ impl TaskStore for SqliteStore {
         let seq: i64 = row.try_get("seq")?;
         let task = task_from_row(&row)?;
         if expected_version.is_some_and(|expected| expected != task.version) {
-            return Err(StoreError::VersionMismatch { current: task.version });
+            return Err(StoreError::VersionMismatch {
+                current: task.version,
+            });
         }
         sqlx::query("DELETE FROM tasks WHERE seq = ?")
             .bind(seq)

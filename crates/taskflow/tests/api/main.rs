@@ -1,3 +1,11 @@
 //! HTTP integration tests: each starts the real app on port 0 with a fresh database.
 
+mod accounts;
 mod health;
+mod isolation;
+mod listing;
+mod malformed;
+mod rate_limit;
+mod support;
+mod tasks;
+mod tokens;

@@ -1,0 +1,1 @@
+//! The dapr backend (being written).
