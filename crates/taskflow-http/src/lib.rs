@@ -34,8 +34,61 @@ pub use state::AppState;
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// What a process serves over HTTP besides health, readiness and metrics.
+#[derive(Default)]
+pub struct RouterOptions {
+    /// Serve the public API (`/api/v1`, `/docs`); off for worker-only processes.
+    pub api: bool,
+    /// Routes a backend contributes (e.g. Dapr's subscription endpoints), served without auth.
+    pub extra: Option<Router>,
+}
+
 /// Every route, with authentication, rate limits, metrics, request ids and tracing.
 pub fn router(state: AppState) -> Router {
+    router_with(
+        state,
+        RouterOptions {
+            api: true,
+            extra: None,
+        },
+    )
+}
+
+/// The routes `options` ask for; health, readiness and metrics are always served.
+pub fn router_with(state: AppState, options: RouterOptions) -> Router {
+    let operations = Router::new()
+        .route("/healthz", get(api::health::healthz))
+        .route("/readyz", get(api::health::readyz))
+        .route("/metrics", get(metrics::render));
+    let request_id = HeaderName::from_static("x-request-id");
+    let mut app = Router::new().merge(operations);
+    if options.api {
+        app = app.merge(api_routes(state.clone()));
+    }
+    if let Some(extra) = options.extra {
+        app = app.merge(extra.with_state(()));
+    }
+    app.fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn(metrics::record_request))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(error::ApiError::Internal("handler panicked".into()))
+        }))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+fn api_routes(state: AppState) -> Router<AppState> {
     let protected = Router::new()
         .route("/api/v1/me", get(api::accounts::me))
         .route(
@@ -74,6 +127,12 @@ pub fn router(state: AppState) -> Router {
             get(api::series::preview_occurrences),
         )
         .route("/api/v1/series/{id}", get(api::series::get_series))
+        .route("/api/v1/audit", get(api::events::audit_log))
+        .route("/api/v1/admin/dlq", get(api::events::list_dead_letters))
+        .route(
+            "/api/v1/admin/dlq/{id}/replay",
+            post(api::events::replay_dead_letter),
+        )
         .route("/api/v1/tags", get(api::tags::list_tags))
         .route_layer(from_fn_with_state(state.clone(), auth::require_user));
 
@@ -86,44 +145,37 @@ pub fn router(state: AppState) -> Router {
         ));
 
     let public = Router::new()
-        .route("/healthz", get(api::health::healthz))
-        .route("/readyz", get(api::health::readyz))
-        .route("/metrics", get(metrics::render))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs_page))
         .merge(sign_in)
         .route_layer(from_fn_with_state(state.clone(), rate_limit::limit_by_ip));
 
-    let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .merge(protected)
-        .merge(public)
-        .fallback(error::no_route)
-        .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(from_fn(metrics::record_request))
-        .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(error::ApiError::Internal("handler panicked".into()))
-        }))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let id = request
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-            }),
-        )
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .with_state(state)
+    Router::new().merge(protected).merge(public)
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(
+        listener,
+        state,
+        RouterOptions {
+            api: true,
+            extra: None,
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `router_with(state, options)` on `listener` until `shutdown` resolves.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    options: RouterOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.rate_limits.clone();
@@ -134,7 +186,7 @@ pub async fn serve(
             limits.forget_idle();
         }
     });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router_with(state, options).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -20,11 +20,13 @@ use crate::api;
         api::tags::list_tags,
         api::series::skip_occurrence, api::series::cancel_recurrence, api::series::preview_occurrences,
         api::series::get_series,
+        api::events::audit_log, api::events::list_dead_letters, api::events::replay_dead_letter,
     ),
     modifiers(&BearerAuth),
     tags((name = "accounts", description = "Registration, sign-in, personal access tokens"),
          (name = "tasks", description = "Tasks and tags"),
          (name = "recurrence", description = "Recurring tasks and their series"),
+         (name = "events", description = "Audit log and dead letters"),
          (name = "operations", description = "Health"))
 )]
 pub struct ApiDoc;

@@ -7,11 +7,18 @@ use std::sync::Arc;
 
 use reqwest::{Client, RequestBuilder};
 use serde_json::{Value, json};
+use taskflow_bus::backends::memory::MemoryBus;
+use taskflow_bus::consumer::{ConsumerRunner, RetryPolicy};
+use taskflow_bus::relay::{OutboxRelay, RelaySettings};
+use taskflow_bus::{EventBus, TopicNames};
+use taskflow_domain::Clock;
+use taskflow_domain::events::Topic;
 use taskflow_http::AppState;
 use taskflow_http::auth::{AuthSettings, Secret};
 use taskflow_http::rate_limit::RateLimitSettings;
 use taskflow_store::Store;
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
+use taskflow_workers::audit::{AUDIT_GROUP, AuditHandler};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +32,10 @@ pub struct TestOptions {
     pub auth: AuthSettings,
     /// Rate limits (off by default so tests are not throttled).
     pub rate_limit: RateLimitSettings,
+    /// Run the outbox relay and the audit consumer on the in-process bus (on by default).
+    pub workers: bool,
+    /// Retry policy of the audit consumer (fast by default).
+    pub audit_retry: RetryPolicy,
 }
 
 impl Default for TestOptions {
@@ -37,6 +48,13 @@ impl Default for TestOptions {
             rate_limit: RateLimitSettings {
                 enabled: false,
                 ..RateLimitSettings::default()
+            },
+            workers: true,
+            audit_retry: RetryPolicy {
+                attempts: 3,
+                initial_backoff: std::time::Duration::from_millis(10),
+                max_backoff: std::time::Duration::from_millis(50),
+                jitter: 0.1,
             },
         }
     }
@@ -83,15 +101,39 @@ impl TestApp {
             .expect("open test database");
         store.migrate().await.expect("migrate test database");
         let store: Arc<dyn Store> = Arc::new(store);
+        let clock: Arc<dyn Clock> = Arc::new(taskflow_domain::SystemClock);
         let state = AppState::new(
             store.clone(),
-            Arc::new(taskflow_domain::SystemClock),
+            clock.clone(),
             &options.auth,
             &options.rate_limit,
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let address = format!("http://{}", listener.local_addr().expect("local addr"));
         let shutdown = CancellationToken::new();
+        if options.workers {
+            let names = TopicNames::default();
+            let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(store.clone(), names.clone()));
+            let relay = OutboxRelay::new(
+                store.clone(),
+                bus.clone(),
+                names.clone(),
+                clock.clone(),
+                RelaySettings::default(),
+            );
+            tokio::spawn(relay.run(shutdown.clone()));
+            let audit = ConsumerRunner::new(
+                AUDIT_GROUP,
+                Topic::TaskEvents.name(),
+                bus,
+                store.clone(),
+                names,
+                clock.clone(),
+                Arc::new(AuditHandler::new(store.clone(), clock)),
+                options.audit_retry.clone(),
+            );
+            tokio::spawn(audit.run(shutdown.clone()));
+        }
         let signal = shutdown.clone();
         tokio::spawn(taskflow_http::serve(listener, state, async move {
             signal.cancelled().await

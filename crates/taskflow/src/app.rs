@@ -1,17 +1,23 @@
-//! Wiring: builds the concrete backends from settings and runs the server.
+//! Wiring: builds the concrete backends from settings and runs the configured roles.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use taskflow_domain::SystemClock;
-use taskflow_http::AppState;
+use taskflow_bus::EventBus;
+use taskflow_bus::backends::memory::MemoryBus;
+use taskflow_bus::consumer::{ConsumerRunner, RetryPolicy};
+use taskflow_bus::relay::{OutboxRelay, RelaySettings};
+use taskflow_domain::events::Topic;
+use taskflow_domain::{Clock, SystemClock};
+use taskflow_http::{AppState, RouterOptions};
 use taskflow_store::Store;
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::Settings;
+use crate::settings::{Role, Settings};
 
 /// Opens the configured database (no migrations applied).
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
@@ -34,14 +40,70 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs every role until `shutdown` is cancelled; in-flight requests get `shutdown_grace_secs` to finish.
+/// The configured event bus and the HTTP routes it needs (Dapr's subscription endpoints).
+pub async fn open_bus(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<(Arc<dyn EventBus>, Option<axum::Router>)> {
+    match settings.bus.backend.as_str() {
+        "memory" => Ok((
+            Arc::new(MemoryBus::new(store.clone(), settings.bus.topics.clone())),
+            None,
+        )),
+        other => anyhow::bail!("bus backend `{other}` is not available in this build"),
+    }
+}
+
+/// Runs the configured roles until `shutdown` is cancelled; in-flight requests get
+/// `shutdown_grace_secs` to finish.
 pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     settings.ensure_jwt_secret()?;
+    let roles = settings.roles()?;
     let store = open_store(&settings).await?;
     store.migrate().await.context("applying migrations")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (bus, bus_routes) = open_bus(&settings, &store).await?;
+
+    let workers = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    if roles.contains(&Role::Relay) {
+        let relay = OutboxRelay::new(
+            store.clone(),
+            bus.clone(),
+            settings.bus.topics.clone(),
+            clock.clone(),
+            RelaySettings {
+                batch_size: settings.bus.relay_batch_size,
+                poll_interval: Duration::from_millis(settings.bus.relay_poll_interval_ms),
+                retention: Duration::from_secs(settings.bus.retention_hours * 3600),
+                ..RelaySettings::default()
+            },
+        );
+        tasks.spawn(relay.run(workers.clone()));
+    }
+    if roles.contains(&Role::Audit) {
+        let runner = ConsumerRunner::new(
+            taskflow_workers::audit::AUDIT_GROUP,
+            Topic::TaskEvents.name(),
+            bus.clone(),
+            store.clone(),
+            settings.bus.topics.clone(),
+            clock.clone(),
+            Arc::new(taskflow_workers::audit::AuditHandler::new(
+                store.clone(),
+                clock.clone(),
+            )),
+            RetryPolicy {
+                attempts: settings.bus.task_event_attempts,
+                ..RetryPolicy::task_events()
+            },
+        );
+        tasks.spawn(runner.run(workers.clone()));
+    }
+
     let state = AppState::new(
         store.clone(),
-        Arc::new(SystemClock),
+        clock.clone(),
         &settings.auth,
         &settings.rate_limit,
     );
@@ -51,13 +113,30 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
             "cannot listen on {addr}; is another process using it? Choose another with --listen"
         )
     })?;
-    tracing::info!(address = %listener.local_addr()?, database = %crate::settings::redact_url(&settings.database_url()), "TaskFlow is listening");
+    let role_names: Vec<String> = roles
+        .iter()
+        .map(|r| format!("{r:?}").to_lowercase())
+        .collect();
+    tracing::info!(
+        address = %listener.local_addr()?,
+        database = %crate::settings::redact_url(&settings.database_url()),
+        bus = bus.name(),
+        roles = %role_names.join(","),
+        "TaskFlow is listening"
+    );
 
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let signal = shutdown.clone();
-    let server = tokio::spawn(taskflow_http::serve(listener, state, async move {
-        signal.cancelled().await
-    }));
+    let options = RouterOptions {
+        api: roles.contains(&Role::Api),
+        extra: bus_routes,
+    };
+    let server = tokio::spawn(taskflow_http::serve_with(
+        listener,
+        state,
+        options,
+        async move { signal.cancelled().await },
+    ));
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing in-flight requests");
     match tokio::time::timeout(grace, server).await {
@@ -67,6 +146,8 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
             "in-flight requests did not finish in time"
         ),
     }
+    workers.cancel();
+    while tasks.join_next().await.is_some() {}
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -32,13 +32,16 @@ struct Cli {
     /// Log format: pretty or json.
     #[arg(long, global = true)]
     log_format: Option<String>,
+    /// Roles to run, comma-separated: api, relay, audit (default: all).
+    #[arg(long, global = true, value_delimiter = ',')]
+    roles: Option<Vec<String>>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (every role) until SIGTERM or SIGINT.
+    /// Run the server (the configured roles; all by default) until SIGTERM or SIGINT.
     Serve,
     /// Apply database migrations and exit.
     Migrate,
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         data_dir: cli.data_dir.clone(),
         database: cli.database_url.clone().map(|url| DatabaseOverride { url }),
         log: cli.log_format.clone().map(|format| LogOverride { format }),
+        roles: cli.roles.clone(),
     };
     let settings = match Settings::load(cli.config.as_deref(), &overrides) {
         Ok(settings) => settings,

@@ -28,6 +28,85 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+    /// Roles this process runs (`api`, `relay`, `audit`); empty means all. A list, or one
+    /// comma-separated string (as from `TASKFLOW_ROLES=api,relay`).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub roles: Vec<String>,
+    /// The event bus.
+    pub bus: BusSettings,
+}
+
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(deserializer)? {
+        ListOrCsv::List(list) => list,
+        ListOrCsv::Csv(text) => text
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    })
+}
+
+/// `[bus]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusSettings {
+    /// `memory` (in-process; the outbox is the log), `nats`, `kafka` or `dapr`.
+    pub backend: String,
+    /// Physical topic names: `prefix` and per-topic overrides.
+    pub topics: taskflow_bus::TopicNames,
+    /// Outbox rows the relay publishes per batch.
+    pub relay_batch_size: u32,
+    /// Milliseconds between outbox checks when no commit woke the relay (other processes' writes).
+    pub relay_poll_interval_ms: u64,
+    /// Hours published outbox rows and processed-event records are kept.
+    pub retention_hours: u64,
+    /// Attempts (including the first) before a task event is dead-lettered by a consumer.
+    pub task_event_attempts: u32,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        Self {
+            backend: "memory".into(),
+            topics: taskflow_bus::TopicNames::default(),
+            relay_batch_size: 500,
+            relay_poll_interval_ms: 1000,
+            retention_hours: 24 * 7,
+            task_event_attempts: 3,
+        }
+    }
+}
+
+/// A role a process can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP API.
+    Api,
+    /// The outbox relay.
+    Relay,
+    /// The audit consumer.
+    Audit,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 3] = [Role::Api, Role::Relay, Role::Audit];
+
+    fn parse(name: &str) -> Option<Self> {
+        match name.trim() {
+            "api" => Some(Self::Api),
+            "relay" => Some(Self::Relay),
+            "audit" => Some(Self::Audit),
+            _ => None,
+        }
+    }
 }
 
 /// `[database]`.
@@ -64,6 +143,8 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             rate_limit: RateLimitSettings::default(),
             shutdown_grace_secs: 30,
+            roles: Vec::new(),
+            bus: BusSettings::default(),
         }
     }
 }
@@ -103,6 +184,9 @@ pub struct CliOverrides {
     /// `--log-format`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<LogOverride>,
+    /// `--roles`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
 }
 
 /// `--database-url`.
@@ -216,6 +300,38 @@ impl Settings {
                 message: "use 60 to 2592000 seconds".into(),
             });
         }
+        self.roles()?;
+        let backends: &[&str] = &[
+            "memory",
+            #[cfg(feature = "nats")]
+            "nats",
+            #[cfg(feature = "kafka")]
+            "kafka",
+            #[cfg(feature = "dapr")]
+            "dapr",
+        ];
+        if !backends.contains(&self.bus.backend.as_str()) {
+            return Err(SettingsError::Invalid {
+                key: "bus.backend",
+                message: format!(
+                    "`{}` is not available in this build; use one of: {} (kafka needs `--features kafka`)",
+                    self.bus.backend,
+                    backends.join(", ")
+                ),
+            });
+        }
+        if self.bus.relay_batch_size == 0 || self.bus.relay_batch_size > 10_000 {
+            return Err(SettingsError::Invalid {
+                key: "bus.relay_batch_size",
+                message: "use 1 to 10000".into(),
+            });
+        }
+        if self.bus.task_event_attempts == 0 || self.bus.task_event_attempts > 100 {
+            return Err(SettingsError::Invalid {
+                key: "bus.task_event_attempts",
+                message: "use 1 to 100".into(),
+            });
+        }
         self.rate_limit
             .validate()
             .map_err(|message| SettingsError::Invalid {
@@ -223,6 +339,27 @@ impl Settings {
                 message,
             })?;
         Ok(())
+    }
+
+    /// The roles to run (all when none are configured).
+    pub fn roles(&self) -> Result<Vec<Role>, SettingsError> {
+        if self.roles.is_empty() {
+            return Ok(Role::ALL.to_vec());
+        }
+        let mut roles = Vec::new();
+        for name in self.roles.iter().flat_map(|r| r.split(',')) {
+            let role = Role::parse(name).ok_or_else(|| SettingsError::Invalid {
+                key: "roles",
+                message: format!(
+                    "`{}` is not a role; use any of api, relay, audit",
+                    name.trim()
+                ),
+            })?;
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
+        Ok(roles)
     }
 
     /// The parsed listen address.

@@ -1,6 +1,7 @@
 //! Handlers, one module per resource.
 
 pub mod accounts;
+pub mod events;
 pub mod health;
 pub mod series;
 pub mod tags;

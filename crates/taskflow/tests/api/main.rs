@@ -1,6 +1,8 @@
 //! HTTP integration tests: each starts the real app on port 0 with a fresh database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod events;
 mod health;
 mod isolation;
 mod listing;

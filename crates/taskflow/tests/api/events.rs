@@ -1,0 +1,390 @@
+//! Events over the real app: every produced event validates against its JSON Schema, the audit
+//! consumer records each task change once, and dead letters are listed and replayed by admins.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use taskflow_domain::events::{CloudEvent, OutgoingEvent, Topic};
+use taskflow_http::auth::{AuthSettings, Secret};
+use taskflow_testing::{TEST_JWT_SECRET, TestApp, TestOptions, TestUser};
+
+fn schemas() -> HashMap<String, jsonschema::Validator> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/events");
+    let mut validators = HashMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let Some(event_type) = name.strip_suffix(".schema.json") else {
+            continue;
+        };
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap();
+        validators.insert(event_type.to_owned(), validator);
+    }
+    assert!(validators.len() >= 13, "schemas found in {}", dir.display());
+    validators
+}
+
+async fn all_events(app: &TestApp) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    for topic in Topic::ALL {
+        for row in app
+            .store
+            .events_after(topic.name(), 0, 10_000)
+            .await
+            .unwrap()
+        {
+            events.push((
+                row.topic.clone(),
+                serde_json::from_str::<Value>(&row.payload).unwrap(),
+            ));
+        }
+    }
+    events
+}
+
+async fn send(
+    app: &TestApp,
+    user: &TestUser,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut request = app.authed(method, path, user);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap_or(Value::Null)
+}
+
+async fn eventually<F: AsyncFn() -> bool>(what: &str, check: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_produced_event_matches_its_schema_and_each_change_has_one_event_per_topic() {
+    let app = TestApp::spawn().await;
+    let user = app.register_user().await;
+    let validators = schemas();
+    let task = app
+        .create_task(
+            &user,
+            json!({"title": "Evented", "due_at": "2027-01-04T09:00:00Z", "tags": ["a"],
+            "recurrence": {"rule": "daily"}}),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap();
+    let traced = app
+        .authed(Method::PATCH, &format!("/api/v1/tasks/{id}"), &user)
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .json(&json!({"priority": "high"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.status(), 200);
+    send(
+        &app,
+        &user,
+        Method::POST,
+        &format!("/api/v1/tasks/{id}/complete"),
+        None,
+    )
+    .await;
+    send(
+        &app,
+        &user,
+        Method::POST,
+        &format!("/api/v1/tasks/{id}/reopen"),
+        None,
+    )
+    .await;
+    let series = send(
+        &app,
+        &user,
+        Method::GET,
+        &format!("/api/v1/series/{}", task["series_id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    let next = series["items"][1]["id"].as_str().unwrap().to_owned();
+    send(
+        &app,
+        &user,
+        Method::POST,
+        &format!("/api/v1/tasks/{next}/skip"),
+        None,
+    )
+    .await;
+    let response = app
+        .authed(Method::DELETE, &format!("/api/v1/tasks/{id}"), &user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+
+    let events = all_events(&app).await;
+    for (topic, event) in &events {
+        let event_type = event["type"].as_str().unwrap();
+        let validator = validators
+            .get(event_type)
+            .unwrap_or_else(|| panic!("no schema for {event_type}"));
+        let errors: Vec<String> = validator
+            .iter_errors(event)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{event_type} on {topic} breaks its schema: {errors:?}\n{event:#}"
+        );
+        assert_eq!(event["partitionkey"], user.id.as_str());
+    }
+    let task_events: Vec<&str> = events
+        .iter()
+        .filter(|(topic, _)| topic == "task-events")
+        .map(|(_, e)| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        task_events,
+        vec![
+            "taskflow.task.created.v1",   // create
+            "taskflow.task.updated.v1",   // patch
+            "taskflow.task.completed.v1", // complete …
+            "taskflow.task.created.v1",   // … and its next occurrence, same transaction
+            "taskflow.task.reopened.v1",
+            "taskflow.task.skipped.v1", // skip the next occurrence …
+            "taskflow.task.created.v1", // … which creates the one after
+            "taskflow.task.deleted.v1",
+        ]
+    );
+    let updates = events
+        .iter()
+        .filter(|(topic, _)| topic == "task-updates")
+        .count();
+    assert_eq!(
+        updates,
+        task_events.len(),
+        "one slim task.changed per task event"
+    );
+    let traced: Vec<&Value> = events
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| e["traceparent"] == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .collect();
+    assert_eq!(
+        traced.len(),
+        2,
+        "the request's trace context is carried by its events"
+    );
+    let deleted = events
+        .iter()
+        .find(|(_, e)| e["type"] == "taskflow.task.changed.v1" && e["data"]["change"] == "deleted");
+    assert!(deleted.is_some_and(|(_, e)| e["data"]["task"].is_null()));
+}
+
+#[tokio::test]
+async fn the_audit_log_records_each_change_once_for_its_owner_only() {
+    let app = TestApp::spawn().await;
+    let user = app.register_user().await;
+    let other = app.register_user().await;
+    let task = app.create_task(&user, json!({"title": "Audited"})).await;
+    let id = task["id"].as_str().unwrap();
+    send(
+        &app,
+        &user,
+        Method::PATCH,
+        &format!("/api/v1/tasks/{id}"),
+        Some(json!({"title": "Audited twice"})),
+    )
+    .await;
+    send(
+        &app,
+        &user,
+        Method::POST,
+        &format!("/api/v1/tasks/{id}/complete"),
+        None,
+    )
+    .await;
+    app.create_task(&user, json!({"title": "Another"})).await;
+
+    let path = format!("/api/v1/audit?task_id={id}");
+    eventually("three audit entries", async || {
+        send(&app, &user, Method::GET, &path, None).await["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 3
+    })
+    .await;
+    let audit = send(&app, &user, Method::GET, &path, None).await;
+    let types: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "taskflow.task.created.v1",
+            "taskflow.task.updated.v1",
+            "taskflow.task.completed.v1"
+        ]
+    );
+    assert_eq!(
+        audit["items"][1]["data"]["task_data"]["title"],
+        "Audited twice"
+    );
+    // Redelivering every event has no second effect.
+    let rows = app
+        .store
+        .events_after("task-events", 0, 1000)
+        .await
+        .unwrap();
+    let events: Vec<OutgoingEvent> = rows
+        .iter()
+        .map(|r| OutgoingEvent {
+            topic: r.topic.clone(),
+            event: serde_json::from_str::<CloudEvent>(&r.payload).unwrap(),
+        })
+        .collect();
+    app.store.enqueue_events(&events).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = send(&app, &user, Method::GET, "/api/v1/audit", None).await;
+    assert_eq!(
+        all["items"].as_array().unwrap().len(),
+        4,
+        "no duplicates after redelivery"
+    );
+    // Another user sees nothing of it.
+    let theirs = send(&app, &other, Method::GET, &path, None).await;
+    assert!(theirs["items"].as_array().unwrap().is_empty());
+    for bad in ["task_id=nope", "limit=0", "limit=1001", "whatever=1"] {
+        let response = app
+            .authed(Method::GET, &format!("/api/v1/audit?{bad}"), &user)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn poison_events_are_dead_lettered_and_admins_can_replay_them() {
+    let app = TestApp::spawn_with(TestOptions {
+        auth: AuthSettings {
+            jwt_secret: Secret::new(TEST_JWT_SECRET),
+            admin_emails: vec!["admin@example.com".into()],
+            ..AuthSettings::default()
+        },
+        ..TestOptions::default()
+    })
+    .await;
+    let admin = app.register("admin@example.com").await;
+    let user = app.register_user().await;
+    let me = send(&app, &admin, Method::GET, "/api/v1/me", None).await;
+    assert_eq!(me["is_admin"], true);
+
+    // A task event without a task id can never be audited.
+    let poison = CloudEvent::new(
+        "task.created",
+        None,
+        user.id.parse().unwrap(),
+        chrono::Utc::now(),
+        None,
+        json!({"event_type": "created"}),
+    );
+    app.store
+        .enqueue_events(&[OutgoingEvent::new(Topic::TaskEvents, poison.clone())])
+        .await
+        .unwrap();
+    eventually("the dead letter", async || {
+        send(&app, &admin, Method::GET, "/api/v1/admin/dlq", None).await["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    let list = send(&app, &admin, Method::GET, "/api/v1/admin/dlq", None).await;
+    let letter = &list["items"][0];
+    assert_eq!(letter["event_id"], poison.id.as_str());
+    assert_eq!(letter["consumer"], "audit");
+    assert_eq!(letter["topic"], "task-events");
+    assert_eq!(letter["attempts"], 3);
+    assert!(
+        letter["error"].as_str().unwrap().contains("user_id"),
+        "{letter}"
+    );
+    // The notice went to task-events.dlq.
+    let notices = app
+        .store
+        .events_after("task-events.dlq", 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(notices.len(), 1);
+
+    for path in ["/api/v1/admin/dlq"] {
+        let response = app.authed(Method::GET, path, &user).send().await.unwrap();
+        assert_eq!(response.status(), 403);
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], "forbidden");
+    }
+    let replay = format!(
+        "/api/v1/admin/dlq/{}/replay",
+        letter["id"].as_str().unwrap()
+    );
+    let response = app
+        .authed(Method::POST, &replay, &user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let replayed = send(&app, &admin, Method::POST, &replay, None).await;
+    assert!(replayed["replayed_at"].is_string());
+    // Still poison: it comes back as a second dead letter.
+    eventually("the replayed event to fail again", async || {
+        send(&app, &admin, Method::GET, "/api/v1/admin/dlq", None).await["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    })
+    .await;
+    let missing = app
+        .authed(
+            Method::POST,
+            &format!("/api/v1/admin/dlq/{}/replay", uuid::Uuid::now_v7()),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let malformed = app
+        .authed(Method::POST, "/api/v1/admin/dlq/nope/replay", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+}
