@@ -29,4 +29,8 @@ done
 if ! have cc; then
   apt_install build-essential
 fi
+# The crash test inspects the database with the sqlite3 command-line shell.
+if ! have sqlite3; then
+  apt_install sqlite3
+fi
 echo "test prerequisites present"
