@@ -262,3 +262,73 @@ async fn serve_answers_and_sigterm_lets_an_in_flight_request_finish() {
             .success()
     );
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_of_each_request() {
+    let dir = temp_dir();
+    let port = free_port();
+    let mut child = binary()
+        .current_dir(&dir)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/auth/register"))
+        .header("x-request-id", "req-for-log-test")
+        .json(&serde_json::json!({"email": "log@example.com", "password": "long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-request-id"], "req-for-log-test");
+    signal(&child, "TERM");
+    let output = tokio::task::spawn_blocking(move || {
+        let _ = child.wait();
+        let mut text = String::new();
+        use std::io::Read as _;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    })
+    .await
+    .unwrap();
+    let lines: Vec<serde_json::Value> = output
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
+        })
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "TaskFlow is listening"),
+        "{output}"
+    );
+    let registered = lines
+        .iter()
+        .find(|l| l["message"] == "account registered")
+        .unwrap_or_else(|| panic!("no registration log line: {output}"));
+    assert_eq!(
+        registered["span"]["request_id"], "req-for-log-test",
+        "{registered}"
+    );
+    assert_eq!(registered["level"], "INFO");
+}
