@@ -83,6 +83,10 @@ fn occurrences_per_second(schedule: &Schedule, window: Duration) -> anyhow::Resu
     let mut computed = 0u64;
     let started = Instant::now();
     while started.elapsed() < window {
+        // Restart the chain every 1000 occurrences so monthly and yearly rules stay within the
+        // supported years (a long-lived series looks like this too: a few thousand occurrences).
+        due = schedule.start_utc();
+        index = 0;
         for _ in 0..1000 {
             match schedule.next_after(due, due, index)? {
                 Some(next) => {
