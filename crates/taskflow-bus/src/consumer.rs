@@ -137,9 +137,14 @@ impl ConsumerRunner {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
+            let started = tokio::time::Instant::now();
             match self.consume(&shutdown).await {
                 Ok(()) => return,
                 Err(error) => {
+                    // A subscription that worked for a while starts the backoff over.
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff = Duration::from_millis(200);
+                    }
                     tracing::warn!(%error, group = %self.group, topic = %self.topic, "consumer lost its subscription; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,

@@ -50,13 +50,81 @@ pub async fn open_bus(
             Arc::new(MemoryBus::new(store.clone(), settings.bus.topics.clone())),
             None,
         )),
+        #[cfg(feature = "nats")]
+        "nats" => {
+            let bus = taskflow_bus::backends::nats::NatsBus::connect(&settings.bus.nats)
+                .await
+                .with_context(|| format!("connecting to NATS at {}", settings.bus.nats.url))?;
+            bus.ensure_topics(&settings.bus.topic_specs()).await?;
+            Ok((Arc::new(bus), None))
+        }
+        #[cfg(feature = "dapr")]
+        "dapr" => {
+            let bus = taskflow_bus::backends::dapr::DaprBus::new(&settings.bus.dapr)?;
+            // The sidecar reads /dapr/subscribe once, when our port opens: list every topic we
+            // consume before serving.
+            for topic in CONSUMED_TOPICS {
+                bus.register(&settings.bus.topics.physical(topic));
+            }
+            let routes = bus.router();
+            Ok((Arc::new(bus), Some(routes)))
+        }
         other => anyhow::bail!("bus backend `{other}` is not available in this build"),
+    }
+}
+
+/// `taskflow topics create`: creates every topic (and dead-letter topic) on the configured broker.
+pub async fn create_topics(settings: &Settings) -> anyhow::Result<()> {
+    let specs = settings.bus.topic_specs();
+    match settings.bus.backend.as_str() {
+        "memory" => println!("the in-process bus needs no topics"),
+        "dapr" => println!(
+            "with Dapr, topics belong to the pub/sub component (see deploy/ for Strimzi KafkaTopic manifests)"
+        ),
+        _ => {
+            let store = open_store(settings).await?;
+            let (bus, _) = open_bus(settings, &store).await?;
+            bus.ensure_topics(&specs).await?;
+            for spec in &specs {
+                println!("{} ({} partitions)", spec.name, spec.partitions);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Logical topics some role of this binary consumes.
+const CONSUMED_TOPICS: &[&str] = &["task-events"];
+
+/// Fills secrets from their configured source (Dapr's secrets API when `secrets.backend = "dapr"`).
+pub async fn load_secrets(settings: &mut Settings) -> anyhow::Result<()> {
+    match settings.secrets.backend.as_str() {
+        #[cfg(feature = "dapr")]
+        "dapr" => {
+            let secrets = taskflow_bus::backends::dapr::DaprSecrets::new(&settings.bus.dapr)?;
+            let values = secrets
+                .get(&settings.secrets.dapr_store, &settings.secrets.dapr_secret)
+                .await
+                .with_context(|| {
+                    format!(
+                        "reading secret `{}` from Dapr store `{}`",
+                        settings.secrets.dapr_secret, settings.secrets.dapr_store
+                    )
+                })?;
+            if let Some(jwt) = values.get("jwt-secret") {
+                settings.auth.jwt_secret = taskflow_http::auth::Secret::new(jwt.clone());
+            }
+            settings.validate()?;
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
 /// Runs the configured roles until `shutdown` is cancelled; in-flight requests get
 /// `shutdown_grace_secs` to finish.
 pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    load_secrets(&mut settings).await?;
     settings.ensure_jwt_secret()?;
     let roles = settings.roles()?;
     let store = open_store(&settings).await?;

@@ -78,15 +78,13 @@ fn millis(d: Duration) -> f64 {
 
 /// Occurrences per second of chaining `next_after` for one rule on this thread.
 fn occurrences_per_second(schedule: &Schedule, window: Duration) -> anyhow::Result<f64> {
-    let mut due = schedule.start_utc();
-    let mut index = 0u32;
     let mut computed = 0u64;
     let started = Instant::now();
     while started.elapsed() < window {
         // Restart the chain every 1000 occurrences so monthly and yearly rules stay within the
         // supported years (a long-lived series looks like this too: a few thousand occurrences).
-        due = schedule.start_utc();
-        index = 0;
+        let mut due = schedule.start_utc();
+        let mut index = 0u32;
         for _ in 0..1000 {
             match schedule.next_after(due, due, index)? {
                 Some(next) => {

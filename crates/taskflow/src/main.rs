@@ -47,6 +47,12 @@ enum Command {
     Migrate,
     /// Print the effective configuration with secrets redacted.
     Config,
+    /// Manage the broker's topics.
+    Topics {
+        /// What to do.
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
     /// Run a benchmark and write its result file.
     Bench {
         /// Which benchmark.
@@ -61,6 +67,12 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
     },
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create every topic and dead-letter topic on the configured broker (idempotent).
+    Create,
 }
 
 fn main() -> ExitCode {
@@ -104,6 +116,9 @@ fn main() -> ExitCode {
             Command::Migrate => app::migrate(&settings).await,
             Command::Healthcheck { url } => healthcheck(&url).await,
             Command::Bench { which, options } => bench::run(which, options).await,
+            Command::Topics {
+                action: TopicsAction::Create,
+            } => app::create_topics(&settings).await,
             Command::Config => Ok(()),
         }
     });

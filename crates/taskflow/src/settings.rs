@@ -28,6 +28,8 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+    /// Where secrets come from.
+    pub secrets: SecretsSettings,
     /// Roles this process runs (`api`, `relay`, `audit`); empty means all. A list, or one
     /// comma-separated string (as from `TASKFLOW_ROLES=api,relay`).
     #[serde(deserialize_with = "list_or_csv")]
@@ -53,6 +55,30 @@ fn list_or_csv<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
     })
 }
 
+/// `[secrets]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsSettings {
+    /// `config` (the values in this file / the environment) or `dapr` (read at start through the
+    /// sidecar's secrets API, e.g. from a Kubernetes secret store).
+    pub backend: String,
+    /// The Dapr secret store component.
+    pub dapr_store: String,
+    /// The secret (in that store) holding TaskFlow's secrets; its `jwt-secret` entry becomes
+    /// `auth.jwt_secret`.
+    pub dapr_secret: String,
+}
+
+impl Default for SecretsSettings {
+    fn default() -> Self {
+        Self {
+            backend: "config".into(),
+            dapr_store: "kubernetes".into(),
+            dapr_secret: "taskflow".into(),
+        }
+    }
+}
+
 /// `[bus]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -69,6 +95,34 @@ pub struct BusSettings {
     pub retention_hours: u64,
     /// Attempts (including the first) before a task event is dead-lettered by a consumer.
     pub task_event_attempts: u32,
+    /// Partitions of created topics (Kafka); ordering holds per user within a partition.
+    pub partitions: u32,
+    /// The Dapr sidecar, for `backend = "dapr"` and `secrets.backend = "dapr"`.
+    #[cfg(feature = "dapr")]
+    pub dapr: taskflow_bus::backends::dapr::DaprSettings,
+    /// NATS JetStream, for `backend = "nats"`.
+    #[cfg(feature = "nats")]
+    pub nats: taskflow_bus::backends::nats::NatsSettings,
+}
+
+impl BusSettings {
+    /// Every topic TaskFlow publishes to, with its dead-letter topic, as the broker should hold them.
+    pub fn topic_specs(&self) -> Vec<taskflow_bus::TopicSpec> {
+        taskflow_domain::events::Topic::ALL
+            .iter()
+            .flat_map(|t| {
+                [
+                    t.name().to_owned(),
+                    taskflow_domain::events::dead_letter_topic(t.name()),
+                ]
+            })
+            .map(|logical| taskflow_bus::TopicSpec {
+                name: self.topics.physical(&logical),
+                partitions: self.partitions,
+                retention: std::time::Duration::from_secs(self.retention_hours * 3600),
+            })
+            .collect()
+    }
 }
 
 impl Default for BusSettings {
@@ -80,6 +134,11 @@ impl Default for BusSettings {
             relay_poll_interval_ms: 1000,
             retention_hours: 24 * 7,
             task_event_attempts: 3,
+            partitions: 12,
+            #[cfg(feature = "dapr")]
+            dapr: Default::default(),
+            #[cfg(feature = "nats")]
+            nats: Default::default(),
         }
     }
 }
@@ -143,6 +202,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             rate_limit: RateLimitSettings::default(),
             shutdown_grace_secs: 30,
+            secrets: SecretsSettings::default(),
             roles: Vec::new(),
             bus: BusSettings::default(),
         }
@@ -320,6 +380,17 @@ impl Settings {
                 ),
             });
         }
+        let secret_backends: &[&str] = &[
+            "config",
+            #[cfg(feature = "dapr")]
+            "dapr",
+        ];
+        if !secret_backends.contains(&self.secrets.backend.as_str()) {
+            return Err(SettingsError::Invalid {
+                key: "secrets.backend",
+                message: format!("use one of: {}", secret_backends.join(", ")),
+            });
+        }
         if self.bus.relay_batch_size == 0 || self.bus.relay_batch_size > 10_000 {
             return Err(SettingsError::Invalid {
                 key: "bus.relay_batch_size",
@@ -410,6 +481,20 @@ impl Settings {
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database.url = redact_url(&self.database_url());
+        #[cfg(feature = "dapr")]
+        {
+            let hide = |token: &mut Option<String>| {
+                if token.is_some() {
+                    *token = Some("[redacted]".into());
+                }
+            };
+            hide(&mut shown.bus.dapr.api_token);
+            hide(&mut shown.bus.dapr.app_api_token);
+        }
+        #[cfg(feature = "nats")]
+        if shown.bus.nats.password.is_some() {
+            shown.bus.nats.password = Some("[redacted]".into());
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}"))
     }
 }

@@ -332,3 +332,108 @@ async fn json_logs_carry_the_request_id_of_each_request() {
     );
     assert_eq!(registered["level"], "INFO");
 }
+
+/// The whole path on a real broker: API → outbox → relay → NATS JetStream → audit consumer.
+#[cfg(feature = "nats")]
+#[tokio::test]
+async fn serve_on_nats_delivers_task_events_to_the_audit_log() {
+    let dir = temp_dir();
+    let port = free_port();
+    let prefix = format!("cli-{}-", uuid::Uuid::now_v7().simple());
+    let mut child = binary()
+        .current_dir(&dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("TASKFLOW_BUS__BACKEND", "nats")
+        .env("TASKFLOW_BUS__TOPICS__PREFIX", &prefix)
+        .env(
+            "TASKFLOW_BUS__NATS__STREAM_PREFIX",
+            prefix.trim_end_matches('-').replace('-', "_"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "server did not start (is nats-server running on 4222?)"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "server exited; is nats-server running on 127.0.0.1:4222?"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let registered: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&serde_json::json!({"email": "nats@example.com", "password": "long enough password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = registered["access_token"].as_str().unwrap();
+    let task: serde_json::Value = client
+        .post(format!("{base}/api/v1/tasks"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"title": "Through JetStream"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = format!(
+        "{base}/api/v1/audit?task_id={}",
+        task["id"].as_str().unwrap()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let audit: serde_json::Value = client
+            .get(&path)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if audit["items"]
+            .as_array()
+            .is_some_and(|items| items.len() == 1)
+        {
+            assert_eq!(audit["items"][0]["event_type"], "taskflow.task.created.v1");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the audit consumer never saw the event: {audit}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(&child, "TERM");
+    assert!(
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+    // Leave the shared broker as we found it.
+    let settings = taskflow_bus::backends::nats::NatsSettings {
+        stream_prefix: prefix.trim_end_matches('-').replace('-', "_"),
+        ..Default::default()
+    };
+    let bus = taskflow_bus::backends::nats::NatsBus::connect(&settings)
+        .await
+        .unwrap();
+    for topic in ["task-events", "task-updates", "reminders", "notifications"] {
+        for name in [format!("{prefix}{topic}"), format!("{prefix}{topic}.dlq")] {
+            let _ = bus.delete_topic(&name).await;
+        }
+    }
+}

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use taskflow_store::{OutboxStore, Store, TaskStore};
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
+use taskflow_store::{OutboxStore, Store, TaskStore};
 
 const ROUNDS: usize = 4;
 const WRITERS: usize = 6;
@@ -41,7 +41,10 @@ fn start(dir: &Path, port: u16) -> Child {
 }
 
 fn kill9(mut child: Child) {
-    Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
     child.wait().unwrap();
 }
 
@@ -49,7 +52,10 @@ fn kill9(mut child: Child) {
 type Acked = Arc<Mutex<HashMap<String, i64>>>;
 
 async fn write_until_error(base: String, token: String, acked: Acked, writer: usize) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     for i in 0.. {
         let created = client
             .post(format!("{base}/api/v1/tasks"))
@@ -61,7 +67,9 @@ async fn write_until_error(base: String, token: String, acked: Acked, writer: us
         if response.status() != 201 {
             return;
         }
-        let Ok(task) = response.json::<Value>().await else { return };
+        let Ok(task) = response.json::<Value>().await else {
+            return;
+        };
         let id = task["id"].as_str().unwrap().to_owned();
         acked.lock().unwrap().insert(id.clone(), 1);
         let completed = client
@@ -73,16 +81,26 @@ async fn write_until_error(base: String, token: String, acked: Acked, writer: us
         if response.status() != 200 {
             return;
         }
-        let Ok(task) = response.json::<Value>().await else { return };
-        acked.lock().unwrap().insert(id, task["version"].as_i64().unwrap());
+        let Ok(task) = response.json::<Value>().await else {
+            return;
+        };
+        acked
+            .lock()
+            .unwrap()
+            .insert(id, task["version"].as_i64().unwrap());
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_under_writes_loses_nothing_and_duplicates_nothing() {
-    let dir: PathBuf = std::env::temp_dir().join(format!("taskflow-crash-{}", uuid::Uuid::now_v7()));
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("taskflow-crash-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let base = format!("http://127.0.0.1:{port}");
 
     let child = start(&dir, port);
@@ -106,7 +124,14 @@ async fn kill_9_under_writes_loses_nothing_and_duplicates_nothing() {
             None => start(&dir, port),
         };
         let writers: Vec<_> = (0..WRITERS)
-            .map(|w| tokio::spawn(write_until_error(base.clone(), token.clone(), acked.clone(), w)))
+            .map(|w| {
+                tokio::spawn(write_until_error(
+                    base.clone(),
+                    token.clone(),
+                    acked.clone(),
+                    w,
+                ))
+            })
             .collect();
         // A different moment every round, deterministic across runs.
         tokio::time::sleep(Duration::from_millis(300 + (round as u64 * 211) % 500)).await;
@@ -118,23 +143,37 @@ async fn kill_9_under_writes_loses_nothing_and_duplicates_nothing() {
 
     // Restart and let the relay and the audit consumer catch up.
     let server = start(&dir, port);
-    let store = SqliteStore::connect(&SqliteSettings::new(format!("sqlite://{}/taskflow-data/taskflow.db", dir.display())))
-        .await
-        .unwrap();
+    let store = SqliteStore::connect(&SqliteSettings::new(format!(
+        "sqlite://{}/taskflow-data/taskflow.db",
+        dir.display()
+    )))
+    .await
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let events = store.events_after("task-events", 0, 1_000_000).await.unwrap().len();
+        let events = store
+            .events_after("task-events", 0, 1_000_000)
+            .await
+            .unwrap()
+            .len();
         let audited = audit_count(&dir);
         let backlog = store.outbox_backlog().await.unwrap().unpublished;
         if backlog == 0 && audited == events {
             break;
         }
-        assert!(Instant::now() < deadline, "consumers did not catch up: {audited} audited of {events}, backlog {backlog}");
+        assert!(
+            Instant::now() < deadline,
+            "consumers did not catch up: {audited} audited of {events}, backlog {backlog}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 20, "the writers made progress: {}", acked.len());
+    assert!(
+        acked.len() > 20,
+        "the writers made progress: {}",
+        acked.len()
+    );
     let user: taskflow_domain::UserId = registered["user"]["id"].as_str().unwrap().parse().unwrap();
     let mut query = taskflow_store::TaskQuery::new(chrono::Utc::now());
     query.limit = 200;
@@ -151,27 +190,50 @@ async fn kill_9_under_writes_loses_nothing_and_duplicates_nothing() {
     }
     // Every acknowledged write is stored.
     for (id, version) in &acked {
-        let stored_version = stored.get(id).unwrap_or_else(|| panic!("acknowledged task {id} lost"));
-        assert!(stored_version >= version, "task {id}: acknowledged v{version}, stored v{stored_version}");
+        let stored_version = stored
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged task {id} lost"));
+        assert!(
+            stored_version >= version,
+            "task {id}: acknowledged v{version}, stored v{stored_version}"
+        );
     }
     // Every committed change has exactly one event.
     let mut events_per_change: HashMap<(String, i64), usize> = HashMap::new();
-    let rows = store.events_after("task-events", 0, 1_000_000).await.unwrap();
+    let rows = store
+        .events_after("task-events", 0, 1_000_000)
+        .await
+        .unwrap();
     let mut event_ids = HashSet::new();
     for row in &rows {
         let event: Value = serde_json::from_str(&row.payload).unwrap();
         let task = &event["data"]["task_data"];
         *events_per_change
-            .entry((task["id"].as_str().unwrap().to_owned(), task["version"].as_i64().unwrap()))
+            .entry((
+                task["id"].as_str().unwrap().to_owned(),
+                task["version"].as_i64().unwrap(),
+            ))
             .or_default() += 1;
-        assert!(event_ids.insert(row.event_id.clone()), "event id {} twice", row.event_id);
+        assert!(
+            event_ids.insert(row.event_id.clone()),
+            "event id {} twice",
+            row.event_id
+        );
     }
     for (id, version) in &stored {
         for v in 1..=*version {
-            assert_eq!(events_per_change.get(&(id.clone(), v)), Some(&1), "task {id} v{v}: exactly one event");
+            assert_eq!(
+                events_per_change.get(&(id.clone(), v)),
+                Some(&1),
+                "task {id} v{v}: exactly one event"
+            );
         }
     }
-    assert_eq!(events_per_change.len(), stored.values().sum::<i64>() as usize, "no event without a change");
+    assert_eq!(
+        events_per_change.len(),
+        stored.values().sum::<i64>() as usize,
+        "no event without a change"
+    );
     // Every event was audited exactly once (audit_log has one row per event id, checked above by count).
     assert_eq!(audit_count(&dir), rows.len());
     assert_eq!(audit_distinct(&dir), rows.len());
@@ -187,7 +249,10 @@ fn sqlite(dir: &Path, sql: &str) -> usize {
         .arg(sql)
         .output()
         .unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 fn audit_count(dir: &Path) -> usize {

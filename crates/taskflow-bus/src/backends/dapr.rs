@@ -1,1 +1,0 @@
-//! The dapr backend (being written).

@@ -1,0 +1,758 @@
+//! The Dapr backend against a local double of the sidecar (the real sidecar cannot run here):
+//! the HTTP contract, the delivery story adapted to Dapr's push model, and the consumer story
+//! behind an outbox relay.
+#![cfg(feature = "dapr")]
+#![allow(clippy::unwrap_used)]
+
+mod dapr_double;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::routing::{get, post};
+use dapr_double::{AppResult, DaprDouble, DoubleConfig, Fate};
+use serde_json::{Value, json};
+use taskflow_bus::backends::dapr::{DaprBus, DaprSecrets, DaprSettings};
+use taskflow_bus::relay::{OutboxRelay, RelaySettings};
+use taskflow_bus::{BusError, EventBus, Message, Received, Subscription, TopicNames};
+use taskflow_domain::SystemClock;
+use taskflow_store::Store;
+use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
+use tokio_util::sync::CancellationToken;
+
+/// Serves `router` on a free local port until the token is cancelled.
+async fn serve(router: axum::Router) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let until = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(until.cancelled_owned())
+            .await;
+    });
+    (url, stop)
+}
+
+/// An application with a DaprBus, its routes served.
+struct App {
+    bus: Arc<DaprBus>,
+    url: String,
+    _stop: CancellationToken,
+}
+
+async fn app(settings: DaprSettings) -> App {
+    let bus = Arc::new(DaprBus::new(&settings).unwrap());
+    let (url, stop) = serve(bus.router()).await;
+    App {
+        bus,
+        url,
+        _stop: stop,
+    }
+}
+
+fn settings(double: &DaprDouble) -> DaprSettings {
+    DaprSettings {
+        http_endpoint: double.endpoint(),
+        timeout_ms: 2_000,
+        ..DaprSettings::default()
+    }
+}
+
+fn unique_topic() -> String {
+    format!("dapr-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A structured CloudEvent like the outbox holds, keyed by `key`, carrying `n`.
+fn event(topic: &str, key: &str, n: usize) -> Message {
+    let id = uuid::Uuid::now_v7().to_string();
+    let payload = json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "/taskflow",
+        "type": "taskflow.story.message.v1",
+        "time": "2025-01-01T00:00:00Z",
+        "datacontenttype": "application/json",
+        "partitionkey": key,
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "data": {"key": key, "n": n},
+    });
+    Message {
+        topic: topic.to_owned(),
+        key: key.to_owned(),
+        id: format!("{id}:{n}"),
+        payload: serde_json::to_vec(&payload).unwrap(),
+    }
+}
+
+fn n_of(received: &Received) -> u64 {
+    let value: Value = serde_json::from_slice(&received.message.payload).unwrap();
+    value["data"]["n"].as_u64().unwrap()
+}
+
+fn id_of(message: &Message) -> String {
+    let value: Value = serde_json::from_slice(&message.payload).unwrap();
+    value["id"].as_str().unwrap().to_owned()
+}
+
+async fn next(subscription: &mut Box<dyn Subscription>) -> Received {
+    tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("a delivery within 10 s")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn publish_sends_the_cloud_event_as_is_with_the_partition_key_and_trace() {
+    let double = DaprDouble::start(DoubleConfig::default()).await;
+    let bus = DaprBus::new(&settings(&double)).unwrap();
+    let topic = unique_topic();
+    let mut batch: Vec<Message> = (0..3)
+        .map(|n| event(&topic, if n == 1 { "bob" } else { "alice" }, n))
+        .collect();
+    batch[2].key = String::new();
+    bus.publish(&batch).await.unwrap();
+
+    let published = double.published();
+    assert_eq!(published.len(), 3);
+    for (sent, got) in batch.iter().zip(&published) {
+        let original: Value = serde_json::from_slice(&sent.payload).unwrap();
+        assert_eq!(got.pubsub, "taskflow-pubsub");
+        assert_eq!(got.topic, topic);
+        assert_eq!(got.content_type, "application/cloudevents+json");
+        assert_eq!(
+            got.partition_key.as_deref(),
+            (!sent.key.is_empty()).then_some(sent.key.as_str())
+        );
+        // Passthrough: our attributes unchanged, the sidecar's added.
+        for attribute in [
+            "id",
+            "source",
+            "type",
+            "time",
+            "partitionkey",
+            "data",
+            "traceparent",
+        ] {
+            assert_eq!(got.envelope[attribute], original[attribute], "{attribute}");
+        }
+        assert_eq!(got.envelope["topic"], json!(topic));
+        assert_eq!(got.envelope["pubsubname"], json!("taskflow-pubsub"));
+    }
+}
+
+#[tokio::test]
+async fn subscribe_endpoint_lists_every_registered_topic_with_its_route() {
+    let app = app(DaprSettings::default()).await;
+    app.bus.register("task-events");
+    let _sub = app
+        .bus
+        .subscribe("t1-reminders.dlq", "notifier")
+        .await
+        .unwrap();
+    let listed: Value = reqwest::get(format!("{}/dapr/subscribe", app.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        json!([
+            {"pubsubname": "taskflow-pubsub", "topic": "t1-reminders.dlq", "route": "/dapr/events/t1-reminders.dlq", "metadata": {}},
+            {"pubsubname": "taskflow-pubsub", "topic": "task-events", "route": "/dapr/events/task-events", "metadata": {}},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn deliveries_arrive_in_order_and_the_ack_answers_success() {
+    let double = DaprDouble::start(DoubleConfig::default()).await;
+    let app = app(settings(&double)).await;
+    let topic = unique_topic();
+    let mut sub = app.bus.subscribe(&topic, "g").await.unwrap();
+    double.attach_app("app", &app.url).await.unwrap();
+
+    let batch: Vec<Message> = (0..10)
+        .map(|n| event(&topic, if n % 3 == 0 { "bob" } else { "alice" }, n))
+        .collect();
+    app.bus.publish(&batch).await.unwrap();
+    for (n, sent) in batch.iter().enumerate() {
+        let received = next(&mut sub).await;
+        assert_eq!(n_of(&received), n as u64);
+        assert_eq!(received.message.topic, topic);
+        assert_eq!(
+            received.message.key, sent.key,
+            "the key comes from the partitionkey attribute"
+        );
+        assert_eq!(
+            received.message.id,
+            id_of(sent),
+            "the id is the CloudEvent id"
+        );
+        assert_eq!(received.redeliveries, 0);
+        sub.ack(received).await.unwrap();
+    }
+    double
+        .wait_for("every event answered SUCCESS", |_, fates| {
+            fates.iter().filter(|f| f.fate == Fate::Delivered).count() == 10
+        })
+        .await;
+    assert!(
+        double
+            .attempts()
+            .iter()
+            .all(|a| a.attempt == 1 && a.result == AppResult::Success)
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_subscription_with_unacked_deliveries_answers_retry_and_they_come_again() {
+    let double = DaprDouble::start(DoubleConfig::default()).await;
+    let app = app(settings(&double)).await;
+    let topic = unique_topic();
+    app.bus.register(&topic);
+    double.attach_app("app", &app.url).await.unwrap();
+
+    let mut sub = app.bus.subscribe(&topic, "g").await.unwrap();
+    let message = event(&topic, "alice", 0);
+    app.bus
+        .publish(std::slice::from_ref(&message))
+        .await
+        .unwrap();
+    let received = next(&mut sub).await;
+    drop(received); // never acknowledged: still pending while the subscription lives
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        double.attempts().is_empty(),
+        "no answer before the ack or the drop"
+    );
+    drop(sub);
+    let id = id_of(&message);
+    double
+        .wait_for("a RETRY answer", |attempts, _| {
+            attempts
+                .iter()
+                .any(|a| a.id == id && a.result == AppResult::Retry)
+        })
+        .await;
+
+    let mut again = app.bus.subscribe(&topic, "g").await.unwrap();
+    let received = next(&mut again).await;
+    assert_eq!(received.message.id, id);
+    again.ack(received).await.unwrap();
+    double
+        .wait_for("the redelivery to succeed", |_, fates| {
+            fates
+                .iter()
+                .any(|f| f.id == id && f.fate == Fate::Delivered)
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn groups_in_one_app_each_get_every_event_and_members_of_a_group_share() {
+    let double = DaprDouble::start(DoubleConfig::default()).await;
+    let app = app(settings(&double)).await;
+    let topic = unique_topic();
+    let mut audit = app.bus.subscribe(&topic, "audit").await.unwrap();
+    let mut mailer_1 = app.bus.subscribe(&topic, "mailer").await.unwrap();
+    let mut mailer_2 = app.bus.subscribe(&topic, "mailer").await.unwrap();
+    double.attach_app("app", &app.url).await.unwrap();
+
+    let batch = [event(&topic, "alice", 0), event(&topic, "alice", 1)];
+    app.bus.publish(&batch).await.unwrap();
+    let first = id_of(&batch[0]);
+    let to_audit = next(&mut audit).await;
+    let to_mailer = next(&mut mailer_1).await;
+    assert_eq!((n_of(&to_audit), n_of(&to_mailer)), (0, 0));
+    audit.ack(to_audit).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        double.attempts().is_empty(),
+        "SUCCESS waits for every group"
+    );
+    mailer_1.ack(to_mailer).await.unwrap();
+    double
+        .wait_for("the first event to succeed", |_, fates| {
+            fates
+                .iter()
+                .any(|f| f.id == first && f.fate == Fate::Delivered)
+        })
+        .await;
+
+    // The second event goes to one member of the mailer group: here the idle one.
+    let to_audit = next(&mut audit).await;
+    let to_mailer = next(&mut mailer_2).await;
+    assert_eq!((n_of(&to_audit), n_of(&to_mailer)), (1, 1));
+    audit.ack(to_audit).await.unwrap();
+    mailer_2.ack(to_mailer).await.unwrap();
+    double
+        .wait_for("both events to succeed", |_, fates| fates.len() == 2)
+        .await;
+}
+
+#[tokio::test]
+async fn malformed_deliveries_are_dropped_unknown_topics_are_404_and_unready_ones_retry() {
+    let app = app(DaprSettings::default()).await;
+    app.bus.register("waiting");
+    let _sub = app.bus.subscribe("known", "g").await.unwrap();
+    let client = reqwest::Client::new();
+    let post = |topic: &str, body: &'static str| {
+        client
+            .post(format!("{}/dapr/events/{topic}", app.url))
+            .header("content-type", "application/cloudevents+json")
+            .body(body)
+            .send()
+    };
+    for body in ["not json", "[1, 2]", "\"text\""] {
+        let response = post("known", body).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"status": "DROP"}),
+            "{body}"
+        );
+    }
+    assert_eq!(post("unknown", "{}").await.unwrap().status(), 404);
+    let response = post("waiting", r#"{"id":"1"}"#).await.unwrap();
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "RETRY"}),
+        "registered, nobody subscribed yet"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_answers_retry_to_pending_deliveries_and_closes_subscriptions() {
+    let double = DaprDouble::start(DoubleConfig::default()).await;
+    let app = app(settings(&double)).await;
+    let topic = unique_topic();
+    let mut sub = app.bus.subscribe(&topic, "g").await.unwrap();
+    double.attach_app("app", &app.url).await.unwrap();
+    let message = event(&topic, "alice", 0);
+    app.bus
+        .publish(std::slice::from_ref(&message))
+        .await
+        .unwrap();
+    let _held = next(&mut sub).await;
+    app.bus.shutdown();
+    let id = id_of(&message);
+    double
+        .wait_for("a RETRY answer", |attempts, _| {
+            attempts
+                .iter()
+                .any(|a| a.id == id && a.result == AppResult::Retry)
+        })
+        .await;
+    assert!(matches!(sub.next().await, Err(BusError::Closed)));
+}
+
+/// A hand-written subscriber app to check the double reads answers like the Dapr runtime.
+#[tokio::test]
+async fn the_double_interprets_subscriber_answers_like_the_runtime() {
+    let double = DaprDouble::start(DoubleConfig {
+        max_attempts: 3,
+        ..DoubleConfig::default()
+    })
+    .await;
+    let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let record = |route: &'static str, answer: Option<Value>| {
+        let received = received.clone();
+        post(move |Json(body): Json<Value>| async move {
+            received.lock().unwrap().push((route.to_owned(), body));
+            match answer {
+                Some(answer) => Json(answer).into_response(),
+                None => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            }
+        })
+    };
+    use axum::response::IntoResponse;
+    let router = axum::Router::new()
+        .route(
+            "/dapr/subscribe",
+            get(|| async {
+                Json(json!([
+                    {"pubsubname": "taskflow-pubsub", "topic": "ok", "route": "/ok"},
+                    {"pubsubname": "taskflow-pubsub", "topic": "retry", "routes": {"default": "/retry"}, "deadLetterTopic": "retry-dead"},
+                    {"pubsubname": "taskflow-pubsub", "topic": "retry-dead", "route": "/dead"},
+                    {"pubsubname": "taskflow-pubsub", "topic": "drop", "route": "/drop"},
+                    {"pubsubname": "taskflow-pubsub", "topic": "gone", "route": "/missing"},
+                    {"pubsubname": "taskflow-pubsub", "topic": "broken", "route": "/broken"},
+                    {"pubsubname": "other", "topic": "ok", "route": "/ok"},
+                ]))
+            }),
+        )
+        .route("/ok", record("ok", Some(json!({}))))
+        .route("/retry", record("retry", Some(json!({"status": "RETRY"}))))
+        .route("/dead", record("dead", Some(json!({"status": "SUCCESS"}))))
+        .route("/drop", record("drop", Some(json!({"status": "DROP"}))))
+        .route("/broken", record("broken", None));
+    let (url, _stop) = serve(router).await;
+    double.attach_app("raw", &url).await.unwrap();
+
+    // Plain JSON is wrapped into a CloudEvent like the sidecar does.
+    let client = reqwest::Client::new();
+    for topic in ["ok", "retry", "drop", "gone", "broken"] {
+        let response = client
+            .post(format!(
+                "{}/v1.0/publish/taskflow-pubsub/{topic}",
+                double.endpoint()
+            ))
+            .json(&json!({"topic": topic}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    double
+        .wait_for("every event settled", |_, fates| fates.len() == 6)
+        .await;
+    let fate = |topic: &str| {
+        double
+            .dispositions()
+            .into_iter()
+            .filter(|d| d.topic == topic)
+            .map(|d| d.fate)
+            .collect::<Vec<_>>()
+    };
+    let results = |topic: &str| {
+        double
+            .attempts()
+            .into_iter()
+            .filter(|a| a.topic == topic)
+            .map(|a| a.result)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(fate("ok"), [Fate::Delivered], "an empty answer is SUCCESS");
+    assert_eq!(
+        results("retry"),
+        [AppResult::Retry, AppResult::Retry, AppResult::Retry]
+    );
+    assert_eq!(fate("retry"), [Fate::DeadLettered("retry-dead".into())]);
+    assert_eq!(fate("retry-dead"), [Fate::Delivered]);
+    assert_eq!(fate("drop"), [Fate::Dropped]);
+    assert_eq!(results("gone"), [AppResult::NotFound]);
+    assert_eq!(fate("gone"), [Fate::Dropped]);
+    assert_eq!(
+        results("broken"),
+        [
+            AppResult::Status(500),
+            AppResult::Status(500),
+            AppResult::Status(500)
+        ]
+    );
+    assert_eq!(fate("broken"), [Fate::GaveUp]);
+
+    let received = received.lock().unwrap().clone();
+    let (_, ok) = received.iter().find(|(route, _)| route == "ok").unwrap();
+    assert_eq!(ok["type"], "com.dapr.event.sent");
+    assert_eq!(ok["datacontenttype"], "application/json");
+    assert_eq!(ok["data"], json!({"topic": "ok"}));
+    assert_eq!(
+        (ok["topic"].as_str(), ok["pubsubname"].as_str()),
+        (Some("ok"), Some("taskflow-pubsub"))
+    );
+    let (_, dead) = received.iter().find(|(route, _)| route == "dead").unwrap();
+    let (_, retried) = received.iter().find(|(route, _)| route == "retry").unwrap();
+    assert_eq!(
+        dead["id"], retried["id"],
+        "the dead letter is the original event"
+    );
+    assert_eq!(
+        received.iter().filter(|(route, _)| route == "ok").count(),
+        1,
+        "the other pubsub's subscription is ignored"
+    );
+}
+
+#[tokio::test]
+async fn publish_fails_with_a_bus_error_for_a_wrong_pubsub_a_bad_event_or_a_missing_sidecar() {
+    let double = DaprDouble::start(DoubleConfig::default()).await;
+    let topic = unique_topic();
+    let wrong = DaprBus::new(&DaprSettings {
+        pubsub_name: "nope".into(),
+        ..settings(&double)
+    })
+    .unwrap();
+    match wrong.publish(&[event(&topic, "alice", 0)]).await {
+        Err(BusError::Unavailable(message)) => {
+            assert!(message.contains("ERR_PUBSUB_NOT_FOUND"), "{message}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+
+    let bus = DaprBus::new(&settings(&double)).unwrap();
+    let mut bad = event(&topic, "alice", 0);
+    bad.payload = b"[1]".to_vec();
+    match bus.publish(&[bad]).await {
+        Err(BusError::Unavailable(message)) => {
+            assert!(message.contains("ERR_PUBSUB_CLOUD_EVENTS_SER"), "{message}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // In order: the first fails, the second is not sent.
+    let batch = [
+        Message {
+            payload: b"oops".to_vec(),
+            ..event(&topic, "alice", 0)
+        },
+        event(&topic, "alice", 1),
+    ];
+    assert!(bus.publish(&batch).await.is_err());
+    assert!(double.published().is_empty());
+
+    double.stop().await;
+    match bus.publish(&[event(&topic, "alice", 2)]).await {
+        Err(BusError::Unavailable(message)) => {
+            assert!(message.contains("cannot publish"), "{message}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        DaprBus::new(&DaprSettings {
+            http_endpoint: "localhost:3500".into(),
+            ..DaprSettings::default()
+        })
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn api_tokens_are_sent_to_the_sidecar_and_required_from_it() {
+    let double = DaprDouble::start(DoubleConfig {
+        api_token: Some("sidecar-token".into()),
+        app_api_token: Some("app-token".into()),
+        ..DoubleConfig::default()
+    })
+    .await;
+    let topic = unique_topic();
+
+    let without = DaprBus::new(&settings(&double)).unwrap();
+    match without.publish(&[event(&topic, "alice", 0)]).await {
+        Err(BusError::Unavailable(message)) => assert!(message.contains("401"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    let wrong_app_token = app(DaprSettings {
+        app_api_token: Some("other".into()),
+        ..settings(&double)
+    })
+    .await;
+    wrong_app_token.bus.register(&topic);
+    assert!(
+        double
+            .attach_app("wrong", &wrong_app_token.url)
+            .await
+            .unwrap_err()
+            .contains("401")
+    );
+
+    let app = app(DaprSettings {
+        api_token: Some("sidecar-token".into()),
+        app_api_token: Some("app-token".into()),
+        ..settings(&double)
+    })
+    .await;
+    let mut sub = app.bus.subscribe(&topic, "g").await.unwrap();
+    double.attach_app("app", &app.url).await.unwrap();
+    app.bus.publish(&[event(&topic, "alice", 0)]).await.unwrap();
+    let received = next(&mut sub).await;
+    sub.ack(received).await.unwrap();
+    double
+        .wait_for("SUCCESS", |_, fates| {
+            fates.iter().any(|f| f.fate == Fate::Delivered)
+        })
+        .await;
+
+    // Callers without the app token are refused.
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client
+            .get(format!("{}/dapr/subscribe", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let forged = client
+        .post(format!("{}/dapr/events/{topic}", app.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+}
+
+#[tokio::test]
+async fn secrets_are_read_through_the_sidecar() {
+    let double = DaprDouble::start(DoubleConfig {
+        api_token: Some("sidecar-token".into()),
+        ..DoubleConfig::default()
+    })
+    .await;
+    double.set_secret(
+        "vault",
+        "database",
+        &[("password", "hunter2"), ("user", "taskflow")],
+    );
+    let secrets = DaprSecrets::new(&DaprSettings {
+        api_token: Some("sidecar-token".into()),
+        ..settings(&double)
+    })
+    .unwrap();
+    let values = secrets.get("vault", "database").await.unwrap();
+    assert_eq!(values.get("password").map(String::as_str), Some("hunter2"));
+    assert_eq!(values.len(), 2);
+    assert!(
+        matches!(secrets.get("vault", "missing").await, Err(BusError::Config(m)) if m.contains("not found"))
+    );
+    assert!(
+        matches!(secrets.get("nope", "database").await, Err(BusError::Config(m)) if m.contains("ERR_SECRET_STORE_NOT_FOUND"))
+    );
+
+    let without_token = DaprSecrets::new(&settings(&double)).unwrap();
+    assert!(
+        matches!(without_token.get("vault", "database").await, Err(BusError::Config(m)) if m.contains("401"))
+    );
+    double.stop().await;
+    assert!(matches!(
+        secrets.get("vault", "database").await,
+        Err(BusError::Unavailable(_))
+    ));
+}
+
+/// The conformance delivery story, mapped to Dapr's push model. `conformance::run` itself
+/// cannot hold: it reads twenty messages while leaving ten unacknowledged, but the sidecar
+/// delivers one event per topic (partition) at a time and waits for our answer, which we give
+/// only on acknowledgement. Each step is kept as close as the model allows:
+/// * per-key order within a group: the whole batch arrives in publish order;
+/// * each group gets every message once while acknowledged: two app-ids (Dapr's groups);
+/// * separate groups see everything: the second app-id drains all twenty while the first is
+///   stuck on an unacknowledged event;
+/// * an unacknowledged message is delivered again to a new member: dropping the subscription
+///   answers RETRY, the sidecar redelivers, the new member gets the rest in order.
+#[tokio::test]
+async fn dapr_bus_passes_the_delivery_story_adapted_to_push_delivery() {
+    let double = DaprDouble::start(DoubleConfig::default()).await;
+    let topic = unique_topic();
+    let first_app = app(settings(&double)).await;
+    let other_app = app(settings(&double)).await;
+    first_app.bus.register(&topic);
+    other_app.bus.register(&topic);
+    double.attach_app("group-a", &first_app.url).await.unwrap();
+    double.attach_app("group-b", &other_app.url).await.unwrap();
+    let mut first = first_app.bus.subscribe(&topic, "group-a").await.unwrap();
+    let mut other_group = other_app.bus.subscribe(&topic, "group-b").await.unwrap();
+
+    let batch: Vec<Message> = (0..20)
+        .map(|n| event(&topic, if n % 2 == 0 { "alice" } else { "bob" }, n))
+        .collect();
+    first_app.bus.publish(&batch).await.unwrap();
+
+    for n in 0..10 {
+        let received = next(&mut first).await;
+        assert_eq!(n_of(&received), n, "publish order");
+        first.ack(received).await.unwrap();
+    }
+    let held = next(&mut first).await;
+    assert_eq!(n_of(&held), 10);
+
+    for n in 0..20 {
+        let received = next(&mut other_group).await;
+        assert_eq!(
+            n_of(&received),
+            n,
+            "the other group sees every message in order"
+        );
+        other_group.ack(received).await.unwrap();
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), first.next())
+            .await
+            .is_err(),
+        "nothing overtakes the unacknowledged event"
+    );
+
+    drop(held);
+    drop(first);
+    let held_id = id_of(&batch[10]);
+    double
+        .wait_for("RETRY for the unacknowledged event", |attempts, _| {
+            attempts
+                .iter()
+                .any(|a| a.app == "group-a" && a.id == held_id && a.result == AppResult::Retry)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = first_app.bus.subscribe(&topic, "group-a").await.unwrap();
+    for n in 10..20 {
+        let received = next(&mut again).await;
+        assert_eq!(n_of(&received), n, "the new member gets the rest in order");
+        again.ack(received).await.unwrap();
+    }
+    double
+        .wait_for("every event delivered to both groups", |_, fates| {
+            fates.iter().filter(|f| f.fate == Fate::Delivered).count() == 40
+        })
+        .await;
+}
+
+async fn sqlite_store() -> Arc<dyn Store> {
+    let dir = std::env::temp_dir().join(format!("taskflow-bus-dapr-{}", uuid::Uuid::now_v7()));
+    let store = SqliteStore::connect(&SqliteSettings::new(format!(
+        "sqlite://{}/bus.db",
+        dir.display()
+    )))
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    Arc::new(store)
+}
+
+#[tokio::test]
+async fn dapr_bus_passes_the_consumer_story_behind_the_outbox_relay() {
+    let double = DaprDouble::start(DoubleConfig::default()).await;
+    let store = sqlite_store().await;
+    let app = app(settings(&double)).await;
+    // The sidecar reads the subscriptions once, so the app registers them before it serves.
+    app.bus.register("task-events");
+    double.attach_app("taskflow", &app.url).await.unwrap();
+    let bus: Arc<dyn EventBus> = app.bus.clone();
+    let shutdown = CancellationToken::new();
+    let relay = OutboxRelay::new(
+        store.clone(),
+        bus.clone(),
+        TopicNames::default(),
+        Arc::new(SystemClock),
+        RelaySettings::default(),
+    );
+    tokio::spawn(relay.run(shutdown.clone()));
+    let writer = store.clone();
+    taskflow_bus::conformance::run_consumer_story(
+        bus,
+        store.clone(),
+        TopicNames::default(),
+        "task-events",
+        |event| {
+            let writer = writer.clone();
+            async move { writer.enqueue_events(&[event]).await.unwrap() }
+        },
+    )
+    .await;
+    shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
+    let published = double.published();
+    assert!(
+        published.iter().any(|p| p.topic == "task-events.dlq"),
+        "the dead-letter notice went out too"
+    );
+    assert!(
+        published
+            .iter()
+            .all(|p| p.partition_key.as_deref().is_some_and(|k| !k.is_empty()))
+    );
+}
