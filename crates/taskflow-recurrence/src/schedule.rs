@@ -1,5 +1,6 @@
 //! Evaluation of a rule for one series: anchors, zone localisation and limits.
 
+use std::sync::{Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use chrono::{
@@ -36,7 +37,10 @@ pub enum Anchor {
 
 /// The schedule of one series: rule + anchor + the wall-clock start of the series in its
 /// time zone.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Build it with [`Schedule::new`]. Besides the public parts it holds a small private cache
+/// (see [`Schedule::next_after`]) that is ignored by `==`, `Debug` and not copied by `clone`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Schedule {
     /// The recurrence rule.
     pub rule: RecurrenceRule,
@@ -47,6 +51,19 @@ pub struct Schedule {
     /// Local wall time of the series' first occurrence (DTSTART); its time of day is the time
     /// of day of every occurrence.
     pub dtstart: NaiveDateTime,
+    /// Where the last [`Anchor::Due`] search stopped, to resume a chain of calls there.
+    resume: ResumeCache,
+}
+
+impl std::fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schedule")
+            .field("rule", &self.rule)
+            .field("anchor", &self.anchor)
+            .field("time_zone", &self.time_zone)
+            .field("dtstart", &self.dtstart)
+            .finish()
+    }
 }
 
 /// One occurrence of a series.
@@ -157,9 +174,40 @@ struct Cursor {
     count: Option<u32>,
     produced: u32,
     until: Option<Until>,
-    horizon: NaiveDateTime,
+    horizon: Horizon,
     deadline: Instant,
     examined: u32,
+    /// Instances examined in the current call (the clock is read every 16th).
+    examined_now: u32,
+    /// Wall time (before localisation) of the last instance returned.
+    last_wall: NaiveDateTime,
+}
+
+/// The search horizon of one call: [`MAX_SEARCH_YEARS`] past the later of `floor` and the
+/// local wall time of `after`. Only computed when an instance comes near it.
+struct Horizon {
+    floor: NaiveDateTime,
+    after: Option<DateTime<Utc>>,
+}
+
+impl Horizon {
+    /// Whether `wall` lies past the horizon.
+    fn exceeded_by(&self, tz: Tz, wall: NaiveDateTime) -> bool {
+        // The horizon is at least 1000 years past the floor and past `after`'s local year,
+        // which is at least the year before `after`'s UTC year.
+        let floor_year = self
+            .after
+            .map_or(self.floor.year(), |a| self.floor.year().max(a.year() - 1));
+        let reach = i32::try_from(MAX_SEARCH_YEARS).unwrap_or(i32::MAX);
+        if wall.year() < floor_year.saturating_add(reach) {
+            return false;
+        }
+        let from = match self.after {
+            Some(after) => self.floor.max(after.with_timezone(&tz).naive_local()),
+            None => self.floor,
+        };
+        wall > horizon_after(from)
+    }
 }
 
 impl Cursor {
@@ -168,10 +216,13 @@ impl Cursor {
             if self.count.is_some_and(|c| self.produced >= c) {
                 return Ok(Step::End);
             }
-            if self.examined >= MAX_EXAMINED || Instant::now() > self.deadline {
+            if self.examined >= MAX_EXAMINED
+                || (self.examined_now % 16 == 15 && Instant::now() > self.deadline)
+            {
                 return Err(RecurrenceError::TooExpensive);
             }
             self.examined += 1;
+            self.examined_now += 1;
             let Some(floating) = self.iter.next() else {
                 // The engine gave up (no instance in 100 000 periods) or left its year range.
                 return if self.until.is_some() {
@@ -191,9 +242,10 @@ impl Cursor {
                 Some(Until::Date(until)) if wall.date() > until => return Ok(Step::End),
                 _ => {}
             }
-            if wall > self.horizon {
+            if self.horizon.exceeded_by(self.tz, wall) {
                 return Err(RecurrenceError::NoOccurrences);
             }
+            self.last_wall = wall;
             return Ok(Step::Instance(utc));
         }
     }
@@ -223,6 +275,56 @@ fn month_of(t: NaiveDateTime) -> Result<Month, RecurrenceError> {
         })
 }
 
+/// The first instance the cursor yields strictly after `after`; `None` when COUNT or UNTIL
+/// ends the series first.
+fn first_after(
+    cursor: &mut Cursor,
+    after: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, RecurrenceError> {
+    loop {
+        match cursor.next()? {
+            Step::End => return Ok(None),
+            Step::Instance(utc) if utc > after => return Ok(Some(utc)),
+            Step::Instance(_) => {}
+        }
+    }
+}
+
+/// An [`Anchor::Due`] cursor saved by `next_after` right after it returned `last`: every
+/// instance of its expansion up to and including `last` has been consumed, so continuing it
+/// yields exactly the instances the full expansion has after `last`. The schedule parts it
+/// was built from are kept to detect changes of the (public) fields.
+struct Resume {
+    rule: String,
+    time_zone: Tz,
+    dtstart: NaiveDateTime,
+    last: DateTime<Utc>,
+    cursor: Cursor,
+}
+
+/// Interior cache of a [`Schedule`]; not part of its value (clones start empty).
+#[derive(Default)]
+struct ResumeCache(Mutex<Option<Box<Resume>>>);
+
+impl Clone for ResumeCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for ResumeCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ResumeCache {}
+
+const _: () = {
+    const fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<Schedule>();
+};
+
 fn horizon_after(wall: NaiveDateTime) -> NaiveDateTime {
     wall.checked_add_months(Months::new(MAX_SEARCH_YEARS * 12))
         .unwrap_or(NaiveDateTime::MAX)
@@ -241,6 +343,7 @@ impl Schedule {
             anchor,
             time_zone,
             dtstart,
+            resume: ResumeCache::default(),
         }
     }
 
@@ -308,6 +411,10 @@ impl Schedule {
     ///   there is no next one.
     ///
     /// UNTIL always applies. `Ok(None)` means the series is exhausted (COUNT/UNTIL).
+    ///
+    /// For [`Anchor::Due`] the schedule keeps the engine cursor of the last search and resumes
+    /// it when that is exactly equivalent (see the crate docs, "Limits and cost"), so walking
+    /// a series call by call costs about one rule period per call.
     pub fn next_after(
         &self,
         current_due: DateTime<Utc>,
@@ -467,16 +574,16 @@ impl Schedule {
             .limit())
     }
 
-    /// Where Anchor::Due expansion may start when looking for instances after `after`: the
-    /// series start, or — when the rule has no COUNT — the start of a later period aligned to
-    /// the series' periods that lies safely (three days) before `after` in local time. Such a
-    /// restart yields exactly the instances of the full expansion from that period on.
-    fn restart_point(&self, after: DateTime<Utc>) -> NaiveDateTime {
+    /// Where Anchor::Due expansion may start when looking for instances after the local wall
+    /// time `after_wall`: the series start, or — when the rule has no COUNT — the start of a
+    /// later period aligned to the series' periods that lies safely (three days) before
+    /// `after_wall`. Such a restart yields exactly the instances of the full expansion from
+    /// that period on.
+    fn restart_point(&self, after_wall: NaiveDateTime) -> NaiveDateTime {
         let parts = &self.rule.parts;
         if parts.count.is_some() {
             return self.dtstart;
         }
-        let after_wall = after.with_timezone(&self.time_zone).naive_local();
         after_wall
             .date()
             .checked_sub_days(Days::new(3))
@@ -502,12 +609,11 @@ impl Schedule {
     ) -> Result<Cursor, RecurrenceError> {
         let parts = &self.rule.parts;
         let start = if allow_restart {
-            self.restart_point(after)
+            self.restart_point(after.with_timezone(&self.time_zone).naive_local())
         } else {
             self.dtstart
         };
         let set = self.engine(self.dtstart, expansion_start(parts.freq, parts.wkst, start))?;
-        let after_wall = after.with_timezone(&self.time_zone).naive_local();
         Ok(Cursor {
             iter: (&set).into_iter(),
             tz: self.time_zone,
@@ -515,10 +621,29 @@ impl Schedule {
             count: self.rule.parts.count,
             produced: 0,
             until: self.rule.parts.until,
-            horizon: horizon_after(after_wall.max(self.dtstart)),
+            horizon: Horizon {
+                floor: self.dtstart,
+                after: Some(after),
+            },
             deadline,
             examined: 0,
+            examined_now: 0,
+            last_wall: start,
         })
+    }
+
+    /// Whether the cursor saved in `resume` may continue the search for the first instance
+    /// after `after` (see [`Resume`]): it was built for this schedule, has not passed
+    /// `after`, and a fresh search would not start later than where it stands (so it
+    /// examines no more instances than a fresh one).
+    fn can_resume(&self, resume: &Resume, after: DateTime<Utc>) -> bool {
+        resume.last <= after
+            && resume.time_zone == self.time_zone
+            && resume.dtstart == self.dtstart
+            && resume.rule == self.rule.as_str()
+            && (resume.last == after
+                || self.restart_point(after.with_timezone(&self.time_zone).naive_local())
+                    <= resume.cursor.last_wall)
     }
 
     fn next_due(
@@ -527,14 +652,69 @@ impl Schedule {
         allow_restart: bool,
         deadline: Instant,
     ) -> Result<Option<DateTime<Utc>>, RecurrenceError> {
-        let mut cursor = self.due_cursor(after, allow_restart, deadline)?;
-        loop {
-            match cursor.next()? {
-                Step::End => return Ok(None),
-                Step::Instance(utc) if utc > after => return Ok(Some(utc)),
-                Step::Instance(_) => {}
-            }
+        if !allow_restart {
+            let mut cursor = self.due_cursor(after, false, deadline)?;
+            return first_after(&mut cursor, after);
         }
+        let mut guard = match self.resume.0.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => {
+                let mut guard = poisoned.into_inner();
+                *guard = None;
+                guard
+            }
+            // Another thread is evaluating this very schedule: do without the cache.
+            Err(TryLockError::WouldBlock) => {
+                let mut cursor = self.due_cursor(after, true, deadline)?;
+                return first_after(&mut cursor, after);
+            }
+        };
+        let slot = &mut *guard;
+        if let Some(resume) = slot.as_deref_mut()
+            && self.can_resume(resume, after)
+        {
+            let cursor = &mut resume.cursor;
+            cursor.deadline = deadline;
+            cursor.horizon = Horizon {
+                floor: self.dtstart,
+                after: Some(after),
+            };
+            cursor.examined_now = 0;
+            if cursor.count.is_none() {
+                // A fresh search would start at a restart point at or before this cursor's
+                // position; with COUNT it starts at dtstart, so the count carries on.
+                cursor.examined = 0;
+            }
+            let result = first_after(cursor, after);
+            match result {
+                Ok(Some(last)) => resume.last = last,
+                _ => *slot = None,
+            }
+            return result;
+        }
+        let mut cursor = self.due_cursor(after, true, deadline)?;
+        let result = first_after(&mut cursor, after);
+        match (&result, slot.as_deref_mut()) {
+            (Ok(Some(last)), Some(resume))
+                if resume.time_zone == self.time_zone
+                    && resume.dtstart == self.dtstart
+                    && resume.rule == self.rule.as_str() =>
+            {
+                resume.last = *last;
+                resume.cursor = cursor;
+            }
+            (Ok(Some(last)), _) => {
+                *slot = Some(Box::new(Resume {
+                    rule: self.rule.as_str().to_owned(),
+                    time_zone: self.time_zone,
+                    dtstart: self.dtstart,
+                    last: *last,
+                    cursor,
+                }));
+            }
+            _ => *slot = None,
+        }
+        result
     }
 
     fn next_completion(
@@ -560,17 +740,16 @@ impl Schedule {
             count: None,
             produced: 0,
             until: self.rule.parts.until,
-            horizon: horizon_after(anchor),
+            horizon: Horizon {
+                floor: anchor,
+                after: None,
+            },
             deadline,
             examined: 0,
+            examined_now: 0,
+            last_wall: anchor,
         };
-        loop {
-            match cursor.next()? {
-                Step::End => return Ok(None),
-                Step::Instance(utc) if utc > after => return Ok(Some(utc)),
-                Step::Instance(_) => {}
-            }
-        }
+        first_after(&mut cursor, after)
     }
 }
 
@@ -723,5 +902,68 @@ mod tests {
             let full = schedule.next_due(after, false, deadline);
             prop_assert_eq!(fast, full);
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
+
+        /// A chain of `next_after` calls on one schedule (which resumes its saved cursor)
+        /// gives exactly what fresh copies of the schedule (empty cache) give, also when the
+        /// moment jumps ahead or back, and with COUNT or UNTIL.
+        #[test]
+        fn resumed_chain_matches_fresh_calls(
+            rule in arb_rule(),
+            bound in prop_oneof![Just(""), Just(";COUNT=40"), Just(";UNTIL=20150301T000000Z")],
+            zone in proptest::sample::select(ZONES),
+            start_day in 0u64..3000,
+            hour in 0u32..24,
+            minute in proptest::sample::select(vec![0u32, 15, 30, 45]),
+            jumps in proptest::collection::vec(
+                prop_oneof![4 => Just(0i64), 1 => -2000i64..(3 * 365 * 24)],
+                1..24,
+            ),
+        ) {
+            let Ok(rule) = RecurrenceRule::parse(&format!("{rule}{bound}")) else {
+                return Ok(());
+            };
+            let dtstart = NaiveDate::from_ymd_opt(2005, 1, 1).unwrap()
+                .checked_add_days(Days::new(start_day)).unwrap()
+                .and_hms_opt(hour, minute, 0).unwrap();
+            let schedule = Schedule::new(rule, Anchor::Due, zone, dtstart);
+            let mut due = schedule.start_utc();
+            for (index, jump) in (0u32..).zip(jumps) {
+                let now = due + TimeDelta::hours(jump);
+                let chained = schedule.next_after(due, now, index);
+                let fresh = schedule.clone().next_after(due, now, index);
+                prop_assert_eq!(&chained, &fresh);
+                match chained {
+                    Ok(Some(next)) => due = next,
+                    _ => due = schedule.start_utc(),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn changed_fields_are_not_served_from_the_cache() {
+        let mut s = Schedule::new(
+            RecurrenceRule::parse("FREQ=DAILY").unwrap(),
+            Anchor::Due,
+            chrono_tz::Europe::Berlin,
+            naive(2024, 1, 1, 9, 0),
+        );
+        let first = s.start_utc();
+        let next = s.next_after(first, first, 0).unwrap().unwrap();
+        assert_eq!(next, Utc.with_ymd_and_hms(2024, 1, 2, 8, 0, 0).unwrap());
+        s.rule = RecurrenceRule::parse("FREQ=WEEKLY").unwrap();
+        let weekly = s.next_after(next, next, 1).unwrap().unwrap();
+        assert_eq!(weekly, Utc.with_ymd_and_hms(2024, 1, 8, 8, 0, 0).unwrap());
+        s.time_zone = chrono_tz::UTC;
+        let utc = s.next_after(weekly, weekly, 2).unwrap().unwrap();
+        assert_eq!(utc, Utc.with_ymd_and_hms(2024, 1, 8, 9, 0, 0).unwrap());
+        s.dtstart = naive(2024, 1, 2, 9, 0);
+        let moved = s.next_after(utc, utc, 3).unwrap().unwrap();
+        assert_eq!(moved, Utc.with_ymd_and_hms(2024, 1, 9, 9, 0, 0).unwrap());
+        assert_eq!(s.clone(), s);
     }
 }

@@ -255,24 +255,39 @@ async fn tasks(store: &dyn Store) {
     ));
     assert!(matches!(
         store
-            .delete_task(intruder.id, original.id, None, &no_events)
+            .delete_task(
+                intruder.id,
+                original.id,
+                None,
+                std::sync::Arc::new(no_events)
+            )
             .await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
         store
-            .delete_task(owner.id, original.id, Some(1), &no_events)
+            .delete_task(
+                owner.id,
+                original.id,
+                Some(1),
+                std::sync::Arc::new(no_events)
+            )
             .await,
         Err(StoreError::VersionMismatch { current: 2 })
     ));
     store
-        .delete_task(owner.id, original.id, Some(2), &no_events)
+        .delete_task(
+            owner.id,
+            original.id,
+            Some(2),
+            std::sync::Arc::new(no_events),
+        )
         .await
         .expect("delete");
     assert_eq!(store.task(owner.id, original.id).await.expect("get"), None);
     assert!(matches!(
         store
-            .delete_task(owner.id, original.id, None, &no_events)
+            .delete_task(owner.id, original.id, None, std::sync::Arc::new(no_events))
             .await,
         Err(StoreError::NotFound)
     ));
@@ -287,7 +302,7 @@ async fn tasks(store: &dyn Store) {
         Err(StoreError::Conflict(_))
     ));
     store
-        .delete_task(owner.id, done.id, None, &no_events)
+        .delete_task(owner.id, done.id, None, std::sync::Arc::new(no_events))
         .await
         .expect("delete");
 }
@@ -715,7 +730,7 @@ async fn outbox(store: &dyn Store) {
         .expect("update");
     let deleted = |task: &Task| task_events(TaskEventKind::Deleted, task, start(), None).to_vec();
     store
-        .delete_task(owner.id, t.id, None, &deleted)
+        .delete_task(owner.id, t.id, None, std::sync::Arc::new(deleted))
         .await
         .expect("delete");
 

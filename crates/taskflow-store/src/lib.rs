@@ -51,6 +51,9 @@ pub struct TagCount {
     pub pending: i64,
 }
 
+/// Makes the events of a deletion from the task as it was when deleted.
+pub type EventsFor = std::sync::Arc<dyn Fn(&Task) -> Vec<OutgoingEvent> + Send + Sync>;
+
 /// Accounts.
 #[async_trait]
 pub trait UserStore: Send + Sync {
@@ -114,7 +117,7 @@ pub trait TaskStore: Send + Sync {
         user: UserId,
         id: TaskId,
         expected_version: Option<i64>,
-        events_for: &(dyn for<'t> Fn(&'t Task) -> Vec<OutgoingEvent> + Send + Sync),
+        events_for: EventsFor,
     ) -> Result<(), StoreError>;
     /// One page of the user's tasks.
     async fn list_tasks(&self, user: UserId, query: &TaskQuery) -> Result<TaskPage, StoreError>;

@@ -797,8 +797,9 @@ pub async fn delete_task(
     trace: TraceParent,
 ) -> Result<StatusCode, ApiError> {
     let now = state.clock.now();
-    let deleted_events =
-        |task: &Task| task_events(TaskEventKind::Deleted, task, now, Some(trace.as_str())).to_vec();
+    let deleted_events: taskflow_store::EventsFor = std::sync::Arc::new(move |task: &Task| {
+        task_events(TaskEventKind::Deleted, task, now, Some(trace.as_str())).to_vec()
+    });
     for _ in 0..WRITE_ATTEMPTS {
         let current = state
             .store
@@ -812,7 +813,7 @@ pub async fn delete_task(
         }
         match state
             .store
-            .delete_task(user.id, id, Some(current.version), &deleted_events)
+            .delete_task(user.id, id, Some(current.version), deleted_events.clone())
             .await
         {
             Ok(()) => return Ok(StatusCode::NO_CONTENT),

@@ -105,11 +105,12 @@ fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
 #[async_trait]
 impl OutboxStore for SqliteStore {
     async fn enqueue_events(&self, events: &[OutgoingEvent]) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-        let last = write_events(&mut tx, events).await?;
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        self.announce_outbox(last);
-        Ok(())
+        let events = events.to_vec();
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move { Ok(((), write_events(conn, &events).await?)) })
+            })
+            .await
     }
 
     async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError> {
@@ -126,18 +127,25 @@ impl OutboxStore for SqliteStore {
         if seqs.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-        for chunk in seqs.chunks(500) {
-            let placeholders = vec!["?"; chunk.len()].join(",");
-            let sql = format!("UPDATE outbox SET published_at = ? WHERE seq IN ({placeholders})");
-            let mut query = sqlx::query(&sql).bind(micros(at));
-            for seq in chunk {
-                query = query.bind(seq);
-            }
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        Ok(())
+        let seqs = seqs.to_vec();
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    for chunk in seqs.chunks(500) {
+                        let placeholders = vec!["?"; chunk.len()].join(",");
+                        let sql = format!(
+                            "UPDATE outbox SET published_at = ? WHERE seq IN ({placeholders})"
+                        );
+                        let mut query = sqlx::query(&sql).bind(micros(at));
+                        for seq in chunk {
+                            query = query.bind(seq);
+                        }
+                        query.execute(&mut *conn).await?;
+                    }
+                    Ok(((), None))
+                })
+            })
+            .await
     }
 
     async fn events_after(
@@ -175,35 +183,45 @@ impl OutboxStore for SqliteStore {
         topic: &str,
         seq: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO consumer_offsets (consumer_group, topic, seq) VALUES (?, ?, ?)
-             ON CONFLICT (consumer_group, topic) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-        )
-        .bind(group)
-        .bind(topic)
-        .bind(seq)
-        .execute(&self.writer)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        Ok(())
+        let (group, topic) = (group.to_owned(), topic.to_owned());
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO consumer_offsets (consumer_group, topic, seq) VALUES (?, ?, ?)
+                         ON CONFLICT (consumer_group, topic) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                    )
+                    .bind(&group)
+                    .bind(&topic)
+                    .bind(seq)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(((), None))
+                })
+            })
+            .await
     }
 
     async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-        let deleted = sqlx::query(
-            "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < ?
-               AND NOT EXISTS (SELECT 1 FROM consumer_offsets c WHERE c.topic = outbox.topic AND c.seq < outbox.seq)",
-        )
-        .bind(micros(before))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query("DELETE FROM processed_events WHERE processed_at < ?")
-            .bind(micros(before))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        Ok(deleted)
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    let deleted = sqlx::query(
+                        "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < ?
+                           AND NOT EXISTS (SELECT 1 FROM consumer_offsets c WHERE c.topic = outbox.topic AND c.seq < outbox.seq)",
+                    )
+                    .bind(micros(before))
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    sqlx::query("DELETE FROM processed_events WHERE processed_at < ?")
+                        .bind(micros(before))
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok((deleted, None))
+                })
+            })
+            .await
     }
 
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
@@ -234,40 +252,46 @@ impl ConsumerStore for SqliteStore {
         effect: &ConsumerEffect,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-        let fresh = sqlx::query(
-            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?)
-             ON CONFLICT (consumer, event_id) DO NOTHING",
-        )
-        .bind(consumer)
-        .bind(event_id)
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            return Ok(false);
-        }
-        match effect {
-            ConsumerEffect::Nothing => {}
-            ConsumerEffect::Audit(entry) => {
-                sqlx::query(
-                    "INSERT INTO audit_log (event_id, user_id, task_id, event_type, occurred_at, data)
-                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
-                )
-                .bind(&entry.event_id)
-                .bind(entry.user_id.to_string())
-                .bind(entry.task_id.to_string())
-                .bind(&entry.event_type)
-                .bind(micros(entry.occurred_at))
-                .bind(entry.data.to_string())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        Ok(true)
+        let (consumer, event_id, effect) =
+            (consumer.to_owned(), event_id.to_owned(), effect.clone());
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    let fresh = sqlx::query(
+                        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?)
+                         ON CONFLICT (consumer, event_id) DO NOTHING",
+                    )
+                    .bind(&consumer)
+                    .bind(&event_id)
+                    .bind(micros(now))
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if !fresh {
+                        return Ok((false, None));
+                    }
+                    match &effect {
+                        ConsumerEffect::Nothing => {}
+                        ConsumerEffect::Audit(entry) => {
+                            sqlx::query(
+                                "INSERT INTO audit_log (event_id, user_id, task_id, event_type, occurred_at, data)
+                                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+                            )
+                            .bind(&entry.event_id)
+                            .bind(entry.user_id.to_string())
+                            .bind(entry.task_id.to_string())
+                            .bind(&entry.event_type)
+                            .bind(micros(entry.occurred_at))
+                            .bind(entry.data.to_string())
+                            .execute(&mut *conn)
+                            .await?;
+                        }
+                    }
+                    Ok((true, None))
+                })
+            })
+            .await
     }
 
     async fn record_dead_letter(
@@ -275,26 +299,30 @@ impl ConsumerStore for SqliteStore {
         letter: &DeadLetter,
         notice: &OutgoingEvent,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-        sqlx::query(
-            "INSERT INTO dead_letters (id, consumer, topic, event_id, event_type, payload, error, attempts, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(letter.id.to_string())
-        .bind(&letter.consumer)
-        .bind(&letter.topic)
-        .bind(&letter.event_id)
-        .bind(&letter.event_type)
-        .bind(&letter.payload)
-        .bind(&letter.error)
-        .bind(i64::from(letter.attempts))
-        .bind(micros(letter.created_at))
-        .execute(&mut *tx)
-        .await?;
-        let last = write_events(&mut tx, std::slice::from_ref(notice)).await?;
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        self.announce_outbox(last);
-        Ok(())
+        let (letter, notice) = (letter.clone(), notice.clone());
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO dead_letters (id, consumer, topic, event_id, event_type, payload, error, attempts, created_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(letter.id.to_string())
+                    .bind(&letter.consumer)
+                    .bind(&letter.topic)
+                    .bind(&letter.event_id)
+                    .bind(&letter.event_type)
+                    .bind(&letter.payload)
+                    .bind(&letter.error)
+                    .bind(i64::from(letter.attempts))
+                    .bind(micros(letter.created_at))
+                    .execute(&mut *conn)
+                    .await?;
+                    let last = write_events(conn, std::slice::from_ref(&notice)).await?;
+                    Ok(((), last))
+                })
+            })
+            .await
     }
 
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
@@ -312,37 +340,40 @@ impl ConsumerStore for SqliteStore {
         id: uuid::Uuid,
         now: DateTime<Utc>,
     ) -> Result<DeadLetter, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-        let row = sqlx::query("SELECT * FROM dead_letters WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let mut letter = dead_letter_from_row(&row.ok_or(StoreError::NotFound)?)?;
-        let event: serde_json::Value = serde_json::from_str(&letter.payload)
-            .map_err(|e| StoreError::Corrupt(format!("dead letter payload: {e}")))?;
-        let partition_key = event["partitionkey"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let seq = insert_outbox_row(
-            &mut tx,
-            &letter.event_id,
-            &letter.topic,
-            &partition_key,
-            &letter.event_type,
-            &letter.payload,
-            now,
-        )
-        .await?;
-        sqlx::query("UPDATE dead_letters SET replayed_at = ? WHERE id = ?")
-            .bind(micros(now))
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        self.announce_outbox(Some(seq));
-        letter.replayed_at = Some(now);
-        Ok(letter)
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    let row = sqlx::query("SELECT * FROM dead_letters WHERE id = ?")
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    let mut letter = dead_letter_from_row(&row.ok_or(StoreError::NotFound)?)?;
+                    let event: serde_json::Value = serde_json::from_str(&letter.payload)
+                        .map_err(|e| StoreError::Corrupt(format!("dead letter payload: {e}")))?;
+                    let partition_key = event["partitionkey"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let seq = insert_outbox_row(
+                        conn,
+                        &letter.event_id,
+                        &letter.topic,
+                        &partition_key,
+                        &letter.event_type,
+                        &letter.payload,
+                        now,
+                    )
+                    .await?;
+                    sqlx::query("UPDATE dead_letters SET replayed_at = ? WHERE id = ?")
+                        .bind(micros(now))
+                        .bind(id.to_string())
+                        .execute(&mut *conn)
+                        .await?;
+                    letter.replayed_at = Some(now);
+                    Ok((letter, Some(seq)))
+                })
+            })
+            .await
     }
 
     async fn audit_entries(

@@ -8,6 +8,7 @@
 mod events;
 mod rows;
 mod tasks;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -55,6 +56,8 @@ impl SqliteSettings {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Group-committing access to the writer connection.
+    writes: writer::Writer,
     /// Newest committed outbox seq; wakes the relay and in-process consumers.
     outbox_commits: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
 }
@@ -94,24 +97,13 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(StoreError::from_sqlx)?;
+        let outbox_commits = std::sync::Arc::new(tokio::sync::watch::channel(0).0);
         Ok(Self {
+            writes: writer::Writer::start(writer.clone(), outbox_commits.clone()),
             writer,
             reader,
-            outbox_commits: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            outbox_commits,
         })
-    }
-
-    /// Tells waiting relays and consumers that outbox rows up to `seq` are committed.
-    fn announce_outbox(&self, seq: Option<i64>) {
-        if let Some(seq) = seq {
-            self.outbox_commits.send_if_modified(|newest| {
-                let newer = seq > *newest;
-                if newer {
-                    *newest = seq;
-                }
-                newer
-            });
-        }
     }
 }
 
@@ -148,7 +140,16 @@ impl Store for SqliteStore {
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn create_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
-        insert_user(&self.writer, user, password_hash, None).await
+        let (user, hash) = (user.clone(), password_hash.to_owned());
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    insert_user(conn, &user, &hash, None)
+                        .await
+                        .map(|()| ((), None))
+                })
+            })
+            .await
     }
 
     async fn user_credentials(&self, email: &Email) -> Result<Option<(User, String)>, StoreError> {
@@ -183,12 +184,21 @@ impl UserStore for SqliteStore {
     }
 
     async fn create_external_user(&self, user: &User, subject: &str) -> Result<(), StoreError> {
-        insert_user(&self.writer, user, "", Some(subject)).await
+        let (user, subject) = (user.clone(), subject.to_owned());
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    insert_user(conn, &user, "", Some(&subject))
+                        .await
+                        .map(|()| ((), None))
+                })
+            })
+            .await
     }
 }
 
 async fn insert_user(
-    pool: &SqlitePool,
+    conn: &mut sqlx::SqliteConnection,
     user: &User,
     password_hash: &str,
     external_subject: Option<&str>,
@@ -205,7 +215,7 @@ async fn insert_user(
     .bind(user.is_admin)
     .bind(external_subject)
     .bind(micros(user.created_at))
-    .execute(pool)
+    .execute(&mut *conn)
     .await
     .map_err(|e| unique_violation(e, &[("users.email", "users_email"), ("users.external_subject", "users_external_subject")]))?;
     Ok(())
@@ -234,21 +244,28 @@ impl TokenStore for SqliteStore {
         token: &AccessToken,
         secret_hash: &[u8],
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO access_tokens (id, user_id, name, token_hash, prefix, created_at, last_used_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
-        )
-        .bind(token.id.to_string())
-        .bind(token.user_id.to_string())
-        .bind(&token.name)
-        .bind(secret_hash)
-        .bind(&token.prefix)
-        .bind(micros(token.created_at))
-        .bind(token.expires_at.map(micros))
-        .execute(&self.writer)
-        .await
-        .map_err(|e| unique_violation(e, &[("access_tokens.token_hash", "access_tokens_hash")]))?;
-        Ok(())
+        let (token, secret_hash) = (token.clone(), secret_hash.to_vec());
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO access_tokens (id, user_id, name, token_hash, prefix, created_at, last_used_at, expires_at)
+                         VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+                    )
+                    .bind(token.id.to_string())
+                    .bind(token.user_id.to_string())
+                    .bind(&token.name)
+                    .bind(&secret_hash)
+                    .bind(&token.prefix)
+                    .bind(micros(token.created_at))
+                    .bind(token.expires_at.map(micros))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| unique_violation(e, &[("access_tokens.token_hash", "access_tokens_hash")]))?;
+                    Ok(((), None))
+                })
+            })
+            .await
     }
 
     async fn access_tokens(&self, user: UserId) -> Result<Vec<AccessToken>, StoreError> {
@@ -263,12 +280,21 @@ impl TokenStore for SqliteStore {
     }
 
     async fn delete_access_token(&self, user: UserId, id: TokenId) -> Result<(), StoreError> {
-        let result = sqlx::query("DELETE FROM access_tokens WHERE id = ? AND user_id = ?")
-            .bind(id.to_string())
-            .bind(user.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        let result = self
+            .writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    let done =
+                        sqlx::query("DELETE FROM access_tokens WHERE id = ? AND user_id = ?")
+                            .bind(id.to_string())
+                            .bind(user.to_string())
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                    Ok((done, None))
+                })
+            })
+            .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -296,12 +322,19 @@ impl TokenStore for SqliteStore {
         let last_used: Option<i64> = row.try_get("token_last_used")?;
         if last_used.is_none_or(|last| micros(now) - last > 60_000_000) {
             let token_id: String = row.try_get("token_id")?;
-            sqlx::query("UPDATE access_tokens SET last_used_at = ? WHERE id = ?")
-                .bind(micros(now))
-                .bind(token_id)
-                .execute(&self.writer)
-                .await
-                .map_err(StoreError::from_sqlx)?;
+            self.writes
+                .write(move |conn| {
+                    Box::pin(async move {
+                        sqlx::query("UPDATE access_tokens SET last_used_at = ? WHERE id = ?")
+                            .bind(micros(now))
+                            .bind(token_id)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                        Ok(((), None))
+                    })
+                })
+                .await?;
         }
         Ok(Some(user))
     }

@@ -12,7 +12,7 @@ use crate::error::StoreError;
 use crate::query::{
     Cursor, CursorKey, SortDirection, SortField, TagMode, TaskPage, TaskQuery, title_key,
 };
-use crate::{TagCount, TaskStore};
+use crate::{EventsFor, TagCount, TaskStore};
 
 /// BM25 column weights: title, description, tags.
 const BM25: &str = "bm25(tasks_fts, 10.0, 1.0, 5.0)";
@@ -96,12 +96,16 @@ async fn insert_row(
 #[async_trait]
 impl TaskStore for SqliteStore {
     async fn insert_task(&self, task: &Task, events: &[OutgoingEvent]) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-        insert_row(&mut tx, task, false).await?;
-        let seq = write_events(&mut tx, events).await?;
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        self.announce_outbox(seq);
-        Ok(())
+        let (task, events) = (task.clone(), events.to_vec());
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    insert_row(conn, &task, false).await?;
+                    let seq = write_events(conn, &events).await?;
+                    Ok(((), seq))
+                })
+            })
+            .await
     }
 
     async fn task(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -122,58 +126,64 @@ impl TaskStore for SqliteStore {
         events: &[OutgoingEvent],
         next_occurrence: Option<(&Task, &[OutgoingEvent])>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-        let current: Option<(i64, i64)> =
-            sqlx::query_as("SELECT seq, version FROM tasks WHERE id = ? AND user_id = ?")
-                .bind(task.id.to_string())
-                .bind(user.to_string())
-                .fetch_optional(&mut *tx)
+        let (task, events) = (task.clone(), events.to_vec());
+        let next = next_occurrence.map(|(t, e)| (t.clone(), e.to_vec()));
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    let task = &task;
+                let current: Option<(i64, i64)> =
+                    sqlx::query_as("SELECT seq, version FROM tasks WHERE id = ? AND user_id = ?")
+                        .bind(task.id.to_string())
+                        .bind(user.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                let Some((seq, version)) = current else {
+                    return Err(StoreError::NotFound);
+                };
+                if version != expected_version {
+                    return Err(StoreError::VersionMismatch { current: version });
+                }
+                let recurrence = task.recurrence.as_ref();
+                sqlx::query(
+                    "UPDATE tasks SET title = ?, title_key = ?, description = ?, status = ?, priority = ?,
+                         tags = ?, due_at = ?, time_zone = ?, recurrence_rule = ?, recurrence_anchor = ?,
+                         recurrence_dtstart = ?, series_id = ?, occurrence_index = ?, updated_at = ?,
+                         completed_at = ?, version = ?
+                     WHERE seq = ?",
+                )
+                .bind(task.title.as_str())
+                .bind(title_key(task.title.as_str()))
+                .bind(task.description.as_str())
+                .bind(task.status.as_str())
+                .bind(task.priority.rank())
+                .bind(tags_json(task))
+                .bind(task.due_at.map(micros))
+                .bind(task.time_zone.name())
+                .bind(recurrence.map(|r| r.rule.as_str().to_owned()))
+                .bind(recurrence.map(|r| anchor_name(r.anchor)))
+                .bind(recurrence.map(dtstart_text))
+                .bind(task.series_id.map(|s| s.to_string()))
+                .bind(i64::from(task.occurrence_index))
+                .bind(micros(task.updated_at))
+                .bind(task.completed_at.map(micros))
+                .bind(task.version)
+                .bind(seq)
+                .execute(&mut *conn)
                 .await?;
-        let Some((seq, version)) = current else {
-            return Err(StoreError::NotFound);
-        };
-        if version != expected_version {
-            return Err(StoreError::VersionMismatch { current: version });
-        }
-        let recurrence = task.recurrence.as_ref();
-        sqlx::query(
-            "UPDATE tasks SET title = ?, title_key = ?, description = ?, status = ?, priority = ?,
-                 tags = ?, due_at = ?, time_zone = ?, recurrence_rule = ?, recurrence_anchor = ?,
-                 recurrence_dtstart = ?, series_id = ?, occurrence_index = ?, updated_at = ?,
-                 completed_at = ?, version = ?
-             WHERE seq = ?",
-        )
-        .bind(task.title.as_str())
-        .bind(title_key(task.title.as_str()))
-        .bind(task.description.as_str())
-        .bind(task.status.as_str())
-        .bind(task.priority.rank())
-        .bind(tags_json(task))
-        .bind(task.due_at.map(micros))
-        .bind(task.time_zone.name())
-        .bind(recurrence.map(|r| r.rule.as_str().to_owned()))
-        .bind(recurrence.map(|r| anchor_name(r.anchor)))
-        .bind(recurrence.map(dtstart_text))
-        .bind(task.series_id.map(|s| s.to_string()))
-        .bind(i64::from(task.occurrence_index))
-        .bind(micros(task.updated_at))
-        .bind(task.completed_at.map(micros))
-        .bind(task.version)
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?;
-        write_tags(&mut tx, seq, task).await?;
-        let mut last_event = write_events(&mut tx, events).await?;
-        let mut created = false;
-        if let Some((next, next_events)) = next_occurrence
-            && insert_row(&mut tx, next, true).await?.is_some()
-        {
-            created = true;
-            last_event = write_events(&mut tx, next_events).await?.or(last_event);
-        }
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        self.announce_outbox(last_event);
-        Ok(created)
+                write_tags(conn, seq, task).await?;
+                let mut last_event = write_events(conn, &events).await?;
+                let mut created = false;
+                if let Some((next, next_events)) = next
+                    && insert_row(conn, &next, true).await?.is_some()
+                {
+                    created = true;
+                    last_event = write_events(conn, &next_events).await?.or(last_event);
+                }
+                    Ok((created, last_event))
+                })
+            })
+            .await
     }
 
     async fn series_occurrences(
@@ -197,32 +207,35 @@ impl TaskStore for SqliteStore {
         user: UserId,
         id: TaskId,
         expected_version: Option<i64>,
-        events_for: &(dyn for<'t> Fn(&'t Task) -> Vec<OutgoingEvent> + Send + Sync),
+        events_for: EventsFor,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-        let row = sqlx::query("SELECT * FROM tasks WHERE id = ? AND user_id = ?")
-            .bind(id.to_string())
-            .bind(user.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            return Err(StoreError::NotFound);
-        };
-        let seq: i64 = row.try_get("seq")?;
-        let task = task_from_row(&row)?;
-        if expected_version.is_some_and(|expected| expected != task.version) {
-            return Err(StoreError::VersionMismatch {
-                current: task.version,
-            });
-        }
-        sqlx::query("DELETE FROM tasks WHERE seq = ?")
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-        let last_event = write_events(&mut tx, &events_for(&task)).await?;
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        self.announce_outbox(last_event);
-        Ok(())
+        self.writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    let row = sqlx::query("SELECT * FROM tasks WHERE id = ? AND user_id = ?")
+                        .bind(id.to_string())
+                        .bind(user.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    let Some(row) = row else {
+                        return Err(StoreError::NotFound);
+                    };
+                    let seq: i64 = row.try_get("seq")?;
+                    let task = task_from_row(&row)?;
+                    if expected_version.is_some_and(|expected| expected != task.version) {
+                        return Err(StoreError::VersionMismatch {
+                            current: task.version,
+                        });
+                    }
+                    sqlx::query("DELETE FROM tasks WHERE seq = ?")
+                        .bind(seq)
+                        .execute(&mut *conn)
+                        .await?;
+                    let last_event = write_events(conn, &events_for(&task)).await?;
+                    Ok(((), last_event))
+                })
+            })
+            .await
     }
 
     async fn list_tasks(&self, user: UserId, query: &TaskQuery) -> Result<TaskPage, StoreError> {

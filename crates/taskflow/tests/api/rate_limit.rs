@@ -196,16 +196,24 @@ async fn the_per_ip_budget_covers_public_routes() {
     })
     .await;
     for _ in 0..3 {
-        assert_eq!(
-            app.client
-                .get(app.url("/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        let response = app
+            .client
+            .get(app.url("/api/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
     }
-    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
     expect_limited(response).await;
+    // Health probes are never throttled: an orchestrator must always reach them.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
 }
