@@ -33,4 +33,19 @@ fi
 if ! have sqlite3; then
   apt_install sqlite3
 fi
+# NATS JetStream on 127.0.0.1:4222 for the NATS backend's tests: start it when it is down.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if ! port_open 4222; then
+  have nats-server || apt_install nats-server
+  mkdir -p /var/lib/nats-server
+  start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+  for _ in $(seq 1 50); do port_open 4222 && break; sleep 0.2; done
+  port_open 4222 || { echo "nats-server did not start on 127.0.0.1:4222" >&2; exit 1; }
+fi
+
+# The Kafka backend's tests: the tansu broker, the confluent-kafka cross-check client, and what
+# the bundled librdkafka build needs.
+bash scripts/install-tansu.sh >/dev/null
+
 echo "test prerequisites present"

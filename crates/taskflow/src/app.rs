@@ -58,6 +58,11 @@ pub async fn open_bus(
             bus.ensure_topics(&settings.bus.topic_specs()).await?;
             Ok((Arc::new(bus), None))
         }
+        #[cfg(feature = "kafka")]
+        "kafka" => {
+            let bus = taskflow_bus::backends::kafka::KafkaBus::new(settings.bus.kafka.clone())?;
+            Ok((Arc::new(bus), None))
+        }
         #[cfg(feature = "dapr")]
         "dapr" => {
             let bus = taskflow_bus::backends::dapr::DaprBus::new(&settings.bus.dapr)?;

@@ -103,6 +103,9 @@ pub struct BusSettings {
     /// NATS JetStream, for `backend = "nats"`.
     #[cfg(feature = "nats")]
     pub nats: taskflow_bus::backends::nats::NatsSettings,
+    /// Kafka (or a Kafka-compatible service), for `backend = "kafka"`.
+    #[cfg(feature = "kafka")]
+    pub kafka: taskflow_bus::backends::kafka::KafkaSettings,
 }
 
 impl BusSettings {
@@ -139,6 +142,8 @@ impl Default for BusSettings {
             dapr: Default::default(),
             #[cfg(feature = "nats")]
             nats: Default::default(),
+            #[cfg(feature = "kafka")]
+            kafka: Default::default(),
         }
     }
 }
@@ -494,6 +499,10 @@ impl Settings {
         #[cfg(feature = "nats")]
         if shown.bus.nats.password.is_some() {
             shown.bus.nats.password = Some("[redacted]".into());
+        }
+        #[cfg(feature = "kafka")]
+        if shown.bus.kafka.sasl_password.is_some() {
+            shown.bus.kafka.sasl_password = Some("[redacted]".into());
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}"))
     }
