@@ -618,3 +618,43 @@ async fn bad_recurrences_are_refused_and_nothing_is_stored() {
         .unwrap();
     assert_eq!(response.status(), 422);
 }
+
+#[tokio::test]
+async fn a_completion_anchored_series_counts_from_the_day_it_was_done() {
+    let app = TestApp::spawn().await;
+    let user = app.register_user().await;
+    let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    // Due two days ago at 18:00 Berlin time; "every 3 days" from whenever it is done.
+    let two_days_ago =
+        (chrono::Utc::now().with_timezone(&berlin) - chrono::TimeDelta::days(2)).date_naive();
+    let due = two_days_ago
+        .and_hms_opt(18, 0, 0)
+        .unwrap()
+        .and_local_timezone(berlin)
+        .earliest()
+        .unwrap();
+    let task = app
+        .create_task(&user, json!({"title": "Water plants", "due_at": due.to_rfc3339(), "time_zone": "Europe/Berlin",
+            "recurrence": {"rule": "FREQ=DAILY;INTERVAL=3", "anchor": "completion"}}))
+        .await;
+    assert_eq!(task["recurrence"]["anchor"], "completion");
+    let completed_on = chrono::Utc::now().with_timezone(&berlin).date_naive();
+    post(
+        &app,
+        &user,
+        &format!("/api/v1/tasks/{}/complete", task["id"].as_str().unwrap()),
+    )
+    .await;
+    let occurrences = series(&app, &user, &task).await;
+    let next = instant(&occurrences[1]["due_at"]).with_timezone(&berlin);
+    assert_eq!(
+        next.date_naive(),
+        completed_on + chrono::TimeDelta::days(3),
+        "three days after completion, not after the due date"
+    );
+    assert_eq!(
+        (next.hour(), next.minute()),
+        (18, 0),
+        "the task's time of day is kept"
+    );
+}
