@@ -17,18 +17,8 @@ TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 TOOLS="${TASKFLOW_TOOLS:-$HOME/.cache/taskflow/tools}"
 TANSU="$TOOLS/bin/tansu"
 
-have() { command -v "$1" >/dev/null 2>&1; }
-
-apt_updated=""
-apt_install() {
-  local sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  if [ -z "$apt_updated" ]; then
-    $sudo apt-get update -qq
-    apt_updated=1
-  fi
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 # librdkafka (bundled by rdkafka-sys) is built with its own configure script and make.
 missing=()

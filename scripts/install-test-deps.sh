@@ -3,18 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-have() { command -v "$1" >/dev/null 2>&1; }
-
-apt_updated=""
-apt_install() {
-  local sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  if [ -z "$apt_updated" ]; then
-    $sudo apt-get update -qq
-    apt_updated=1
-  fi
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 if ! have cargo; then
   echo "cargo is missing: install Rust with rustup (https://rustup.rs) first" >&2
@@ -34,7 +24,6 @@ if ! have sqlite3; then
   apt_install sqlite3
 fi
 # NATS JetStream on 127.0.0.1:4222 for the NATS backend's tests: start it when it is down.
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! port_open 4222; then
   have nats-server || apt_install nats-server
   mkdir -p /var/lib/nats-server
