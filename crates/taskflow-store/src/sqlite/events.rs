@@ -19,24 +19,34 @@ pub(crate) async fn write_events(
     conn: &mut SqliteConnection,
     events: &[OutgoingEvent],
 ) -> Result<Option<i64>, StoreError> {
-    let mut last = None;
+    if events.is_empty() {
+        return Ok(None);
+    }
+    // One multi-row statement: every statement is a round trip to SQLite's worker thread.
+    let mut sql = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, created_at) ",
+    );
+    let mut payloads = Vec::with_capacity(events.len());
     for outgoing in events {
-        let payload = serde_json::to_string(&outgoing.event)
-            .map_err(|e| StoreError::Corrupt(format!("event does not serialise: {e}")))?;
-        last = Some(
-            insert_outbox_row(
-                conn,
-                &outgoing.event.id,
-                &outgoing.topic,
-                &outgoing.event.partitionkey,
-                &outgoing.event.event_type,
-                &payload,
-                outgoing.event.time,
-            )
-            .await?,
+        payloads.push(
+            serde_json::to_string(&outgoing.event)
+                .map_err(|e| StoreError::Corrupt(format!("event does not serialise: {e}")))?,
         );
     }
-    Ok(last)
+    sql.push_values(
+        events.iter().zip(payloads),
+        |mut row, (outgoing, payload)| {
+            row.push_bind(outgoing.event.id.clone())
+                .push_bind(outgoing.topic.clone())
+                .push_bind(outgoing.event.partitionkey.clone())
+                .push_bind(outgoing.event.event_type.clone())
+                .push_bind(payload)
+                .push_bind(micros(outgoing.event.time));
+        },
+    );
+    sql.push(" RETURNING seq");
+    let seqs: Vec<i64> = sql.build_query_scalar().fetch_all(&mut *conn).await?;
+    Ok(seqs.into_iter().max())
 }
 
 async fn insert_outbox_row(

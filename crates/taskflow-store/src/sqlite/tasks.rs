@@ -21,19 +21,30 @@ fn tags_json(task: &Task) -> String {
     serde_json::to_string(&task.tags.to_strings()).unwrap_or_else(|_| "[]".to_owned())
 }
 
-async fn write_tags(conn: &mut SqliteConnection, seq: i64, task: &Task) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM task_tags WHERE task_seq = ?")
-        .bind(seq)
-        .execute(&mut *conn)
-        .await?;
-    for tag in task.tags.as_slice() {
-        sqlx::query("INSERT INTO task_tags (task_seq, user_id, tag) VALUES (?, ?, ?)")
+/// Replaces the tag rows of task `seq` (`fresh`: the task is new, there is nothing to delete).
+async fn write_tags(
+    conn: &mut SqliteConnection,
+    seq: i64,
+    task: &Task,
+    fresh: bool,
+) -> Result<(), StoreError> {
+    if !fresh {
+        sqlx::query("DELETE FROM task_tags WHERE task_seq = ?")
             .bind(seq)
-            .bind(task.user_id.to_string())
-            .bind(tag.as_str())
             .execute(&mut *conn)
             .await?;
     }
+    if task.tags.is_empty() {
+        return Ok(());
+    }
+    let user = task.user_id.to_string();
+    let mut sql = QueryBuilder::<Sqlite>::new("INSERT INTO task_tags (task_seq, user_id, tag) ");
+    sql.push_values(task.tags.as_slice(), |mut row, tag| {
+        row.push_bind(seq)
+            .push_bind(user.clone())
+            .push_bind(tag.as_str().to_owned());
+    });
+    sql.build().execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -88,7 +99,7 @@ async fn insert_row(
         _ => StoreError::from_sqlx(e),
     })?;
     if let Some(seq) = seq {
-        write_tags(conn, seq, task).await?;
+        write_tags(conn, seq, task, true).await?;
     }
     Ok(seq)
 }
@@ -171,7 +182,7 @@ impl TaskStore for SqliteStore {
                 .bind(seq)
                 .execute(&mut *conn)
                 .await?;
-                write_tags(conn, seq, task).await?;
+                write_tags(conn, seq, task, false).await?;
                 let mut last_event = write_events(conn, &events).await?;
                 let mut created = false;
                 if let Some((next, next_events)) = next

@@ -122,29 +122,34 @@ async fn run(
         }
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut broken = None;
+        // A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
+        let isolate = batch.len() > 1;
         for job in batch {
             if broken.is_some() {
                 // The transaction is unusable: drop the job unrun; its caller gets an error.
                 drop(job);
                 continue;
             }
-            if let Err(error) = execute(&mut conn, "SAVEPOINT job").await {
+            if isolate && let Err(error) = execute(&mut conn, "SAVEPOINT job").await {
                 broken = Some(format!("savepoint failed: {error}"));
                 continue;
             }
             let outcome = job(&mut conn).await;
-            let end = if outcome.succeeded {
-                execute(&mut conn, "RELEASE job").await
-            } else {
-                match execute(&mut conn, "ROLLBACK TO job").await {
+            let end = match (isolate, outcome.succeeded) {
+                (false, _) => Ok(()),
+                (true, true) => execute(&mut conn, "RELEASE job").await,
+                (true, false) => match execute(&mut conn, "ROLLBACK TO job").await {
                     Ok(()) => execute(&mut conn, "RELEASE job").await,
                     Err(error) => Err(error),
-                }
+                },
             };
             if let Err(error) = end {
                 broken = Some(format!("savepoint release failed: {error}"));
             }
             outcomes.push(outcome);
+        }
+        if !isolate && outcomes.iter().all(|o| !o.succeeded) {
+            broken = Some("the write failed".into());
         }
         let committed = match broken {
             Some(reason) => {
