@@ -6,10 +6,12 @@
 //! migrations (`migrations/<backend>/`) and apply them when asked by [`Store::migrate`].
 //!
 //! Layout: [`error`] ([`StoreError`]), [`query`] (listing filters, sorting and cursors),
-//! [`sqlite`] (the embedded default), [`conformance`] (one behaviour story run on every backend).
+//! [`sqlite`] (the embedded default), [`postgres`] (a shared server), [`conformance`] (one
+//! behaviour story run on every backend).
 
 pub mod conformance;
 pub mod error;
+pub mod postgres;
 pub mod query;
 pub mod sqlite;
 

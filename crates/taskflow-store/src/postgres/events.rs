@@ -1,0 +1,389 @@
+//! The outbox, consumer offsets, processed-event records, dead letters and the audit log on
+//! PostgreSQL.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use taskflow_domain::events::OutgoingEvent;
+use taskflow_domain::{TaskId, UserId};
+
+use super::{OUTBOX_LOCK, PostgresStore, at_micros, pg_error};
+use crate::error::StoreError;
+use crate::{
+    AuditEntry, ConsumerEffect, ConsumerStore, DeadLetter, OutboxBacklog, OutboxRecord, OutboxStore,
+};
+
+/// Columns of one outbox row to insert.
+struct OutboxRow<'a> {
+    event_id: &'a str,
+    topic: &'a str,
+    partition_key: &'a str,
+    event_type: &'a str,
+    payload: String,
+    at: DateTime<Utc>,
+}
+
+/// Appends `events` to the outbox inside the caller's transaction; returns the last seq written.
+///
+/// Takes [`OUTBOX_LOCK`] for the rest of the transaction first, so outbox rows become visible in
+/// `seq` order (see the module docs of [`super`]). Call it as the transaction's last write.
+pub(crate) async fn write_events(
+    conn: &mut PgConnection,
+    events: &[OutgoingEvent],
+) -> Result<Option<i64>, StoreError> {
+    let rows = events
+        .iter()
+        .map(|outgoing| {
+            let payload = serde_json::to_string(&outgoing.event)
+                .map_err(|e| StoreError::Corrupt(format!("event does not serialise: {e}")))?;
+            Ok(OutboxRow {
+                event_id: &outgoing.event.id,
+                topic: &outgoing.topic,
+                partition_key: &outgoing.event.partitionkey,
+                event_type: &outgoing.event.event_type,
+                payload,
+                at: outgoing.event.time,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    insert_outbox_rows(conn, &rows).await
+}
+
+async fn insert_outbox_rows(
+    conn: &mut PgConnection,
+    rows: &[OutboxRow<'_>],
+) -> Result<Option<i64>, StoreError> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(OUTBOX_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+    let seqs: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, created_at)
+         SELECT event_id, topic, partition_key, event_type, payload, created_at
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+              WITH ORDINALITY AS r(event_id, topic, partition_key, event_type, payload, created_at, n)
+         ORDER BY n
+         RETURNING seq",
+    )
+    .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.topic).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.partition_key).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event_type).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.payload.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| at_micros(r.at)).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(pg_error)?;
+    Ok(seqs.into_iter().max())
+}
+
+fn outbox_from_row(row: &PgRow) -> Result<OutboxRecord, StoreError> {
+    Ok(OutboxRecord {
+        seq: row.try_get("seq")?,
+        event_id: row.try_get("event_id")?,
+        topic: row.try_get("topic")?,
+        partition_key: row.try_get("partition_key")?,
+        event_type: row.try_get("event_type")?,
+        payload: row.try_get("payload")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn dead_letter_from_row(row: &PgRow) -> Result<DeadLetter, StoreError> {
+    let attempts: i64 = row.try_get("attempts")?;
+    Ok(DeadLetter {
+        id: row.try_get("id")?,
+        consumer: row.try_get("consumer")?,
+        topic: row.try_get("topic")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        payload: row.try_get("payload")?,
+        error: row.try_get("error")?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        created_at: row.try_get("created_at")?,
+        replayed_at: row.try_get("replayed_at")?,
+    })
+}
+
+const OUTBOX_COLUMNS: &str = "seq, event_id, topic, partition_key, event_type, payload, created_at";
+
+#[async_trait]
+impl OutboxStore for PostgresStore {
+    async fn enqueue_events(&self, events: &[OutgoingEvent]) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let seq = write_events(&mut tx, events).await?;
+        tx.commit().await.map_err(pg_error)?;
+        self.announce(seq);
+        Ok(())
+    }
+
+    async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq = ANY($2::bigint[])")
+            .bind(at_micros(at))
+            .bind(seqs)
+            .execute(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn events_after(
+        &self,
+        topic: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(topic)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn consumer_offset(&self, group: &str, topic: &str) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2",
+        )
+        .bind(group)
+        .bind(topic)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    async fn commit_consumer_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        seq: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO consumer_offsets (consumer_group, topic, seq) VALUES ($1, $2, $3)
+             ON CONFLICT (consumer_group, topic)
+             DO UPDATE SET seq = GREATEST(consumer_offsets.seq, excluded.seq)",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(seq)
+        .execute(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let before = at_micros(before);
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM outbox o WHERE o.published_at IS NOT NULL AND o.published_at < $1
+               AND NOT EXISTS (SELECT 1 FROM consumer_offsets c WHERE c.topic = o.topic AND c.seq < o.seq)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?
+        .rows_affected();
+        sqlx::query("DELETE FROM processed_events WHERE processed_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(deleted)
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        Ok(OutboxBacklog {
+            unpublished: row.try_get("n")?,
+            oldest_unpublished_at: row.try_get("oldest")?,
+        })
+    }
+
+    fn outbox_commits(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.outbox_commits.subscribe()
+    }
+}
+
+#[async_trait]
+impl ConsumerStore for PostgresStore {
+    async fn apply_once(
+        &self,
+        consumer: &str,
+        event_id: &str,
+        effect: &ConsumerEffect,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        // A concurrent delivery of the same event waits here for this transaction, then sees
+        // the record and does nothing.
+        let fresh = sqlx::query(
+            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3)
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(event_id)
+        .bind(at_micros(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(false);
+        }
+        match effect {
+            ConsumerEffect::Nothing => {}
+            ConsumerEffect::Audit(entry) => {
+                sqlx::query(
+                    "INSERT INTO audit_log (event_id, user_id, task_id, event_type, occurred_at, data)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+                )
+                .bind(&entry.event_id)
+                .bind(entry.user_id.as_uuid())
+                .bind(entry.task_id.as_uuid())
+                .bind(&entry.event_type)
+                .bind(at_micros(entry.occurred_at))
+                .bind(&entry.data)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+            }
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(true)
+    }
+
+    async fn record_dead_letter(
+        &self,
+        letter: &DeadLetter,
+        notice: &OutgoingEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO dead_letters (id, consumer, topic, event_id, event_type, payload, error, attempts, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(letter.id)
+        .bind(&letter.consumer)
+        .bind(&letter.topic)
+        .bind(&letter.event_id)
+        .bind(&letter.event_type)
+        .bind(&letter.payload)
+        .bind(&letter.error)
+        .bind(i64::from(letter.attempts))
+        .bind(at_micros(letter.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        let seq = write_events(&mut tx, std::slice::from_ref(notice)).await?;
+        tx.commit().await.map_err(pg_error)?;
+        self.announce(seq);
+        Ok(())
+    }
+
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM dead_letters ORDER BY created_at DESC, id DESC LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(pg_error)?;
+        rows.iter().map(dead_letter_from_row).collect()
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        id: uuid::Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<DeadLetter, StoreError> {
+        let now = at_micros(now);
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("UPDATE dead_letters SET replayed_at = $1 WHERE id = $2 RETURNING *")
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        let letter = dead_letter_from_row(&row.ok_or(StoreError::NotFound)?)?;
+        let event: serde_json::Value = serde_json::from_str(&letter.payload)
+            .map_err(|e| StoreError::Corrupt(format!("dead letter payload: {e}")))?;
+        let partition_key = event["partitionkey"].as_str().unwrap_or_default();
+        let seq = insert_outbox_rows(
+            &mut tx,
+            &[OutboxRow {
+                event_id: &letter.event_id,
+                topic: &letter.topic,
+                partition_key,
+                event_type: &letter.event_type,
+                payload: letter.payload.clone(),
+                at: now,
+            }],
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        self.announce(seq);
+        Ok(letter)
+    }
+
+    async fn audit_entries(
+        &self,
+        user: UserId,
+        task: Option<TaskId>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log
+             WHERE user_id = $1 AND ($2::uuid IS NULL OR task_id = $2)
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(user.as_uuid())
+        .bind(task.map(|t| t.as_uuid()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    event_id: row.try_get("event_id")?,
+                    user_id: UserId::from_uuid(row.try_get("user_id")?),
+                    task_id: TaskId::from_uuid(row.try_get("task_id")?),
+                    event_type: row.try_get("event_type")?,
+                    occurred_at: row.try_get("occurred_at")?,
+                    data: row.try_get("data")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,550 @@
+//! The PostgreSQL backend against a real server: the conformance story, migrations, readiness
+//! and concurrency. Each test works in a fresh database (`taskflow_test_<uuid>`) that is
+//! dropped when the test ends, whether it passed or not.
+//!
+//! The server is `postgres://postgres@127.0.0.1:5432/postgres` (trust auth) unless
+//! `TASKFLOW_TEST_POSTGRES_URL` names another admin URL. A missing server fails the tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
+use sqlx::{Connection, Executor, PgConnection};
+use taskflow_domain::events::{TaskEventKind, Topic, task_events};
+use taskflow_domain::recurrence::{Anchor, RecurrenceRule};
+use taskflow_domain::{
+    Description, Email, NewTask, Priority, RecurrenceSpec, Tags, Task, TaskId, TimeZone, Title,
+    User, UserId,
+};
+use taskflow_store::postgres::{PostgresSettings, PostgresStore};
+use taskflow_store::{
+    OutboxStore, SortDirection, SortField, Store, StoreError, TaskQuery, TaskStore, UserStore,
+};
+
+const START_COMMAND: &str =
+    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
+
+fn admin_url() -> String {
+    std::env::var("TASKFLOW_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` pointing at database `name` (and, when given, logging in as `user`).
+fn url_for(url: &str, name: &str, user: Option<(&str, &str)>) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut authority = base[authority_start..path_start].to_owned();
+    if let Some((user, password)) = user {
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority.as_str(), |(_, h)| h);
+        authority = format!("{user}:{password}@{host}");
+    }
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    format!("{}{authority}/{name}{query}", &base[..authority_start])
+}
+
+async fn admin() -> PgConnection {
+    let url = admin_url();
+    PgConnection::connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {url}: {e}\n\
+             Start the local server with `{START_COMMAND}` (or set TASKFLOW_TEST_POSTGRES_URL)."
+        )
+    })
+}
+
+/// A fresh database, dropped (with any role made for it) when this guard is dropped.
+struct TestDb {
+    name: String,
+    url: String,
+    role: Option<String>,
+}
+
+impl TestDb {
+    async fn create() -> Self {
+        let name = format!("taskflow_test_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = admin().await;
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create the test database");
+        let _ = admin.close().await;
+        Self {
+            url: url_for(&admin_url(), &name, None),
+            name,
+            role: None,
+        }
+    }
+
+    /// A fresh database and a role that may create tables in its `public` schema but not
+    /// extensions (it has no CREATE privilege on the database): like a locked-down production
+    /// account. `url` logs in as that role.
+    async fn create_restricted() -> Self {
+        let mut db = Self::create().await;
+        let role = format!("{}_app", db.name);
+        let password = uuid::Uuid::now_v7().simple().to_string();
+        let mut admin = admin().await;
+        admin
+            .execute(format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'").as_str())
+            .await
+            .expect("create role");
+        db.role = Some(role.clone());
+        let _ = admin.close().await;
+        let mut inside = PgConnection::connect(&url_for(&admin_url(), &db.name, None))
+            .await
+            .expect("connect to the test database");
+        inside
+            .execute(format!("GRANT CREATE ON SCHEMA public TO {role}").as_str())
+            .await
+            .expect("grant");
+        let _ = inside.close().await;
+        db.url = url_for(&admin_url(), &db.name, Some((&role, &password)));
+        db
+    }
+
+    async fn store(&self) -> PostgresStore {
+        PostgresStore::connect(&PostgresSettings::new(&self.url))
+            .await
+            .expect("connect")
+    }
+
+    async fn store_with(&self, max_connections: u32) -> PostgresStore {
+        let mut settings = PostgresSettings::new(&self.url);
+        settings.max_connections = max_connections;
+        PostgresStore::connect(&settings).await.expect("connect")
+    }
+
+    /// A direct connection to the test database as the admin.
+    async fn admin_connection(&self) -> PgConnection {
+        PgConnection::connect(&url_for(&admin_url(), &self.name, None))
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (name, role) = (self.name.clone(), self.role.take());
+        // Drop may run inside the test's runtime (or while unwinding from a panic): do the async
+        // clean-up on a thread with its own runtime and wait for it.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let Ok(mut admin) = PgConnection::connect(&admin_url()).await else {
+                    eprintln!("cannot drop test database {name}: server unreachable");
+                    return;
+                };
+                if let Err(e) = admin
+                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await
+                {
+                    eprintln!("cannot drop test database {name}: {e}");
+                }
+                if let Some(role) = role
+                    && let Err(e) = admin
+                        .execute(format!("DROP ROLE IF EXISTS {role}").as_str())
+                        .await
+                {
+                    eprintln!("cannot drop test role {role}: {e}");
+                }
+                let _ = admin.close().await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().unwrap()
+}
+
+fn user(email: &str) -> User {
+    User {
+        id: UserId::new(),
+        email: Email::parse(email).unwrap(),
+        display_name: None,
+        time_zone: TimeZone::UTC,
+        is_admin: false,
+        created_at: start(),
+    }
+}
+
+fn new_task(owner: UserId, title: &str, description: &str, recurring: bool) -> Task {
+    Task::create(
+        owner,
+        TimeZone::UTC,
+        NewTask {
+            title: Title::parse(title).unwrap(),
+            description: Description::parse(description).unwrap(),
+            priority: Priority::None,
+            tags: Tags::parse::<&str>(&[]).unwrap(),
+            due_at: Some(start() + TimeDelta::hours(1)),
+            time_zone: None,
+            recurrence: recurring.then(|| RecurrenceSpec {
+                rule: RecurrenceRule::parse("FREQ=DAILY").unwrap(),
+                anchor: Anchor::Due,
+            }),
+        },
+        start(),
+    )
+    .unwrap()
+}
+
+async fn migrations_recorded(db: &TestDb) -> i64 {
+    let mut conn = db.admin_connection().await;
+    let n = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    n
+}
+
+#[tokio::test]
+async fn postgres_store_passes_the_conformance_story() {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    store.migrate().await.expect("migrate");
+    let recorded = migrations_recorded(&db).await;
+    store.migrate().await.expect("migrating twice is a no-op");
+    assert_eq!(migrations_recorded(&db).await, recorded);
+    taskflow_store::conformance::run(&store).await;
+
+    // The audit log is append-only, even for someone with SQL access.
+    let mut conn = db.admin_connection().await;
+    for statement in [
+        "UPDATE audit_log SET event_type = 'forged'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ] {
+        let error = conn.execute(statement).await.expect_err(statement);
+        assert!(
+            error.to_string().contains("append-only"),
+            "{statement}: {error}"
+        );
+    }
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(entries, 2);
+    let _ = conn.close().await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_story_passes_without_the_unaccent_extension() {
+    let db = TestDb::create_restricted().await;
+    let store = db.store().await;
+    store
+        .migrate()
+        .await
+        .expect("migrate without extension rights");
+    let mut conn = db.admin_connection().await;
+    let unaccent: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_extension WHERE extname = 'unaccent'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(unaccent, 0, "the role must not have been able to create it");
+    let _ = conn.close().await;
+    // The story's "diacritics folded" step now runs on the built-in folding table.
+    taskflow_store::conformance::run(&store).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn an_unmigrated_store_is_not_ready() {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    assert!(matches!(
+        store.readiness().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn readiness_fails_once_the_pool_is_closed() {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    store.migrate().await.expect("migrate");
+    store.readiness().await.expect("ready");
+    store.close().await;
+    assert!(matches!(
+        store.readiness().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.user(UserId::new()).await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable() {
+    // Port 1 on localhost: nothing listens there.
+    let mut settings = PostgresSettings::new("postgres://postgres@127.0.0.1:1/postgres");
+    settings.acquire_timeout = Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        PostgresStore::connect(&settings).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_all_succeed() {
+    let db = TestDb::create().await;
+    let stores = [db.store().await, db.store().await, db.store().await];
+    let runs = stores.iter().map(|store| store.migrate());
+    for outcome in futures::future::join_all(runs).await {
+        outcome.expect("every concurrent migration succeeds");
+    }
+    for store in &stores {
+        store.readiness().await.expect("ready");
+    }
+    assert_eq!(migrations_recorded(&db).await, 2);
+    for store in &stores {
+        store.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_with_one_expected_version_let_exactly_one_through() {
+    let db = TestDb::create().await;
+    let store = Arc::new(db.store_with(20).await);
+    store.migrate().await.expect("migrate");
+    let owner = user("race@example.com");
+    store.create_user(&owner, "h").await.unwrap();
+    let original = new_task(owner.id, "Contended", "", false);
+    store.insert_task(&original, &[]).await.unwrap();
+
+    let attempts = (0..20).map(|i| {
+        let store = store.clone();
+        let mut changed = original.clone();
+        changed.title = Title::parse(&format!("Contended {i}")).unwrap();
+        changed.version = original.version + 1;
+        let events = task_events(TaskEventKind::Updated, &changed, start(), None).to_vec();
+        tokio::spawn(async move {
+            store
+                .update_task(owner.id, &changed, original.version, &events, None)
+                .await
+        })
+    });
+    let outcomes: Vec<_> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap())
+        .collect();
+    let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
+    let mismatched = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(o, Err(StoreError::VersionMismatch { current }) if *current == original.version + 1)
+        })
+        .count();
+    assert_eq!((succeeded, mismatched), (1, 19), "{outcomes:?}");
+    let stored = store.task(owner.id, original.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, original.version + 1);
+    // Only the winner's events were written.
+    assert_eq!(store.unpublished_events(100).await.unwrap().len(), 2);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_completions_create_one_next_occurrence() {
+    let db = TestDb::create().await;
+    let store = Arc::new(db.store_with(20).await);
+    store.migrate().await.expect("migrate");
+    let owner = user("series-race@example.com");
+    store.create_user(&owner, "h").await.unwrap();
+    let first = new_task(owner.id, "Daily", "", true);
+    let series = first.series_id.expect("a recurring task has a series");
+    // Twenty occurrences of one series (indexes 0-19), each completed at once by its own
+    // request, all proposing occurrence 20 as their next one.
+    let mut occurrences = Vec::new();
+    for index in 0..20u32 {
+        let mut occurrence = first.clone();
+        occurrence.id = TaskId::new();
+        occurrence.occurrence_index = index;
+        store.insert_task(&occurrence, &[]).await.unwrap();
+        occurrences.push(occurrence);
+    }
+    let completions = occurrences.into_iter().map(|occurrence| {
+        let store = store.clone();
+        let change = occurrence.completed(start()).unwrap().unwrap();
+        let mut next = change.next_occurrence.clone().expect("the series goes on");
+        next.occurrence_index = 20;
+        let next_events = task_events(TaskEventKind::Created, &next, start(), None).to_vec();
+        tokio::spawn(async move {
+            let created = store
+                .update_task(
+                    owner.id,
+                    &change.task,
+                    occurrence.version,
+                    &[],
+                    Some((&next, &next_events)),
+                )
+                .await
+                .expect("each completion succeeds");
+            (created, next.id)
+        })
+    });
+    let outcomes: Vec<(bool, TaskId)> = futures::future::join_all(completions)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap())
+        .collect();
+    let winners: Vec<TaskId> = outcomes
+        .iter()
+        .filter(|(created, _)| *created)
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one completion creates occurrence 20"
+    );
+    let all = store.series_occurrences(owner.id, series).await.unwrap();
+    let twentieth: Vec<&Task> = all.iter().filter(|t| t.occurrence_index == 20).collect();
+    assert_eq!(twentieth.len(), 1);
+    assert_eq!(twentieth[0].id, winners[0]);
+    // Only the winner's next-occurrence events were written.
+    let events = store.unpublished_events(1000).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.payload.contains(&winners[0].to_string()))
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_readers_never_skip_rows_of_concurrent_writers() {
+    let db = TestDb::create().await;
+    let store = Arc::new(db.store_with(12).await);
+    store.migrate().await.expect("migrate");
+    let owner = user("outbox-race@example.com");
+    store.create_user(&owner, "h").await.unwrap();
+    let topic = Topic::TaskEvents.name();
+
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let task = new_task(owner.id, &format!("w{w} t{i}"), "", false);
+                    let events = task_events(TaskEventKind::Created, &task, start(), None);
+                    store.insert_task(&task, &events).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    // A consumer that trusts `seq` order: it reads after its offset and never looks back.
+    let mut offset = 0;
+    let mut seen = BTreeSet::new();
+    let mut finished = false;
+    loop {
+        let done = writers.iter().all(|w| w.is_finished());
+        loop {
+            let rows = store.events_after(topic, offset, 50).await.unwrap();
+            let Some(last) = rows.last() else { break };
+            offset = last.seq;
+            seen.extend(rows.iter().map(|r| r.seq));
+        }
+        if finished {
+            break;
+        }
+        // One more pass after every writer has finished.
+        finished = done;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let all: BTreeSet<i64> = store
+        .events_after(topic, 0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(all.len(), 200);
+    assert_eq!(seen, all, "the offset-following reader saw every row");
+    assert_eq!(
+        *store.outbox_commits().borrow(),
+        store
+            .unpublished_events(10_000)
+            .await
+            .unwrap()
+            .last()
+            .unwrap()
+            .seq
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn search_ranks_title_matches_first_and_never_fails_on_odd_terms() {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    store.migrate().await.expect("migrate");
+    let owner = user("search@example.com");
+    store.create_user(&owner, "h").await.unwrap();
+    let in_description = new_task(owner.id, "Errands", "get oat milk on the way", false);
+    let in_title = new_task(owner.id, "Milk", "from the shop", false);
+    store.insert_task(&in_description, &[]).await.unwrap();
+    store.insert_task(&in_title, &[]).await.unwrap();
+    for extra in 0..3 {
+        let t = new_task(owner.id, &format!("Milk run {extra}"), "milk milk", false);
+        store.insert_task(&t, &[]).await.unwrap();
+    }
+
+    let mut query = TaskQuery::new(start());
+    query.search_terms = vec!["MILK".to_lowercase()];
+    query.sort = SortField::Relevance;
+    query.direction = SortDirection::Asc;
+    query.limit = 1;
+    let mut order = Vec::new();
+    loop {
+        let page = store.list_tasks(owner.id, &query).await.unwrap();
+        order.extend(page.items.iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(cursor) => query.after = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(order.len(), 5, "paging by relevance: no gaps or duplicates");
+    assert_eq!(order.iter().collect::<BTreeSet<_>>().len(), 5);
+    assert_eq!(
+        order.last(),
+        Some(&in_description.id),
+        "a description-only match ranks last"
+    );
+
+    // Terms normally come from `search_terms`, but the field is public: nothing in it may
+    // break the tsquery or the statement.
+    for hostile in [
+        "a'b", "\\", "'", "&|!", "':*", "(", "ŉ", "½", "", " ", "o'neil:*", "x) | (y",
+    ] {
+        let mut query = TaskQuery::new(start());
+        query.search_terms = vec!["milk".into(), hostile.into()];
+        let page = store.list_tasks(owner.id, &query).await;
+        assert!(page.is_ok(), "search term {hostile:?}: {page:?}");
+    }
+    store.close().await;
+}
