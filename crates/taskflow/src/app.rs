@@ -22,6 +22,16 @@ use crate::settings::{Role, Settings};
 /// Opens the configured database (no migrations applied).
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let url = settings.database_url();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut postgres = taskflow_store::postgres::PostgresSettings::new(&url);
+        postgres.max_connections = settings.database.max_connections;
+        postgres.acquire_timeout = Duration::from_secs(settings.database.acquire_timeout_secs);
+        postgres.statement_timeout = Duration::from_secs(settings.database.statement_timeout_secs);
+        let store = taskflow_store::postgres::PostgresStore::connect(&postgres)
+            .await
+            .with_context(|| format!("connecting to {}", crate::settings::redact_url(&url)))?;
+        return Ok(Arc::new(store));
+    }
     let mut sqlite = SqliteSettings::new(&url);
     sqlite.read_connections = settings.database.max_connections;
     sqlite.acquire_timeout = Duration::from_secs(settings.database.acquire_timeout_secs);

@@ -179,12 +179,15 @@ impl Role {
 pub struct DatabaseSettings {
     /// `sqlite://path/file.db`. Empty: `sqlite://<data_dir>/taskflow.db`.
     pub url: String,
-    /// Reader connections (SQLite; there is always exactly one writer).
+    /// Pool size: reader connections on SQLite (there is always exactly one writer besides),
+    /// all connections on PostgreSQL.
     pub max_connections: u32,
     /// Seconds to wait for a free connection.
     pub acquire_timeout_secs: u64,
     /// SQLite durability: `full` (survives power loss) or `normal` (survives process crashes).
     pub sqlite_synchronous: String,
+    /// PostgreSQL: seconds a statement may run before the server cancels it.
+    pub statement_timeout_secs: u64,
 }
 
 /// `[log]`.
@@ -221,6 +224,7 @@ impl Default for DatabaseSettings {
             max_connections: 4,
             acquire_timeout_secs: 10,
             sqlite_synchronous: "full".into(),
+            statement_timeout_secs: 30,
         }
     }
 }
@@ -316,12 +320,15 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.listen_addr()?;
         let url = self.database_url();
-        if !(url.starts_with("sqlite:")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             let shown = url.split('@').next_back().unwrap_or_default();
             return Err(SettingsError::Invalid {
                 key: "database.url",
                 message: format!(
-                    "`…{shown}` is not supported by this build; use sqlite://path/to/file.db (PostgreSQL support is planned)"
+                    "`…{shown}` is not a database TaskFlow supports; use sqlite://path/to/file.db or postgres://user:password@host:5432/database"
                 ),
             });
         }
@@ -567,7 +574,13 @@ mod tests {
         s = Settings::default();
         s.database.url = "mysql://root:pw@db/x".into();
         let message = s.validate().unwrap_err().to_string();
-        assert!(message.contains("sqlite://") && !message.contains("pw"));
+        assert!(
+            message.contains("sqlite://")
+                && message.contains("postgres://")
+                && !message.contains("pw")
+        );
+        s.database.url = "postgres://app:pw@db:5432/taskflow".into();
+        s.validate().unwrap();
         s = Settings::default();
         s.log.format = "xml".into();
         assert!(s.validate().is_err());

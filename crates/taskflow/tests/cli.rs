@@ -437,3 +437,138 @@ async fn serve_on_nats_delivers_task_events_to_the_audit_log() {
         }
     }
 }
+
+/// The binary on PostgreSQL: migrations, the API and the audit consumer, on a fresh database.
+#[tokio::test]
+async fn serve_on_postgres_migrates_and_answers() {
+    let admin = std::env::var("TASKFLOW_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("taskflow_cli_{}", uuid::Uuid::now_v7().simple());
+    let psql = |sql: &str| {
+        let status = Command::new("psql")
+            .args([admin.as_str(), "-qc", sql])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "psql {sql} (is PostgreSQL running on 127.0.0.1:5432?)"
+        );
+    };
+    psql(&format!("CREATE DATABASE {name}"));
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let dir = temp_dir();
+    let port = free_port();
+    let migrate = run(&dir, &["migrate", "--database-url", &url], &[]);
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let mut child = binary()
+        .current_dir(&dir)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            &url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let registered: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&serde_json::json!({"email": "pg@example.com", "password": "long enough password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = registered["access_token"].as_str().unwrap();
+    let task: serde_json::Value = client
+        .post(format!("{base}/api/v1/tasks"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"title": "Stored in PostgreSQL", "tags": ["pg"], "due_at": "2027-01-04T09:00:00Z",
+            "recurrence": {"rule": "weekly"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let completed = client
+        .post(format!(
+            "{base}/api/v1/tasks/{}/complete",
+            task["id"].as_str().unwrap()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(completed.status(), 200);
+    let found: serde_json::Value = client
+        .get(format!("{base}/api/v1/tasks?q=postgre"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        found["items"].as_array().unwrap().len(),
+        2,
+        "the completed occurrence and the next one: {found}"
+    );
+    let path = format!(
+        "{base}/api/v1/audit?task_id={}",
+        task["id"].as_str().unwrap()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let audit: serde_json::Value = client
+            .get(&path)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if audit["items"]
+            .as_array()
+            .is_some_and(|items| items.len() == 2)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "audit never caught up: {audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(&child, "TERM");
+    assert!(
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+    psql(&format!("DROP DATABASE {name} WITH (FORCE)"));
+}
