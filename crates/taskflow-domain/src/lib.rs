@@ -10,6 +10,7 @@
 
 pub mod events;
 pub mod ids;
+pub mod reminder;
 pub mod task;
 pub mod time;
 pub mod user;
