@@ -179,9 +179,15 @@ impl ConsumerRunner {
             Ok(event) => event,
             Err(error) => {
                 // A malformed event will never succeed: dead-letter it at once.
-                self.dead_letter(received, None, &format!("malformed event: {error}"), 1)
+                return self
+                    .dead_letter(
+                        received,
+                        None,
+                        &format!("malformed event: {error}"),
+                        1,
+                        shutdown,
+                    )
                     .await;
-                return true;
             }
         };
         if let Ok(age) = (self.clock.now() - event.time).to_std() {
@@ -197,9 +203,9 @@ impl ConsumerRunner {
                 Err(error) => {
                     metrics::counter!("event_handler_failures_total", &labels).increment(1);
                     if attempt >= self.policy.attempts {
-                        self.dead_letter(received, Some(&event), &error.0, attempt)
+                        return self
+                            .dead_letter(received, Some(&event), &error.0, attempt, shutdown)
                             .await;
-                        return true;
                     }
                     let wait = self.policy.backoff(attempt);
                     tracing::warn!(%error, group = %self.group, event_id = %event.id, attempt, retry_in_ms = wait.as_millis() as u64, "handler failed; retrying");
@@ -213,13 +219,15 @@ impl ConsumerRunner {
         }
     }
 
+    /// Stores the dead letter; `false` when shutdown came first (the event stays unacknowledged).
     async fn dead_letter(
         &self,
         received: &Received,
         event: Option<&CloudEvent>,
         error: &str,
         attempts: u32,
-    ) {
+        shutdown: &CancellationToken,
+    ) -> bool {
         let payload = String::from_utf8_lossy(&received.message.payload).into_owned();
         let now = self.clock.now();
         let letter = DeadLetter {
@@ -265,9 +273,13 @@ impl ConsumerRunner {
         let mut wait = Duration::from_millis(100);
         while let Err(store_error) = self.store.record_dead_letter(&letter, &notice).await {
             tracing::error!(%store_error, "cannot store dead letter; retrying");
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
             wait = (wait * 2).min(Duration::from_secs(10));
         }
+        true
     }
 }
 

@@ -219,6 +219,7 @@ impl TokenKeys {
 
 /// Hashes a password with argon2id (OWASP parameters), off the async threads.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    let _permit = hashing_permit().await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::encode_b64(&random_bytes::<16>())
             .map_err(|e| ApiError::Internal(format!("salt: {e}")))?;
@@ -246,16 +247,32 @@ pub async fn verify_password(password: String, stored: Option<String>) -> Result
             }
         },
     };
+    let _permit = hashing_permit().await?;
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash)
             .map_err(|e| ApiError::Internal(format!("stored hash: {e}")))?;
-        Ok(known
-            && Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok())
+        // Verify first, then look at `known`: the work must not depend on whether the account exists.
+        let matches = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        Ok(matches && known)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("verify task: {e}")))?
+}
+
+/// Bounds how many password hashes run at once: each takes ~19 MiB and tens of milliseconds,
+/// so a flood of sign-ins must queue instead of exhausting memory and blocking threads.
+async fn hashing_permit() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    static PERMITS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    let permits = PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores * 2)
+    });
+    permits
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("password hashing is shut down".into()))
 }
 
 /// `N` random bytes from the OS generator.

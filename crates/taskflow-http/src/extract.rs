@@ -41,8 +41,10 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
-                _ => ApiError::MalformedJson("the body could not be read".into()),
+                BytesRejection::FailedToBufferBody(
+                    axum::extract::rejection::FailedToBufferBody::LengthLimitError(_),
+                ) => ApiError::PayloadTooLarge,
+                _ => ApiError::MalformedJson("the body could not be read completely".into()),
             })?;
         parse_json(&bytes).map(ApiJson)
     }

@@ -154,7 +154,23 @@ impl RateLimits {
         self.task_create.retain_recent();
     }
 
+    /// The key of the client's per-IP buckets: its IPv4 address, or its IPv6 /64 (one host
+    /// usually owns a whole /64, so keying on full addresses would give it unlimited buckets).
     fn client_ip(&self, request: &Request) -> IpAddr {
+        match self.peer_ip(request) {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let mut segments = v6.segments();
+                    segments[4..].fill(0);
+                    IpAddr::V6(segments.into())
+                }
+            },
+            v4 => v4,
+        }
+    }
+
+    fn peer_ip(&self, request: &Request) -> IpAddr {
         if self.trust_forwarded_for
             && let Some(ip) = request
                 .headers()
