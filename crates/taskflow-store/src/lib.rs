@@ -7,10 +7,11 @@
 //!
 //! Layout: [`error`] ([`StoreError`]), [`query`] (listing filters, sorting and cursors),
 //! [`sqlite`] (the embedded default), [`postgres`] (a shared server), [`conformance`] (one
-//! behaviour story run on every backend).
+//! behaviour story run on every backend), [`portability`] (whole-database export and import).
 
 pub mod conformance;
 pub mod error;
+pub mod portability;
 pub mod postgres;
 pub mod query;
 pub mod sqlite;
@@ -21,6 +22,7 @@ use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{Email, SeriesId, Task, TaskId, TokenId, User, UserId};
 
 pub use error::StoreError;
+pub use portability::PortabilityStore;
 pub use query::{Cursor, SortDirection, SortField, TagMode, TaskPage, TaskQuery};
 
 /// A personal access token's metadata (never its secret).
@@ -285,7 +287,7 @@ pub trait ConsumerStore: Send + Sync {
 /// Everything the application needs from a database.
 #[async_trait]
 pub trait Store:
-    UserStore + TokenStore + TaskStore + OutboxStore + ConsumerStore + 'static
+    UserStore + TokenStore + TaskStore + OutboxStore + ConsumerStore + PortabilityStore + 'static
 {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;

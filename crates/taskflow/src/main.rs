@@ -2,6 +2,7 @@
 
 mod app;
 mod bench;
+mod portability;
 mod settings;
 mod telemetry;
 
@@ -61,6 +62,18 @@ enum Command {
         #[command(flatten)]
         options: bench::BenchOptions,
     },
+    /// Write the whole database (users, tokens, tasks, audit log, dead letters) as JSON Lines.
+    Export {
+        /// File to write (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Load a `taskflow export` file into the configured database, which must be empty
+    /// (migrates it first).
+    Import {
+        /// The JSON Lines file to load.
+        file: PathBuf,
+    },
     /// Exit 0 when the server at --url answers /healthz (for container health checks).
     Healthcheck {
         /// Base URL of the server.
@@ -114,6 +127,8 @@ fn main() -> ExitCode {
                 app::serve(settings, shutdown).await
             }
             Command::Migrate => app::migrate(&settings).await,
+            Command::Export { out } => portability::export(&settings, out.as_deref()).await,
+            Command::Import { file } => portability::import(&settings, &file).await,
             Command::Healthcheck { url } => healthcheck(&url).await,
             Command::Bench { which, options } => bench::run(which, options).await,
             Command::Topics {

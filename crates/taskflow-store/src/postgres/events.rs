@@ -94,7 +94,7 @@ fn outbox_from_row(row: &PgRow) -> Result<OutboxRecord, StoreError> {
     })
 }
 
-fn dead_letter_from_row(row: &PgRow) -> Result<DeadLetter, StoreError> {
+pub(super) fn dead_letter_from_row(row: &PgRow) -> Result<DeadLetter, StoreError> {
     let attempts: i64 = row.try_get("attempts")?;
     Ok(DeadLetter {
         id: row.try_get("id")?,

@@ -26,6 +26,7 @@
 //! found by the relay's and in-process consumers' polling.
 
 mod events;
+mod portability;
 mod rows;
 mod tasks;
 

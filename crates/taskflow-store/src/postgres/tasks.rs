@@ -55,7 +55,7 @@ async fn write_tags(conn: &mut PgConnection, task: &Task) -> Result<(), StoreErr
 
 /// Inserts `task` and its tags. With `skip_existing_occurrence`, a task whose (series, index)
 /// already exists is not inserted and `false` is returned.
-async fn insert_row(
+pub(super) async fn insert_row(
     conn: &mut PgConnection,
     task: &Task,
     skip_existing_occurrence: bool,

@@ -90,7 +90,7 @@ fn outbox_from_row(row: &SqliteRow) -> Result<OutboxRecord, StoreError> {
     })
 }
 
-fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
+pub(super) fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
     let id: String = row.try_get("id")?;
     let attempts: i64 = row.try_get("attempts")?;
     Ok(DeadLetter {

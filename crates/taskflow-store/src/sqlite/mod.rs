@@ -6,6 +6,7 @@
 //! by default, so an acknowledged write survives a crash of the process or the machine.
 
 mod events;
+mod portability;
 mod rows;
 mod tasks;
 mod writer;

@@ -50,7 +50,7 @@ async fn write_tags(
 
 /// Inserts `task` and its tags. With `skip_existing_occurrence`, a task whose (series, index)
 /// already exists is not inserted and `None` is returned.
-async fn insert_row(
+pub(super) async fn insert_row(
     conn: &mut SqliteConnection,
     task: &Task,
     skip_existing_occurrence: bool,
