@@ -12,6 +12,7 @@ pub mod extract;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
+pub mod realtime;
 pub mod state;
 pub mod trace;
 
@@ -134,7 +135,16 @@ fn api_routes(state: AppState) -> Router<AppState> {
             post(api::events::replay_dead_letter),
         )
         .route("/api/v1/tags", get(api::tags::list_tags))
+        .route(
+            "/api/v1/stream/tickets",
+            post(realtime::routes::create_ticket),
+        )
         .route_layer(from_fn_with_state(state.clone(), auth::require_user));
+
+    // Streams authenticate themselves: a bearer token or a `?ticket=`.
+    let streams = Router::new()
+        .route("/api/v1/stream", get(realtime::routes::sse_stream))
+        .route("/api/v1/ws", get(realtime::routes::websocket_stream));
 
     let sign_in = Router::new()
         .route("/api/v1/auth/register", post(api::accounts::register))
@@ -150,7 +160,7 @@ fn api_routes(state: AppState) -> Router<AppState> {
         .merge(sign_in)
         .route_layer(from_fn_with_state(state.clone(), rate_limit::limit_by_ip));
 
-    Router::new().merge(protected).merge(public)
+    Router::new().merge(protected).merge(streams).merge(public)
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` resolves, then lets in-flight requests finish.

@@ -8,6 +8,7 @@ use taskflow_store::Store;
 
 use crate::auth::{AuthSettings, TokenKeys};
 use crate::rate_limit::{RateLimitSettings, RateLimits};
+use crate::realtime::{RealtimeHub, RealtimeSettings};
 
 /// Shared application state, cheap to clone.
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimits>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Real-time sessions and their replay logs (fed by the realtime role).
+    pub realtime: RealtimeHub,
 }
 
 impl AppState {
@@ -38,6 +41,8 @@ impl AppState {
             tokens: Arc::new(TokenKeys::new(auth)),
             rate_limits: Arc::new(RateLimits::new(rate_limit)),
             metrics: crate::metrics::prometheus_handle(),
+            realtime: RealtimeHub::new(RealtimeSettings::default())
+                .with_ticket_secret(auth.jwt_secret.expose().as_bytes()),
         }
     }
 }

@@ -16,9 +16,11 @@ use taskflow_domain::events::Topic;
 use taskflow_http::AppState;
 use taskflow_http::auth::{AuthSettings, Secret};
 use taskflow_http::rate_limit::RateLimitSettings;
+use taskflow_http::realtime::{RealtimeHub, RealtimeSettings};
 use taskflow_store::Store;
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
 use taskflow_workers::audit::{AUDIT_GROUP, AuditHandler};
+use taskflow_workers::realtime::{RealtimeHandler, RealtimeUpdate, realtime_group};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +38,8 @@ pub struct TestOptions {
     pub workers: bool,
     /// Retry policy of the audit consumer (fast by default).
     pub audit_retry: RetryPolicy,
+    /// Limits of the real-time streams (the realtime feeder runs with the other workers).
+    pub realtime: RealtimeSettings,
 }
 
 impl Default for TestOptions {
@@ -56,6 +60,7 @@ impl Default for TestOptions {
                 max_backoff: std::time::Duration::from_millis(50),
                 jitter: 0.1,
             },
+            realtime: RealtimeSettings::default(),
         }
     }
 }
@@ -102,12 +107,14 @@ impl TestApp {
         store.migrate().await.expect("migrate test database");
         let store: Arc<dyn Store> = Arc::new(store);
         let clock: Arc<dyn Clock> = Arc::new(taskflow_domain::SystemClock);
-        let state = AppState::new(
+        let mut state = AppState::new(
             store.clone(),
             clock.clone(),
             &options.auth,
             &options.rate_limit,
         );
+        state.realtime = RealtimeHub::new(options.realtime.clone())
+            .with_ticket_secret(options.auth.jwt_secret.expose().as_bytes());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let address = format!("http://{}", listener.local_addr().expect("local addr"));
         let shutdown = CancellationToken::new();
@@ -122,6 +129,21 @@ impl TestApp {
                 RelaySettings::default(),
             );
             tokio::spawn(relay.run(shutdown.clone()));
+            let hub = state.realtime.clone();
+            let feed = move |update: RealtimeUpdate| {
+                hub.publish(update.user_id, &update.event_type, update.time, update.data);
+            };
+            let realtime = ConsumerRunner::new(
+                realtime_group(bus.name()),
+                Topic::TaskUpdates.name(),
+                bus.clone(),
+                store.clone(),
+                names.clone(),
+                clock.clone(),
+                Arc::new(RealtimeHandler::new(Arc::new(feed), clock.now())),
+                RetryPolicy::task_updates(),
+            );
+            tokio::spawn(realtime.run(shutdown.clone()));
             let audit = ConsumerRunner::new(
                 AUDIT_GROUP,
                 Topic::TaskEvents.name(),

@@ -2,5 +2,7 @@
 //! consumer runner (or, for the scheduler, its own loop).
 //!
 //! - [`audit`]: `task-events` → the append-only audit log.
+//! - [`realtime`]: `task-updates` → this process's real-time sessions.
 
 pub mod audit;
+pub mod realtime;

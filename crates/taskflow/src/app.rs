@@ -190,6 +190,26 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
         &settings.auth,
         &settings.rate_limit,
     );
+    if roles.contains(&Role::Realtime) {
+        let hub = state.realtime.clone();
+        let feed = move |update: taskflow_workers::realtime::RealtimeUpdate| {
+            hub.publish(update.user_id, &update.event_type, update.time, update.data);
+        };
+        let runner = ConsumerRunner::new(
+            taskflow_workers::realtime::realtime_group(bus.name()),
+            Topic::TaskUpdates.name(),
+            bus.clone(),
+            store.clone(),
+            settings.bus.topics.clone(),
+            clock.clone(),
+            Arc::new(taskflow_workers::realtime::RealtimeHandler::new(
+                Arc::new(feed),
+                clock.now(),
+            )),
+            RetryPolicy::task_updates(),
+        );
+        tasks.spawn(runner.run(workers.clone()));
+    }
     let addr = settings.listen_addr()?;
     let listener = TcpListener::bind(addr).await.with_context(|| {
         format!(
@@ -208,6 +228,7 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
         "TaskFlow is listening"
     );
 
+    let hub = state.realtime.clone();
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let signal = shutdown.clone();
     let options = RouterOptions {
@@ -222,6 +243,7 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
     ));
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing in-flight requests");
+    hub.close_sessions();
     match tokio::time::timeout(grace, server).await {
         Ok(result) => result.context("server task")?.context("server")?,
         Err(_) => tracing::warn!(

@@ -30,7 +30,7 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Where secrets come from.
     pub secrets: SecretsSettings,
-    /// Roles this process runs (`api`, `relay`, `audit`); empty means all. A list, or one
+    /// Roles this process runs (`api`, `relay`, `audit`, `realtime`); empty means all. A list, or one
     /// comma-separated string (as from `TASKFLOW_ROLES=api,relay`).
     #[serde(deserialize_with = "list_or_csv")]
     pub roles: Vec<String>,
@@ -157,17 +157,21 @@ pub enum Role {
     Relay,
     /// The audit consumer.
     Audit,
+    /// The realtime feeder: `task-updates` → this process's SSE/WebSocket sessions (run it
+    /// wherever the API runs).
+    Realtime,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 3] = [Role::Api, Role::Relay, Role::Audit];
+    pub const ALL: [Role; 4] = [Role::Api, Role::Relay, Role::Audit, Role::Realtime];
 
     fn parse(name: &str) -> Option<Self> {
         match name.trim() {
             "api" => Some(Self::Api),
             "relay" => Some(Self::Relay),
             "audit" => Some(Self::Audit),
+            "realtime" => Some(Self::Realtime),
             _ => None,
         }
     }
@@ -434,7 +438,7 @@ impl Settings {
             let role = Role::parse(name).ok_or_else(|| SettingsError::Invalid {
                 key: "roles",
                 message: format!(
-                    "`{}` is not a role; use any of api, relay, audit",
+                    "`{}` is not a role; use any of api, relay, audit, realtime",
                     name.trim()
                 ),
             })?;

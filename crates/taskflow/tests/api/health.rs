@@ -95,6 +95,9 @@ async fn the_openapi_document_is_3_1_and_lists_every_route() {
         "/api/v1/tasks/{id}/complete",
         "/api/v1/tasks/{id}/reopen",
         "/api/v1/tags",
+        "/api/v1/stream",
+        "/api/v1/ws",
+        "/api/v1/stream/tickets",
         "/healthz",
         "/readyz",
     ] {

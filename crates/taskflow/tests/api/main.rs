@@ -8,6 +8,7 @@ mod isolation;
 mod listing;
 mod malformed;
 mod rate_limit;
+mod realtime;
 mod recurrence;
 mod support;
 mod tasks;
