@@ -96,8 +96,6 @@ pub struct AuthSettings {
     pub access_token_ttl_secs: u64,
     /// Accept JWTs whose `sub` is not one of our user ids, creating an account from their `email` claim.
     pub provision_external_users: bool,
-    /// E-mail addresses that get the admin role when they register.
-    pub admin_emails: Vec<String>,
 }
 
 impl Default for AuthSettings {
@@ -108,7 +106,6 @@ impl Default for AuthSettings {
             audience: "taskflow".into(),
             access_token_ttl_secs: 3600,
             provision_external_users: true,
-            admin_emails: Vec::new(),
         }
     }
 }
@@ -206,14 +203,6 @@ impl TokenKeys {
     /// Whether unknown subjects may be provisioned.
     pub fn provisions_external_users(&self) -> bool {
         self.settings.provision_external_users
-    }
-
-    /// Whether `email` is configured as an administrator.
-    pub fn is_admin_email(&self, email: &Email) -> bool {
-        self.settings
-            .admin_emails
-            .iter()
-            .any(|e| e.trim().eq_ignore_ascii_case(email.as_str()))
     }
 }
 

@@ -105,6 +105,33 @@ async fn users(store: &dyn Store) {
     assert_eq!(store.user(ann.id).await.expect("user"), Some(ann.clone()));
     assert_eq!(store.user(UserId::new()).await.expect("missing user"), None);
 
+    let promoted = store
+        .set_admin(&ann.email, true)
+        .await
+        .expect("grant admin");
+    assert!(promoted.is_admin);
+    assert!(
+        store
+            .user(ann.id)
+            .await
+            .expect("user")
+            .expect("exists")
+            .is_admin
+    );
+    assert!(
+        !store
+            .set_admin(&ann.email, false)
+            .await
+            .expect("revoke")
+            .is_admin
+    );
+    assert!(matches!(
+        store
+            .set_admin(&Email::parse("nobody@example.com").expect("email"), true)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
     let external = user("ext@example.com");
     store
         .create_external_user(&external, "auth0|123")

@@ -71,6 +71,9 @@ pub trait UserStore: Send + Sync {
     async fn user_by_external_subject(&self, subject: &str) -> Result<Option<User>, StoreError>;
     /// Stores an account for an external identity. [`StoreError::Conflict`] when the subject or e-mail is taken.
     async fn create_external_user(&self, user: &User, subject: &str) -> Result<(), StoreError>;
+    /// Grants (`true`) or revokes the admin role of the account with this e-mail; an operator
+    /// action (`taskflow admin grant|revoke`). [`StoreError::NotFound`] when there is no such account.
+    async fn set_admin(&self, email: &Email, is_admin: bool) -> Result<User, StoreError>;
 }
 
 /// Personal access tokens (stored as hashes).

@@ -108,6 +108,30 @@ pub async fn create_topics(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `taskflow admin grant|revoke EMAIL`.
+pub async fn set_admin(settings: &Settings, email: &str, is_admin: bool) -> anyhow::Result<()> {
+    let email =
+        taskflow_domain::Email::parse(email).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let store = open_store(settings).await?;
+    store.migrate().await.context("applying migrations")?;
+    let result = store.set_admin(&email, is_admin).await;
+    store.close().await;
+    match result {
+        Ok(user) => {
+            println!(
+                "{} is {}an admin",
+                user.email,
+                if user.is_admin { "now " } else { "no longer " }
+            );
+            Ok(())
+        }
+        Err(taskflow_store::StoreError::NotFound) => {
+            anyhow::bail!("there is no account with the e-mail {email}")
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
 /// Logical topics some role of this binary consumes.
 const CONSUMED_TOPICS: &[&str] = &["task-events"];
 

@@ -48,6 +48,12 @@ enum Command {
     Migrate,
     /// Print the effective configuration with secrets redacted.
     Config,
+    /// Grant or revoke the admin role (dead-letter list and replay) of an account.
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Manage the broker's topics.
     Topics {
         /// What to do.
@@ -79,6 +85,20 @@ enum Command {
         /// Base URL of the server.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Give the account with this e-mail the admin role.
+    Grant {
+        /// The account's e-mail address.
+        email: String,
+    },
+    /// Take the admin role away.
+    Revoke {
+        /// The account's e-mail address.
+        email: String,
     },
 }
 
@@ -131,6 +151,10 @@ fn main() -> ExitCode {
             Command::Import { file } => portability::import(&settings, &file).await,
             Command::Healthcheck { url } => healthcheck(&url).await,
             Command::Bench { which, options } => bench::run(which, options).await,
+            Command::Admin { action } => match action {
+                AdminAction::Grant { email } => app::set_admin(&settings, &email, true).await,
+                AdminAction::Revoke { email } => app::set_admin(&settings, &email, false).await,
+            },
             Command::Topics {
                 action: TopicsAction::Create,
             } => app::create_topics(&settings).await,

@@ -407,6 +407,20 @@ impl Settings {
                 message: format!("use one of: {}", secret_backends.join(", ")),
             });
         }
+        #[cfg(feature = "dapr")]
+        if self.bus.backend == "dapr"
+            && self
+                .bus
+                .dapr
+                .app_api_token
+                .as_deref()
+                .is_none_or(str::is_empty)
+        {
+            return Err(SettingsError::Invalid {
+                key: "bus.dapr.app_api_token",
+                message: "set it (the sidecar's APP_API_TOKEN) so only the Dapr sidecar can deliver events to /dapr/events".into(),
+            });
+        }
         if self.bus.relay_batch_size == 0 || self.bus.relay_batch_size > 10_000 {
             return Err(SettingsError::Invalid {
                 key: "bus.relay_batch_size",
@@ -508,12 +522,25 @@ impl Settings {
             hide(&mut shown.bus.dapr.app_api_token);
         }
         #[cfg(feature = "nats")]
-        if shown.bus.nats.password.is_some() {
-            shown.bus.nats.password = Some("[redacted]".into());
+        {
+            if shown.bus.nats.password.is_some() {
+                shown.bus.nats.password = Some("[redacted]".into());
+            }
+            shown.bus.nats.url = redact_url(&shown.bus.nats.url);
         }
         #[cfg(feature = "kafka")]
-        if shown.bus.kafka.sasl_password.is_some() {
-            shown.bus.kafka.sasl_password = Some("[redacted]".into());
+        {
+            if shown.bus.kafka.sasl_password.is_some() {
+                shown.bus.kafka.sasl_password = Some("[redacted]".into());
+            }
+            for (key, value) in shown.bus.kafka.extra.iter_mut() {
+                if ["password", "secret", "key", "token"]
+                    .iter()
+                    .any(|word| key.contains(word))
+                {
+                    *value = "[redacted]".into();
+                }
+            }
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render settings: {e}"))
     }
@@ -588,6 +615,22 @@ mod tests {
         s = Settings::default();
         s.log.format = "xml".into();
         assert!(s.validate().is_err());
+    }
+
+    #[cfg(feature = "dapr")]
+    #[test]
+    fn the_dapr_bus_needs_an_app_token() {
+        let mut s = Settings::default();
+        s.bus.backend = "dapr".into();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("app_api_token")
+        );
+        s.bus.dapr.app_api_token = Some("from-the-sidecar".into());
+        s.validate().unwrap();
+        assert!(!s.to_redacted_toml().contains("from-the-sidecar"));
     }
 
     #[test]

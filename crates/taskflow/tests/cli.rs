@@ -572,3 +572,17 @@ async fn serve_on_postgres_migrates_and_answers() {
     );
     psql(&format!("DROP DATABASE {name} WITH (FORCE)"));
 }
+
+#[test]
+fn admin_grant_needs_an_existing_account() {
+    let dir = temp_dir();
+    let output = run(&dir, &["admin", "grant", "nobody@example.com"], &[]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no account"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = run(&dir, &["admin", "grant", "not-an-email"], &[]);
+    assert!(!output.status.success());
+}

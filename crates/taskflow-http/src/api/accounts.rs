@@ -121,7 +121,8 @@ pub async fn register(
     let hash = hash_password(password.expose().to_owned()).await?;
     let user = User {
         id: UserId::new(),
-        is_admin: state.tokens.is_admin_email(&email),
+        // Nobody becomes an admin by registering: operators grant the role (`taskflow admin grant`).
+        is_admin: false,
         email,
         display_name,
         time_zone,

@@ -285,6 +285,19 @@ impl UserStore for PostgresStore {
     async fn create_external_user(&self, user: &User, subject: &str) -> Result<(), StoreError> {
         insert_user(&self.pool, user, "", Some(subject)).await
     }
+
+    async fn set_admin(&self, email: &Email, is_admin: bool) -> Result<User, StoreError> {
+        let row = sqlx::query("UPDATE users SET is_admin = $1 WHERE email = $2 RETURNING *")
+            .bind(is_admin)
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        row.as_ref()
+            .map(user_from_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
 }
 
 async fn insert_user(

@@ -196,6 +196,29 @@ impl UserStore for SqliteStore {
             })
             .await
     }
+
+    async fn set_admin(&self, email: &Email, is_admin: bool) -> Result<User, StoreError> {
+        let email = email.as_str().to_owned();
+        let row = self
+            .writes
+            .write(move |conn| {
+                Box::pin(async move {
+                    let row =
+                        sqlx::query("UPDATE users SET is_admin = ? WHERE email = ? RETURNING *")
+                            .bind(is_admin)
+                            .bind(&email)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                    Ok((row, None))
+                })
+            })
+            .await?;
+        row.as_ref()
+            .map(user_from_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
 }
 
 async fn insert_user(

@@ -7,8 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use taskflow_domain::events::{CloudEvent, OutgoingEvent, Topic};
-use taskflow_http::auth::{AuthSettings, Secret};
-use taskflow_testing::{TEST_JWT_SECRET, TestApp, TestOptions, TestUser};
+use taskflow_testing::{TestApp, TestUser};
 
 fn schemas() -> HashMap<String, jsonschema::Validator> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/events");
@@ -291,16 +290,17 @@ async fn the_audit_log_records_each_change_once_for_its_owner_only() {
 
 #[tokio::test]
 async fn poison_events_are_dead_lettered_and_admins_can_replay_them() {
-    let app = TestApp::spawn_with(TestOptions {
-        auth: AuthSettings {
-            jwt_secret: Secret::new(TEST_JWT_SECRET),
-            admin_emails: vec!["admin@example.com".into()],
-            ..AuthSettings::default()
-        },
-        ..TestOptions::default()
-    })
-    .await;
+    let app = TestApp::spawn().await;
     let admin = app.register("admin@example.com").await;
+    let me = send(&app, &admin, Method::GET, "/api/v1/me", None).await;
+    assert_eq!(me["is_admin"], false, "registering never makes an admin");
+    app.store
+        .set_admin(
+            &taskflow_domain::Email::parse("admin@example.com").unwrap(),
+            true,
+        )
+        .await
+        .unwrap();
     let user = app.register_user().await;
     let me = send(&app, &admin, Method::GET, "/api/v1/me", None).await;
     assert_eq!(me["is_admin"], true);
