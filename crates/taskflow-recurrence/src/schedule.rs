@@ -470,6 +470,13 @@ impl Schedule {
                             index = next_index;
                             out.push(occurrence(utc, index));
                             last = utc;
+                            // Each further step searches as a chained `next_after(last)` would:
+                            // the horizon counts from the last occurrence, and without COUNT the
+                            // examined-instance budget is per step.
+                            cursor.horizon.after = Some(utc);
+                            if cursor.count.is_none() {
+                                cursor.examined = 0;
+                            }
                         }
                         Ok(Step::Instance(_)) => {}
                         Ok(Step::End) | Err(RecurrenceError::NoOccurrences) => break,
