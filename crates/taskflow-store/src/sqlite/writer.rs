@@ -10,6 +10,7 @@
 //! before the commit loses only unacknowledged writes. Jobs run in arrival order, so each sees
 //! the effects of the jobs before it exactly as if they had committed one by one.
 
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -134,7 +135,22 @@ async fn run(
                 broken = Some(format!("savepoint failed: {error}"));
                 continue;
             }
-            let outcome = job(&mut conn).await;
+            // A panicking job must not take the writer (and every later write) down with it:
+            // treat it as failed; its caller sees its reply channel close.
+            let outcome = match std::panic::AssertUnwindSafe(job(&mut conn))
+                .catch_unwind()
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::error!("a database write panicked; it is rolled back");
+                    JobOutcome {
+                        succeeded: false,
+                        outbox_seq: None,
+                        finish: Box::new(|_| {}),
+                    }
+                }
+            };
             let end = match (isolate, outcome.succeeded) {
                 (false, _) => Ok(()),
                 (true, true) => execute(&mut conn, "RELEASE job").await,
@@ -190,4 +206,90 @@ fn fail_all(batch: Vec<Job>, reason: &str) {
     tracing::error!(reason, jobs = batch.len(), "database writes failed");
     // Dropping a job drops its reply sender: the caller sees "stopped before committing".
     drop(batch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use std::str::FromStr as _;
+
+    async fn writer() -> Writer {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:").unwrap();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (v INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        Writer::start(pool, std::sync::Arc::new(watch::channel(0).0))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_keeps_going() {
+        let writer = writer().await;
+        let panicking = writer.write(
+            |_conn| -> BoxFuture<'_, Result<((), Option<i64>), StoreError>> {
+                Box::pin(async move { panic!("boom") })
+            },
+        );
+        assert!(matches!(panicking.await, Err(StoreError::Unavailable(_))));
+        let count = writer
+            .write(|conn| {
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO t (v) VALUES (1)")
+                        .execute(&mut *conn)
+                        .await?;
+                    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    Ok((n, None))
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_share_commits_and_a_failing_one_is_isolated() {
+        let writer = writer().await;
+        let writes = (0..50).map(|i| {
+            let writer = writer.clone();
+            async move {
+                writer
+                    .write(move |conn| {
+                        Box::pin(async move {
+                            sqlx::query("INSERT INTO t (v) VALUES (?)")
+                                .bind(i)
+                                .execute(&mut *conn)
+                                .await?;
+                            if i == 7 {
+                                return Err(StoreError::NotFound);
+                            }
+                            Ok(((), None))
+                        })
+                    })
+                    .await
+            }
+        });
+        let results = futures::future::join_all(writes).await;
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+        let values: Vec<i64> = writer
+            .write(|conn| {
+                Box::pin(async move {
+                    let rows: Vec<i64> = sqlx::query_scalar("SELECT v FROM t ORDER BY v")
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    Ok((rows, None))
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(values.len(), 49);
+        assert!(!values.contains(&7), "the failed write left nothing behind");
+    }
 }
