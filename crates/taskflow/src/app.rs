@@ -133,6 +133,7 @@ pub async fn set_admin(settings: &Settings, email: &str, is_admin: bool) -> anyh
 }
 
 /// Logical topics some role of this binary consumes.
+#[cfg(feature = "dapr")]
 const CONSUMED_TOPICS: &[&str] = &["task-events"];
 
 /// Fills secrets from their configured source (Dapr's secrets API when `secrets.backend = "dapr"`).
