@@ -231,3 +231,18 @@ impl Drop for TestApp {
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
+
+/// Waits until the `taskflow` process `child` accepts connections on 127.0.0.1:`port`; panics
+/// with `hint` (what to check) when it exits first or 30 s pass.
+pub fn wait_until_listening(child: &mut std::process::Child, port: u16, hint: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let exited = child.try_wait().ok().flatten();
+        assert!(exited.is_none(), "the server exited ({exited:?}); {hint}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not start; {hint}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -43,18 +43,14 @@ fn free_port() -> u16 {
 }
 
 fn start_server(dir: &Path, port: u16) -> Child {
-    let child = binary()
+    let mut child = binary()
         .current_dir(dir)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    taskflow_testing::wait_until_listening(&mut child, port, "see its log");
     child
 }
 
@@ -280,11 +276,7 @@ async fn json_logs_carry_the_request_id_of_each_request() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    taskflow_testing::wait_until_listening(&mut child, port, "see its log");
     let response = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/api/v1/auth/register"))
         .header("x-request-id", "req-for-log-test")
@@ -353,18 +345,11 @@ async fn serve_on_nats_delivers_task_events_to_the_audit_log() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "server did not start (is nats-server running on 4222?)"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "server exited; is nats-server running on 127.0.0.1:4222?"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    taskflow_testing::wait_until_listening(
+        &mut child,
+        port,
+        "is nats-server running on 127.0.0.1:4222?",
+    );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let registered: serde_json::Value = client
@@ -477,11 +462,7 @@ async fn serve_on_postgres_migrates_and_answers() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    taskflow_testing::wait_until_listening(&mut child, port, "see its log");
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     assert_eq!(

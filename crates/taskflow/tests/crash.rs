@@ -24,7 +24,7 @@ fn start(dir: &Path, port: u16) -> Child {
             command.env_remove(key);
         }
     }
-    let child = command
+    let mut child = command
         .current_dir(dir)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("TASKFLOW_RATE_LIMIT__ENABLED", "false")
@@ -32,11 +32,7 @@ fn start(dir: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    taskflow_testing::wait_until_listening(&mut child, port, "see its log");
     child
 }
 
