@@ -55,6 +55,18 @@ pub struct TagCount {
     pub pending: i64,
 }
 
+/// Raises the newest committed outbox seq announced on `commits` to `seq` (never lowers it),
+/// waking relays and in-process consumers only when it grew.
+pub(crate) fn announce_outbox_commit(commits: &tokio::sync::watch::Sender<i64>, seq: i64) {
+    commits.send_if_modified(|newest| {
+        let newer = seq > *newest;
+        if newer {
+            *newest = seq;
+        }
+        newer
+    });
+}
+
 /// Makes the events of a deletion from the task as it was when deleted.
 pub type EventsFor = std::sync::Arc<dyn Fn(&Task) -> Vec<OutgoingEvent> + Send + Sync>;
 

@@ -122,13 +122,7 @@ impl PostgresStore {
     /// Tells listeners that this process committed outbox rows up to `seq`.
     fn announce(&self, seq: Option<i64>) {
         if let Some(seq) = seq {
-            self.outbox_commits.send_if_modified(|newest| {
-                let newer = seq > *newest;
-                if newer {
-                    *newest = seq;
-                }
-                newer
-            });
+            crate::announce_outbox_commit(&self.outbox_commits, seq);
         }
     }
 

@@ -246,7 +246,7 @@ async fn insert_user(
 }
 
 /// Turns a SQLite unique-constraint failure into [`StoreError::Conflict`] naming the rule.
-fn unique_violation(error: sqlx::Error, names: &[(&str, &'static str)]) -> StoreError {
+pub(super) fn unique_violation(error: sqlx::Error, names: &[(&str, &'static str)]) -> StoreError {
     if let sqlx::Error::Database(db) = &error
         && db.is_unique_violation()
     {

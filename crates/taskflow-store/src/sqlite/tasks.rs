@@ -88,15 +88,11 @@ pub(super) async fn insert_row(
     .bind(task.version)
     .fetch_optional(&mut *conn)
     .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            if db.message().contains("tasks.id") {
-                StoreError::Conflict("tasks_id")
-            } else {
-                StoreError::Conflict("tasks_series_occurrence")
-            }
-        }
-        _ => StoreError::from_sqlx(e),
+    .map_err(|e| {
+        super::unique_violation(
+            e,
+            &[("tasks.id", "tasks_id"), ("tasks.series_id", "tasks_series_occurrence")],
+        )
     })?;
     if let Some(seq) = seq {
         write_tags(conn, seq, task, true).await?;

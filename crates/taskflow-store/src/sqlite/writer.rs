@@ -188,13 +188,7 @@ async fn run(
                 .filter_map(|o| o.outbox_seq)
                 .max()
         {
-            outbox_commits.send_if_modified(|newest| {
-                let newer = seq > *newest;
-                if newer {
-                    *newest = seq;
-                }
-                newer
-            });
+            crate::announce_outbox_commit(&outbox_commits, seq);
         }
         for outcome in outcomes {
             (outcome.finish)(committed.clone());
