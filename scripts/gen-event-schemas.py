@@ -49,6 +49,18 @@ TASK_SNAPSHOT = {
         "updated_at": INSTANT,
         "completed_at": NULLABLE_INSTANT,
         "version": {"type": "integer", "minimum": 1},
+        "reminders": {
+            "type": "array",
+            "maxItems": 10,
+            "items": {
+                "oneOf": [
+                    {"type": "object", "additionalProperties": False, "required": ["before_due"],
+                     "properties": {"before_due": {"type": "string", "pattern": "^P"}}},
+                    {"type": "object", "additionalProperties": False, "required": ["at"],
+                     "properties": {"at": INSTANT}},
+                ]
+            },
+        },
     },
 }
 
@@ -154,6 +166,32 @@ def notification_event(extra_required=(), extra=None):
     }
 
 
+NOTIFICATION_CREATED = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["schema_version", "user_id", "notification", "timestamp"],
+    "properties": {
+        "schema_version": {"const": 1},
+        "user_id": UUID,
+        "timestamp": INSTANT,
+        "notification": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["id", "kind", "title", "body", "task_id", "reminder_id", "created_at", "read_at"],
+            "properties": {
+                "id": UUID,
+                "kind": {"enum": ["reminder"]},
+                "title": {"type": "string"},
+                "body": {"type": "string"},
+                "task_id": {"type": ["string", "null"], "format": "uuid"},
+                "reminder_id": {"type": ["string", "null"], "format": "uuid"},
+                "created_at": INSTANT,
+                "read_at": NULLABLE_INSTANT,
+            },
+        },
+    },
+}
+
 DEAD_LETTER = {
     "type": "object",
     "additionalProperties": False,
@@ -178,7 +216,11 @@ SCHEMAS = {
     "taskflow.reminder.cancelled.v1": envelope("taskflow.reminder.cancelled.v1", reminder_event(
         ["reason"], {"reason": {"enum": ["completed", "deleted", "rescheduled", "snoozed", "series_cancelled"]}})),
     "taskflow.reminder.due.v1": envelope("taskflow.reminder.due.v1", reminder_event(
-        ["late_by_ms"], {"late_by_ms": {"type": "integer", "minimum": 0}})),
+        ["event_type", "time_zone", "fire_at", "fired_at", "fire_count", "late_by_ms"],
+        {"event_type": {"const": "reminder.due"}, "time_zone": {"type": "string", "minLength": 1},
+         "fire_at": INSTANT, "fired_at": INSTANT, "fire_count": {"type": "integer", "minimum": 1},
+         "late_by_ms": {"type": "integer", "minimum": 0}})),
+    "taskflow.notification.created.v1": envelope("taskflow.notification.created.v1", NOTIFICATION_CREATED),
     "taskflow.notification.delivered.v1": envelope("taskflow.notification.delivered.v1", notification_event()),
     "taskflow.notification.failed.v1": envelope("taskflow.notification.failed.v1", notification_event(
         ["error", "dead"], {"error": {"type": "string"}, "dead": {"type": "boolean"}})),

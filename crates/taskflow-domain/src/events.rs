@@ -169,6 +169,9 @@ pub struct TaskSnapshot {
     pub completed_at: Option<DateTime<Utc>>,
     /// Version.
     pub version: i64,
+    /// Reminder plan.
+    #[serde(default)]
+    pub reminders: crate::reminder::ReminderPlan,
 }
 
 /// A recurrence as events carry it.
@@ -205,6 +208,7 @@ impl From<&Task> for TaskSnapshot {
             updated_at: task.updated_at,
             completed_at: task.completed_at,
             version: task.version,
+            reminders: task.reminders.clone(),
         }
     }
 }

@@ -67,6 +67,10 @@ id_type!(
     /// Links the occurrences of one recurring task.
     SeriesId
 );
+id_type!(
+    /// Identifies one scheduled reminder of a task occurrence.
+    ReminderId
+);
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,8 @@ pub mod time;
 pub mod user;
 pub mod validation;
 
-pub use ids::{SeriesId, TaskId, TokenId, UserId};
+pub use ids::{ReminderId, SeriesId, TaskId, TokenId, UserId};
+pub use reminder::{ReminderPlan, ReminderSpec};
 pub use task::{
     Description, NewTask, Priority, Recurrence, RecurrenceSpec, Tag, Tags, Task, TaskChange,
     TaskPatch, TaskStatus, Title,

@@ -5,11 +5,21 @@
 //! of weeks, days, hours, minutes and seconds (`P1W`, `P1D`, `PT1H30M`); years and months are
 //! refused because their length depends on the calendar (use days or weeks).
 
+use std::fmt;
+use std::str::FromStr;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::events::{CloudEvent, OutgoingEvent, Topic};
+use crate::ids::{ReminderId, TaskId, UserId};
+use crate::task::{Task, TaskStatus};
 use crate::time::truncate_for_message;
 use crate::validation::{FieldError, ValidationErrors};
+
+/// How far in the past a newly planned reminder may lie: within it, the reminder fires at
+/// once (clocks of clients and servers differ by seconds); beyond it, the plan is refused.
+pub const PAST_GRACE: TimeDelta = TimeDelta::seconds(60);
 
 /// Most reminders one task may carry.
 pub const MAX_REMINDERS: usize = 10;
@@ -141,6 +151,19 @@ pub enum ReminderSpec {
 }
 
 impl ReminderSpec {
+    /// A stable text naming this reminder within its task: `before_due:PT1H` or
+    /// `at:2027-01-03T08:00:00Z`. Stored with each scheduled reminder, so a changed plan can
+    /// be reconciled with what is already scheduled.
+    pub fn key(&self) -> String {
+        match self {
+            Self::BeforeDue(offset) => format!("before_due:{}", offset.to_iso()),
+            Self::At(at) => format!(
+                "at:{}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
+        }
+    }
+
     /// When this reminder fires for a task due at `due` (`None` for a relative reminder of a
     /// task without a due date).
     pub fn remind_at(&self, due: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -193,6 +216,23 @@ impl ReminderPlan {
             .any(|s| matches!(s, ReminderSpec::BeforeDue(_)))
     }
 
+    /// What the plan asks to be scheduled for a task due at `due`: one entry per reminder
+    /// that has an instant, earliest first.
+    pub fn planned(&self, due: Option<DateTime<Utc>>) -> Vec<PlannedReminder> {
+        let mut planned: Vec<PlannedReminder> = self
+            .0
+            .iter()
+            .filter_map(|spec| {
+                spec.remind_at(due).map(|remind_at| PlannedReminder {
+                    key: spec.key(),
+                    remind_at,
+                })
+            })
+            .collect();
+        planned.sort_by(|a, b| a.remind_at.cmp(&b.remind_at).then(a.key.cmp(&b.key)));
+        planned
+    }
+
     /// The distinct instants the plan fires at for a task due at `due`, earliest first.
     pub fn instants(&self, due: Option<DateTime<Utc>>) -> Vec<DateTime<Utc>> {
         let mut instants: Vec<DateTime<Utc>> =
@@ -201,6 +241,156 @@ impl ReminderPlan {
         instants.dedup();
         instants
     }
+}
+
+/// One reminder a task's plan asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PlannedReminder {
+    /// [`ReminderSpec::key`] of the reminder it comes from.
+    pub key: String,
+    /// When it is meant to fire.
+    pub remind_at: DateTime<Utc>,
+}
+
+/// What should be scheduled for `task` as it now is: its plan while it is pending, nothing
+/// once it is completed, skipped or deleted. Stores reconcile their scheduled reminders with
+/// this in the transaction that writes the task.
+pub fn wanted_reminders(task: &Task) -> Vec<PlannedReminder> {
+    if task.status == TaskStatus::Pending {
+        task.reminders.planned(task.due_at)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Where a scheduled reminder is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReminderState {
+    /// Waiting for its instant.
+    Scheduled,
+    /// Claimed by a scheduler (under a lease) and being fired.
+    Firing,
+    /// Its `reminder.due` event was committed.
+    Sent,
+    /// Could not be fired (its task vanished while it was claimed).
+    Failed,
+    /// Its task was completed, deleted or re-planned before it fired.
+    Cancelled,
+}
+
+impl ReminderState {
+    /// The stored name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Firing => "firing",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for ReminderState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ReminderState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "scheduled" => Self::Scheduled,
+            "firing" => Self::Firing,
+            "sent" => Self::Sent,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            other => return Err(format!("unknown reminder state `{other}`")),
+        })
+    }
+}
+
+/// A scheduled reminder of one task occurrence, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reminder {
+    /// Identifier.
+    pub id: ReminderId,
+    /// Owner.
+    pub user_id: UserId,
+    /// The occurrence it reminds of.
+    pub task_id: TaskId,
+    /// [`ReminderSpec::key`] of the plan entry it comes from.
+    pub key: String,
+    /// The instant the plan asked for.
+    pub remind_at: DateTime<Utc>,
+    /// When it fires next (later than `remind_at` once snoozed).
+    pub fire_at: DateTime<Utc>,
+    /// Its state.
+    pub state: ReminderState,
+    /// How many times it has fired (a snoozed reminder fires again).
+    pub fire_count: u32,
+    /// When it last fired.
+    pub fired_at: Option<DateTime<Utc>>,
+    /// How late the last firing was, in milliseconds after `fire_at`.
+    pub late_ms: Option<i64>,
+    /// Creation instant.
+    pub created_at: DateTime<Utc>,
+    /// Last change instant.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A reminder a scheduler has claimed, with what its event needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueReminder {
+    /// The reminder.
+    pub reminder: Reminder,
+    /// The task's title.
+    pub title: String,
+    /// The task's due instant.
+    pub due_at: Option<DateTime<Utc>>,
+    /// The task's zone.
+    pub time_zone: String,
+}
+
+/// Longest snooze.
+pub const MAX_SNOOZE_DAYS: i64 = 30;
+
+/// The `reminder.due` event of a reminder fired at `fired_at` (the `fire_count`-th time).
+pub fn reminder_due_event(
+    due: &DueReminder,
+    fire_count: u32,
+    fired_at: DateTime<Utc>,
+) -> OutgoingEvent {
+    let reminder = &due.reminder;
+    let late_ms = (fired_at - reminder.fire_at).num_milliseconds().max(0);
+    OutgoingEvent::new(
+        Topic::Reminders,
+        CloudEvent::new(
+            "reminder.due",
+            Some(reminder.task_id.to_string()),
+            reminder.user_id,
+            fired_at,
+            None,
+            serde_json::json!({
+                "event_type": "reminder.due",
+                "schema_version": 1,
+                "reminder_id": reminder.id,
+                "task_id": reminder.task_id,
+                "user_id": reminder.user_id,
+                "title": due.title,
+                "due_at": due.due_at,
+                "time_zone": due.time_zone,
+                "remind_at": reminder.remind_at,
+                "fire_at": reminder.fire_at,
+                "fired_at": fired_at,
+                "fire_count": fire_count,
+                "late_by_ms": late_ms,
+                "timestamp": fired_at,
+            }),
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use chrono::NaiveDateTime;
 use taskflow_recurrence::{Anchor, RecurrenceError, RecurrenceRule, Schedule};
 
 use crate::ids::{SeriesId, TaskId, UserId};
+use crate::reminder::ReminderPlan;
 use crate::time::{TimeZone, truncate_for_message};
 use crate::validation::{FieldError, ValidationErrors};
 
@@ -423,6 +424,8 @@ pub struct Task {
     pub completed_at: Option<DateTime<Utc>>,
     /// Incremented on every change; the ETag.
     pub version: i64,
+    /// When to remind the owner; carried to every next occurrence.
+    pub reminders: ReminderPlan,
 }
 
 /// The validated fields of a task to create.
@@ -442,6 +445,8 @@ pub struct NewTask {
     pub time_zone: Option<TimeZone>,
     /// Recurrence; needs `due_at`.
     pub recurrence: Option<RecurrenceSpec>,
+    /// Reminders; relative ones need `due_at`.
+    pub reminders: ReminderPlan,
 }
 
 /// A validated partial update: `None` leaves a field as it is.
@@ -463,6 +468,8 @@ pub struct TaskPatch {
     pub status: Option<TaskStatus>,
     /// New recurrence; `Some(None)` stops the series (this occurrence stays).
     pub recurrence: Option<Option<RecurrenceSpec>>,
+    /// New reminder plan (replacing the old one).
+    pub reminders: Option<ReminderPlan>,
 }
 
 /// The outcome of a change: the task's new state and, when it closed an occurrence of a
@@ -502,10 +509,12 @@ impl Task {
             updated_at: now,
             completed_at: None,
             version: 1,
+            reminders: new.reminders,
         };
         if let Some(spec) = new.recurrence {
             task.start_series(spec)?;
         }
+        task.check_reminders(None, now)?;
         Ok(task)
     }
 
@@ -560,6 +569,9 @@ impl Task {
         if let Some(zone) = patch.time_zone {
             next.time_zone = zone;
         }
+        if let Some(reminders) = patch.reminders {
+            next.reminders = reminders;
+        }
         let spec = match patch.recurrence {
             Some(None) => {
                 next.recurrence = None;
@@ -604,6 +616,7 @@ impl Task {
         if next == *self {
             return Ok(None);
         }
+        next.check_reminders(Some(self), now)?;
         next.version = self.version + 1;
         next.updated_at = now.max(self.updated_at);
         Ok(Some(TaskChange {
@@ -667,6 +680,54 @@ impl Task {
         )
     }
 
+    /// Checks the reminder plan against the due date: relative reminders need one, and an
+    /// instant the plan newly asks for (not already planned by `previous`) may not lie more than
+    /// [`PAST_GRACE`](crate::reminder::PAST_GRACE) before `now` (within it, it fires at once).
+    fn check_reminders(
+        &self,
+        previous: Option<&Task>,
+        now: DateTime<Utc>,
+    ) -> Result<(), FieldError> {
+        if self.reminders.needs_due_date() && self.due_at.is_none() {
+            return Err(FieldError::new(
+                "reminders",
+                "required_due_date",
+                "a reminder before the due date needs a due date",
+            ));
+        }
+        if self.status != TaskStatus::Pending {
+            return Ok(());
+        }
+        let before = previous
+            .filter(|p| p.status == TaskStatus::Pending)
+            .map(|p| p.reminders.planned(p.due_at))
+            .unwrap_or_default();
+        for (index, planned) in self.reminders.planned(self.due_at).iter().enumerate() {
+            if before.contains(planned) {
+                continue;
+            }
+            if planned.remind_at < now - crate::reminder::PAST_GRACE {
+                let position = self
+                    .reminders
+                    .specs()
+                    .iter()
+                    .position(|s| s.key() == planned.key)
+                    .unwrap_or(index);
+                return Err(FieldError::new(
+                    format!("reminders[{position}]"),
+                    "in_the_past",
+                    format!(
+                        "this reminder would fire at {}, which has passed",
+                        planned
+                            .remind_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the task is pending and its due instant has passed at `now`.
     pub fn is_overdue(&self, now: DateTime<Utc>) -> bool {
         self.status == TaskStatus::Pending && self.due_at.is_some_and(|due| due < now)
@@ -690,6 +751,7 @@ mod tests {
                 due_at: None,
                 time_zone: None,
                 recurrence: None,
+                reminders: ReminderPlan::default(),
             },
             now,
         )

@@ -127,6 +127,14 @@ fn api_routes(state: AppState) -> Router<AppState> {
             "/api/v1/tasks/{id}/occurrences",
             get(api::series::preview_occurrences),
         )
+        .route(
+            "/api/v1/tasks/{id}/reminders",
+            get(api::reminders::task_reminders),
+        )
+        .route(
+            "/api/v1/reminders/{id}/snooze",
+            post(api::reminders::snooze_reminder),
+        )
         .route("/api/v1/series/{id}", get(api::series::get_series))
         .route("/api/v1/audit", get(api::events::audit_log))
         .route("/api/v1/admin/dlq", get(api::events::list_dead_letters))

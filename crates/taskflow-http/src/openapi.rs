@@ -20,6 +20,7 @@ use crate::api;
         api::tags::list_tags,
         api::series::skip_occurrence, api::series::cancel_recurrence, api::series::preview_occurrences,
         api::series::get_series,
+        api::reminders::task_reminders, api::reminders::snooze_reminder,
         api::events::audit_log, api::events::list_dead_letters, api::events::replay_dead_letter,
         crate::realtime::routes::create_ticket, crate::realtime::routes::sse_stream,
         crate::realtime::routes::websocket_stream,
@@ -28,6 +29,7 @@ use crate::api;
     tags((name = "accounts", description = "Registration, sign-in, personal access tokens"),
          (name = "tasks", description = "Tasks and tags"),
          (name = "recurrence", description = "Recurring tasks and their series"),
+         (name = "reminders", description = "Scheduled reminders: list and snooze"),
          (name = "events", description = "Audit log and dead letters"),
          (name = "realtime", description = "Live task updates over Server-Sent Events and WebSocket"),
          (name = "operations", description = "Health"))

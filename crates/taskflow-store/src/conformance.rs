@@ -52,6 +52,7 @@ fn task(
             due_at: due.map(|h| start() + TimeDelta::hours(h)),
             time_zone: None,
             recurrence: None,
+            reminders: taskflow_domain::ReminderPlan::default(),
         },
         now,
     )
@@ -623,6 +624,7 @@ async fn series(store: &dyn Store) {
                 rule: RecurrenceRule::parse("FREQ=WEEKLY;BYDAY=MO,TH").expect("rule"),
                 anchor: Anchor::Due,
             }),
+            reminders: taskflow_domain::ReminderPlan::default(),
         },
         start(),
     )

@@ -19,7 +19,8 @@ pub mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use taskflow_domain::events::OutgoingEvent;
-use taskflow_domain::{Email, SeriesId, Task, TaskId, TokenId, User, UserId};
+use taskflow_domain::reminder::{DueReminder, Reminder};
+use taskflow_domain::{Email, ReminderId, SeriesId, Task, TaskId, TokenId, User, UserId};
 
 pub use error::StoreError;
 pub use portability::PortabilityStore;
@@ -299,10 +300,91 @@ pub trait ConsumerStore: Send + Sync {
     ) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
+/// Reminders a scheduler claimed together: they fire under `token` until `lease_until`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReminderClaim {
+    /// Identifies this claim; firing checks it, so an expired and re-claimed reminder is not
+    /// fired by its first claimant too.
+    pub token: uuid::Uuid,
+    /// When the claim lapses and another scheduler may take the reminders over.
+    pub lease_until: DateTime<Utc>,
+    /// The claimed reminders with what their events need, soonest first.
+    pub due: Vec<DueReminder>,
+    /// Claimed reminders whose task no longer exists (marked `failed`).
+    pub orphaned: u64,
+}
+
+/// The scheduled reminders: the table every scheduler instance works from.
+///
+/// Task writes keep it in step with each task's plan in the same transaction
+/// ([`taskflow_domain::reminder::wanted_reminders`]): new entries are scheduled, entries the
+/// plan no longer asks for (or of a task that was closed or deleted) are cancelled.
+#[async_trait]
+pub trait ReminderStore: Send + Sync {
+    /// The next instants at which something becomes claimable, soonest first, at most `limit`:
+    /// the fire instants of scheduled reminders and the lease expiries of claimed ones.
+    async fn upcoming_reminder_instants(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError>;
+    /// Atomically claims up to `limit` reminders due at `now` (scheduled ones whose instant has
+    /// come, and claimed ones whose lease expired), leasing them until `lease_until`.
+    async fn claim_due_reminders(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<ReminderClaim, StoreError>;
+    /// Marks the reminders of claim `token` as sent and writes their events, in one
+    /// transaction; a reminder no longer held under `token` (cancelled, or its lease taken over)
+    /// is skipped with its event. Returns how many were fired.
+    async fn fire_reminders(
+        &self,
+        token: uuid::Uuid,
+        fired: &[(ReminderId, OutgoingEvent)],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// The reminders of one of the user's tasks, soonest first.
+    async fn task_reminders(&self, user: UserId, task: TaskId)
+    -> Result<Vec<Reminder>, StoreError>;
+    /// Reschedules one of the user's reminders to fire at `fire_at` (again, if it already
+    /// fired). [`StoreError::NotFound`] when the user has no such reminder,
+    /// [`StoreError::Conflict`] (`reminder_cancelled`) when it was cancelled or its task is closed.
+    async fn snooze_reminder(
+        &self,
+        user: UserId,
+        id: ReminderId,
+        fire_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Reminder, StoreError>;
+    /// How many reminders wait to fire (scheduled or claimed).
+    async fn pending_reminder_count(&self) -> Result<i64, StoreError>;
+    /// Changes after a commit scheduled reminders; the value is the earliest instant among them,
+    /// so a sleeping scheduler can wake early.
+    fn reminder_changes(&self) -> tokio::sync::watch::Receiver<Option<DateTime<Utc>>>;
+}
+
+/// Announces that reminders now fire at `earliest` (or later) to sleeping schedulers.
+pub(crate) fn announce_reminders(
+    changes: &tokio::sync::watch::Sender<Option<DateTime<Utc>>>,
+    earliest: Option<DateTime<Utc>>,
+) {
+    if let Some(earliest) = earliest {
+        changes.send_replace(Some(earliest));
+    }
+}
+
 /// Everything the application needs from a database.
 #[async_trait]
 pub trait Store:
-    UserStore + TokenStore + TaskStore + OutboxStore + ConsumerStore + PortabilityStore + 'static
+    UserStore
+    + TokenStore
+    + TaskStore
+    + ReminderStore
+    + OutboxStore
+    + ConsumerStore
+    + PortabilityStore
+    + 'static
 {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;

@@ -398,6 +398,10 @@ pub struct TaskRecord {
     pub completed_at: Option<DateTime<Utc>>,
     /// Optimistic-concurrency version.
     pub version: i64,
+    /// Reminder plan (absent in exports made before reminders existed). On import the
+    /// scheduled reminders are derived from it again; those already past are not scheduled.
+    #[serde(default)]
+    pub reminders: taskflow_domain::ReminderPlan,
 }
 
 const DTSTART_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.f";
@@ -431,6 +435,7 @@ impl TaskRecord {
             updated_at: task.updated_at,
             completed_at: task.completed_at,
             version: task.version,
+            reminders: task.reminders.clone(),
         }
     }
 
@@ -485,6 +490,7 @@ impl TaskRecord {
             updated_at: self.updated_at,
             completed_at: self.completed_at,
             version: self.version,
+            reminders: self.reminders.clone(),
         })
     }
 }

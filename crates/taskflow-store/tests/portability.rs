@@ -148,6 +148,7 @@ fn new_task(
                 rule: RecurrenceRule::parse(rule).unwrap(),
                 anchor,
             }),
+            reminders: Default::default(),
         },
         now,
     )

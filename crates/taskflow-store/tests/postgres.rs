@@ -195,6 +195,7 @@ fn new_task(owner: UserId, title: &str, description: &str, recurring: bool) -> T
                 rule: RecurrenceRule::parse("FREQ=DAILY").unwrap(),
                 anchor: Anchor::Due,
             }),
+            reminders: Default::default(),
         },
         start(),
     )

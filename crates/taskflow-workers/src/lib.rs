@@ -3,6 +3,8 @@
 //!
 //! - [`audit`]: `task-events` → the append-only audit log.
 //! - [`realtime`]: `task-updates` → this process's real-time sessions.
+//! - [`scheduler`]: the reminders table → `reminder.due` events, each at its instant, once.
 
 pub mod audit;
 pub mod realtime;
+pub mod scheduler;

@@ -135,6 +135,7 @@ mod tests {
                 due_at: None,
                 time_zone: None,
                 recurrence: None,
+                reminders: Default::default(),
             },
             Utc::now(),
         )

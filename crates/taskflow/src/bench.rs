@@ -461,6 +461,7 @@ async fn events(options: &BenchOptions) -> anyhow::Result<Value> {
                     due_at: None,
                     time_zone: None,
                     recurrence: None,
+                    reminders: Default::default(),
                 };
                 let task = Task::create(user.id, TimeZone::UTC, new, now)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -109,6 +109,7 @@ async fn fill(url: &str) {
                 rule: RecurrenceRule::parse("FREQ=MONTHLY").unwrap(),
                 anchor: Anchor::Due,
             }),
+            reminders: Default::default(),
         },
         at,
     )

@@ -13,8 +13,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use taskflow_domain::recurrence::{Anchor, RecurrenceRule};
 use taskflow_domain::task::{recurrence_error, validate_instant};
 use taskflow_domain::{
-    Description, FieldError, NewTask, Priority, RecurrenceSpec, SeriesId, Tag, Tags, Task,
-    TaskChange, TaskId, TaskPatch, TaskStatus, TimeZone, Title, ValidationErrors,
+    Description, FieldError, NewTask, Priority, RecurrenceSpec, ReminderPlan, SeriesId, Tag, Tags,
+    Task, TaskChange, TaskId, TaskPatch, TaskStatus, TimeZone, Title, ValidationErrors,
 };
 use taskflow_store::query::search_terms;
 use taskflow_store::{Cursor, SortDirection, SortField, StoreError, TagMode, TaskQuery};
@@ -147,6 +147,11 @@ pub struct CreateTaskRequest {
     pub time_zone: Option<String>,
     /// Makes the task repeat (needs `due_at`: the first occurrence is the task itself).
     pub recurrence: Option<RecurrenceRequest>,
+    /// Up to 10 reminders, each `{"before_due": "PT1H"}` (ISO 8601 duration, follows the due
+    /// date) or `{"at": "<RFC 3339 instant>"}`. An instant more than 60 s in the past is refused;
+    /// within that grace it fires at once.
+    #[schema(value_type = Option<Vec<Object>>, example = json!([{"before_due": "PT1H"}]))]
+    pub reminders: Option<Vec<serde_json::Value>>,
 }
 
 /// Body of `PATCH /api/v1/tasks/{id}`: only the fields present change; `null` clears.
@@ -177,6 +182,9 @@ pub struct UpdateTaskRequest {
     /// New recurrence for this and future occurrences; null stops the series (this occurrence stays).
     #[schema(value_type = Option<RecurrenceRequest>)]
     pub recurrence: Patch<RecurrenceRequest>,
+    /// New reminder plan (replaces the old one); null removes all reminders.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub reminders: Patch<Vec<serde_json::Value>>,
 }
 
 /// A task as the API shows it.
@@ -218,6 +226,9 @@ pub struct TaskResponse {
     pub version: i64,
     /// Pending and past due now.
     pub overdue: bool,
+    /// The reminder plan: `{"before_due": "PT1H"}` or `{"at": "<instant>"}` entries.
+    #[schema(value_type = Vec<Object>)]
+    pub reminders: ReminderPlan,
 }
 
 /// A task's recurrence as the API shows it.
@@ -263,6 +274,7 @@ impl TaskResponse {
             occurrence_index: task.occurrence_index,
             version: task.version,
             overdue: task.is_overdue(now),
+            reminders: task.reminders.clone(),
         }
     }
 }
@@ -276,7 +288,7 @@ pub struct TaskList {
     pub next_cursor: Option<String>,
 }
 
-fn parse_instant(field: &str, text: &str) -> Result<DateTime<Utc>, FieldError> {
+pub(crate) fn parse_instant(field: &str, text: &str) -> Result<DateTime<Utc>, FieldError> {
     let parsed = DateTime::parse_from_rfc3339(text.trim()).map_err(|_| {
         FieldError::new(
             field,
@@ -325,6 +337,19 @@ impl CreateTaskRequest {
             Some(request) => errors.check(request.validate()).map(Some),
             None => Some(None),
         };
+        let reminders = match self.reminders.as_deref() {
+            Some(values) => match super::reminders::parse_plan(values) {
+                Ok(plan) => Some(plan),
+                Err(plan_errors) => {
+                    plan_errors
+                        .into_vec()
+                        .into_iter()
+                        .for_each(|e| errors.push(e));
+                    None
+                }
+            },
+            None => Some(ReminderPlan::default()),
+        };
         errors.into_result()?;
         match (
             title,
@@ -351,6 +376,7 @@ impl CreateTaskRequest {
                 due_at,
                 time_zone,
                 recurrence,
+                reminders: reminders.unwrap_or_default(),
             }),
             _ => Err(FieldError::new("body", "invalid", "invalid task").into()),
         }
@@ -415,6 +441,17 @@ impl UpdateTaskRequest {
             Patch::Missing => {}
             Patch::Null => patch.recurrence = Some(None),
             Patch::Value(request) => patch.recurrence = errors.check(request.validate()).map(Some),
+        }
+        match self.reminders {
+            Patch::Missing => {}
+            Patch::Null => patch.reminders = Some(ReminderPlan::default()),
+            Patch::Value(values) => match super::reminders::parse_plan(&values) {
+                Ok(plan) => patch.reminders = Some(plan),
+                Err(plan_errors) => plan_errors
+                    .into_vec()
+                    .into_iter()
+                    .for_each(|e| errors.push(e)),
+            },
         }
         errors.into_result()?;
         Ok(patch)

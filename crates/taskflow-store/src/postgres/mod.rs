@@ -27,6 +27,7 @@
 
 mod events;
 mod portability;
+mod reminders;
 mod rows;
 mod tasks;
 
@@ -94,6 +95,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Newest outbox seq this process committed; wakes the relay and in-process consumers.
     outbox_commits: Arc<tokio::sync::watch::Sender<i64>>,
+    /// Earliest instant of reminders this process newly scheduled; wakes its schedulers.
+    reminder_changes: Arc<tokio::sync::watch::Sender<Option<DateTime<Utc>>>>,
 }
 
 impl PostgresStore {
@@ -116,6 +119,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             outbox_commits: Arc::new(tokio::sync::watch::channel(0).0),
+            reminder_changes: Arc::new(tokio::sync::watch::channel(None).0),
         })
     }
 

@@ -2,11 +2,13 @@
 //! column); listings are keyset-paged on the same total orders as the SQLite backend.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{SeriesId, Task, TaskId, UserId};
 
 use super::events::write_events;
+use super::reminders::{cancel_task_reminders, sync_reminders};
 use super::rows::{TASK_COLUMNS, anchor_name, task_from_row};
 use super::{PostgresStore, at_micros, clamp_micros, pg_error};
 use crate::error::StoreError;
@@ -53,13 +55,14 @@ async fn write_tags(conn: &mut PgConnection, task: &Task) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Inserts `task` and its tags. With `skip_existing_occurrence`, a task whose (series, index)
-/// already exists is not inserted and `false` is returned.
+/// Inserts `task`, its tags and its reminders. With `skip_existing_occurrence`, a task whose
+/// (series, index) already exists is not inserted and `None` is returned; otherwise the
+/// earliest reminder instant it scheduled, if any.
 pub(super) async fn insert_row(
     conn: &mut PgConnection,
     task: &Task,
     skip_existing_occurrence: bool,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Option<DateTime<Utc>>>, StoreError> {
     let conflict = if skip_existing_occurrence {
         " ON CONFLICT (series_id, occurrence_index) WHERE series_id IS NOT NULL DO NOTHING"
     } else {
@@ -69,8 +72,9 @@ pub(super) async fn insert_row(
     let inserted = sqlx::query(&format!(
         "INSERT INTO tasks (id, user_id, title, title_key, description, status, priority, tags,
                             due_at, time_zone, recurrence_rule, recurrence_anchor, recurrence_dtstart,
-                            series_id, occurrence_index, created_at, updated_at, completed_at, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19){conflict}"
+                            series_id, occurrence_index, created_at, updated_at, completed_at, version,
+                            reminders)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20){conflict}"
     ))
     .bind(task.id.as_uuid())
     .bind(task.user_id.as_uuid())
@@ -91,15 +95,24 @@ pub(super) async fn insert_row(
     .bind(at_micros(task.updated_at))
     .bind(task.completed_at.map(at_micros))
     .bind(task.version)
+    .bind(reminders_json(task))
     .execute(&mut *conn)
     .await
     .map_err(pg_error)?
     .rows_affected()
         == 1;
-    if inserted {
-        write_tags(conn, task).await?;
+    if !inserted {
+        return Ok(None);
     }
-    Ok(inserted)
+    write_tags(conn, task).await?;
+    if task.reminders.is_empty() {
+        return Ok(Some(None));
+    }
+    Ok(Some(sync_reminders(conn, task).await?))
+}
+
+fn reminders_json(task: &Task) -> serde_json::Value {
+    serde_json::to_value(&task.reminders).unwrap_or_else(|_| serde_json::json!([]))
 }
 
 fn priority(task: &Task) -> Result<i16, StoreError> {
@@ -127,10 +140,11 @@ async fn lock_version(
 impl TaskStore for PostgresStore {
     async fn insert_task(&self, task: &Task, events: &[OutgoingEvent]) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        insert_row(&mut tx, task, false).await?;
+        let earliest = insert_row(&mut tx, task, false).await?.flatten();
         let seq = write_events(&mut tx, events).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
+        crate::announce_reminders(&self.reminder_changes, earliest);
         Ok(())
     }
 
@@ -166,7 +180,7 @@ impl TaskStore for PostgresStore {
             "UPDATE tasks SET title = $1, title_key = $2, description = $3, status = $4, priority = $5,
                  tags = $6, due_at = $7, time_zone = $8, recurrence_rule = $9, recurrence_anchor = $10,
                  recurrence_dtstart = $11, series_id = $12, occurrence_index = $13, updated_at = $14,
-                 completed_at = $15, version = $16
+                 completed_at = $15, version = $16, reminders = $19
              WHERE id = $17 AND user_id = $18",
         )
         .bind(task.title.as_str())
@@ -187,22 +201,26 @@ impl TaskStore for PostgresStore {
         .bind(task.version)
         .bind(task.id.as_uuid())
         .bind(user.as_uuid())
+        .bind(reminders_json(task))
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
         write_tags(&mut tx, task).await?;
+        let mut earliest = sync_reminders(&mut tx, task).await?;
         let mut created = false;
         // Rows first, events last: the outbox lock is then held only until the commit.
         let mut all_events = events.to_vec();
         if let Some((next, next_events)) = next_occurrence
-            && insert_row(&mut tx, next, true).await?
+            && let Some(next_earliest) = insert_row(&mut tx, next, true).await?
         {
             created = true;
+            earliest = earliest.into_iter().chain(next_earliest).min();
             all_events.extend_from_slice(next_events);
         }
         let seq = write_events(&mut tx, &all_events).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
+        crate::announce_reminders(&self.reminder_changes, earliest);
         Ok(created)
     }
 
@@ -250,6 +268,7 @@ impl TaskStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
+        cancel_task_reminders(&mut tx, id, Utc::now()).await?;
         let seq = write_events(&mut tx, &events_for(&task)).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);

@@ -7,6 +7,7 @@
 
 mod events;
 mod portability;
+mod reminders;
 mod rows;
 mod tasks;
 mod writer;
@@ -61,6 +62,8 @@ pub struct SqliteStore {
     writes: writer::Writer,
     /// Newest committed outbox seq; wakes the relay and in-process consumers.
     outbox_commits: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
+    /// Earliest instant of newly scheduled reminders; wakes sleeping schedulers.
+    reminder_changes: std::sync::Arc<tokio::sync::watch::Sender<Option<DateTime<Utc>>>>,
 }
 
 impl SqliteStore {
@@ -104,6 +107,7 @@ impl SqliteStore {
             writer,
             reader,
             outbox_commits,
+            reminder_changes: std::sync::Arc::new(tokio::sync::watch::channel(None).0),
         })
     }
 }

@@ -5,8 +5,8 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use taskflow_domain::recurrence::{Anchor, RecurrenceRule};
 use taskflow_domain::{
-    Description, DisplayName, Email, Priority, Recurrence, Tags, Task, TaskStatus, TimeZone, Title,
-    User,
+    Description, DisplayName, Email, Priority, Recurrence, ReminderPlan, Tags, Task, TaskStatus,
+    TimeZone, Title, User,
 };
 
 use crate::AccessToken;
@@ -17,16 +17,19 @@ pub(crate) fn micros(instant: DateTime<Utc>) -> i64 {
     instant.timestamp_micros()
 }
 
-fn instant(value: i64, column: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn instant(value: i64, column: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(value)
         .ok_or_else(|| StoreError::Corrupt(format!("{column} out of range: {value}")))
 }
 
-fn optional_instant(value: Option<i64>, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+pub(crate) fn optional_instant(
+    value: Option<i64>,
+    column: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
     value.map(|v| instant(v, column)).transpose()
 }
 
-fn parse_id<T: std::str::FromStr>(text: &str, column: &str) -> Result<T, StoreError> {
+pub(crate) fn parse_id<T: std::str::FromStr>(text: &str, column: &str) -> Result<T, StoreError> {
     text.parse()
         .map_err(|_| StoreError::Corrupt(format!("{column} is not a UUID: {text}")))
 }
@@ -95,7 +98,18 @@ pub(crate) fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
         updated_at: instant(row.try_get("updated_at")?, "tasks.updated_at")?,
         completed_at: optional_instant(row.try_get("completed_at")?, "tasks.completed_at")?,
         version: row.try_get("version")?,
+        reminders: reminders_from_text(&row.try_get::<String, _>("reminders")?)?,
     })
+}
+
+/// A stored reminder plan (JSON, as the API shows it).
+pub(crate) fn reminders_from_text(text: &str) -> Result<ReminderPlan, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("tasks.reminders: {e}")))
+}
+
+/// The storage form of a reminder plan.
+pub(crate) fn reminders_text(plan: &ReminderPlan) -> String {
+    serde_json::to_string(plan).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// Storage name of an anchor.

@@ -1,13 +1,15 @@
 //! Tasks on SQLite: writes keep `task_tags` and the FTS index in step; listings are keyset-paged.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{SeriesId, Task, TaskId, UserId};
 
 use super::SqliteStore;
 use super::events::write_events;
-use super::rows::{anchor_name, dtstart_text, micros, task_from_row};
+use super::reminders::{cancel_task_reminders, sync_reminders};
+use super::rows::{anchor_name, dtstart_text, micros, reminders_text, task_from_row};
 use crate::error::StoreError;
 use crate::query::{
     Cursor, CursorKey, SortDirection, SortField, TagMode, TaskPage, TaskQuery, title_key,
@@ -48,13 +50,13 @@ async fn write_tags(
     Ok(())
 }
 
-/// Inserts `task` and its tags. With `skip_existing_occurrence`, a task whose (series, index)
-/// already exists is not inserted and `None` is returned.
+/// Inserts `task`, its tags and its reminders. With `skip_existing_occurrence`, a task whose
+/// (series, index) already exists is not inserted and `None` is returned.
 pub(super) async fn insert_row(
     conn: &mut SqliteConnection,
     task: &Task,
     skip_existing_occurrence: bool,
-) -> Result<Option<i64>, StoreError> {
+) -> Result<Option<(i64, Option<DateTime<Utc>>)>, StoreError> {
     let conflict = if skip_existing_occurrence {
         " ON CONFLICT (series_id, occurrence_index) WHERE series_id IS NOT NULL DO NOTHING"
     } else {
@@ -64,8 +66,9 @@ pub(super) async fn insert_row(
     let seq: Option<i64> = sqlx::query_scalar(&format!(
         "INSERT INTO tasks (id, user_id, title, title_key, description, status, priority, tags,
                             due_at, time_zone, recurrence_rule, recurrence_anchor, recurrence_dtstart,
-                            series_id, occurrence_index, created_at, updated_at, completed_at, version)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict} RETURNING seq"
+                            series_id, occurrence_index, created_at, updated_at, completed_at, version,
+                            reminders)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict} RETURNING seq"
     ))
     .bind(task.id.to_string())
     .bind(task.user_id.to_string())
@@ -86,6 +89,7 @@ pub(super) async fn insert_row(
     .bind(micros(task.updated_at))
     .bind(task.completed_at.map(micros))
     .bind(task.version)
+    .bind(reminders_text(&task.reminders))
     .fetch_optional(&mut *conn)
     .await
     .map_err(|e| {
@@ -96,8 +100,12 @@ pub(super) async fn insert_row(
     })?;
     if let Some(seq) = seq {
         write_tags(conn, seq, task, true).await?;
+        if !task.reminders.is_empty() {
+            let earliest = sync_reminders(conn, task).await?;
+            return Ok(Some((seq, earliest)));
+        }
     }
-    Ok(seq)
+    Ok(seq.map(|seq| (seq, None)))
 }
 
 #[async_trait]
@@ -107,12 +115,13 @@ impl TaskStore for SqliteStore {
         self.writes
             .write(move |conn| {
                 Box::pin(async move {
-                    insert_row(conn, &task, false).await?;
+                    let earliest = insert_row(conn, &task, false).await?.and_then(|(_, e)| e);
                     let seq = write_events(conn, &events).await?;
-                    Ok(((), seq))
+                    Ok((earliest, seq))
                 })
             })
             .await
+            .map(|earliest| crate::announce_reminders(&self.reminder_changes, earliest))
     }
 
     async fn task(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -156,7 +165,7 @@ impl TaskStore for SqliteStore {
                     "UPDATE tasks SET title = ?, title_key = ?, description = ?, status = ?, priority = ?,
                          tags = ?, due_at = ?, time_zone = ?, recurrence_rule = ?, recurrence_anchor = ?,
                          recurrence_dtstart = ?, series_id = ?, occurrence_index = ?, updated_at = ?,
-                         completed_at = ?, version = ?
+                         completed_at = ?, version = ?, reminders = ?
                      WHERE seq = ?",
                 )
                 .bind(task.title.as_str())
@@ -175,22 +184,29 @@ impl TaskStore for SqliteStore {
                 .bind(micros(task.updated_at))
                 .bind(task.completed_at.map(micros))
                 .bind(task.version)
+                .bind(reminders_text(&task.reminders))
                 .bind(seq)
                 .execute(&mut *conn)
                 .await?;
                 write_tags(conn, seq, task, false).await?;
+                let mut earliest = sync_reminders(conn, task).await?;
                 let mut last_event = write_events(conn, &events).await?;
                 let mut created = false;
                 if let Some((next, next_events)) = next
-                    && insert_row(conn, &next, true).await?.is_some()
+                    && let Some((_, next_earliest)) = insert_row(conn, &next, true).await?
                 {
                     created = true;
+                    earliest = earliest.into_iter().chain(next_earliest).min();
                     last_event = write_events(conn, &next_events).await?.or(last_event);
                 }
-                    Ok((created, last_event))
+                    Ok(((created, earliest), last_event))
                 })
             })
             .await
+            .map(|(created, earliest)| {
+                crate::announce_reminders(&self.reminder_changes, earliest);
+                created
+            })
     }
 
     async fn series_occurrences(
@@ -238,6 +254,7 @@ impl TaskStore for SqliteStore {
                         .bind(seq)
                         .execute(&mut *conn)
                         .await?;
+                    cancel_task_reminders(conn, id, chrono::Utc::now()).await?;
                     let last_event = write_events(conn, &events_for(&task)).await?;
                     Ok(((), last_event))
                 })
