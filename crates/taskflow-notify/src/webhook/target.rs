@@ -70,17 +70,16 @@ impl TargetPolicy {
             .copied()
             .filter(|address| self.refusal(*address).is_none())
             .collect();
-        if allowed.is_empty() {
-            if let Some((address, range)) = addresses
+        if allowed.is_empty()
+            && let Some((address, range)) = addresses
                 .iter()
                 .find_map(|address| self.refusal(*address).map(|range| (*address, range)))
-            {
-                return Err(TargetError::RefusedAddress {
-                    host: host.to_owned(),
-                    address,
-                    range,
-                });
-            }
+        {
+            return Err(TargetError::RefusedAddress {
+                host: host.to_owned(),
+                address,
+                range,
+            });
         }
         Ok(allowed)
     }

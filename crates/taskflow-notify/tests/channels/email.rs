@@ -39,7 +39,10 @@ fn python() -> PathBuf {
 impl SmtpCapture {
     async fn start(extra_args: &[&str]) -> Self {
         let directory = tempfile::tempdir().unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/channels/smtp_capture.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/channels/smtp_capture.py"
+        );
         let mut child = Command::new(python())
             .arg(script)
             .arg(directory.path())
@@ -98,7 +101,9 @@ impl SmtpCapture {
 }
 
 fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 fn simple_message(to: &str) -> EmailMessage {
@@ -146,7 +151,10 @@ async fn sends_the_reminder_email_as_plain_text_and_html() {
         text.contains("Due: Sunday, 29 March 2026, 09:00 CEST (Europe/Berlin)"),
         "{text}"
     );
-    assert!(text.contains(title), "the plain text keeps the title as typed");
+    assert!(
+        text.contains(title),
+        "the plain text keeps the title as typed"
+    );
     assert!(text.contains("https://taskflow.example.com/tasks/42"));
     assert!(!html.contains("<script>"), "{html}");
     assert!(
@@ -162,7 +170,10 @@ async fn sends_the_reminder_email_as_plain_text_and_html() {
         .unwrap();
     let messages = server.messages();
     assert_eq!(messages.len(), 2);
-    assert_eq!(messages[1]["rcpt_tos"], serde_json::json!(["bob@example.com"]));
+    assert_eq!(
+        messages[1]["rcpt_tos"],
+        serde_json::json!(["bob@example.com"])
+    );
 }
 
 #[tokio::test]
@@ -235,7 +246,10 @@ async fn an_unreachable_server_is_retryable() {
         .unwrap_err();
     assert!(error.is_retryable(), "{error:?}");
     assert!(
-        matches!(error, DeliveryError::Connect(_) | DeliveryError::Transport(_)),
+        matches!(
+            error,
+            DeliveryError::Connect(_) | DeliveryError::Transport(_)
+        ),
         "{error:?}"
     );
 }
@@ -251,6 +265,9 @@ async fn an_invalid_recipient_is_permanent_and_never_sent() {
         .send(&simple_message("not an address"))
         .await
         .unwrap_err();
-    assert!(matches!(error, DeliveryError::InvalidMessage(_)), "{error:?}");
+    assert!(
+        matches!(error, DeliveryError::InvalidMessage(_)),
+        "{error:?}"
+    );
     assert!(!error.is_retryable());
 }

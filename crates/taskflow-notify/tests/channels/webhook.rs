@@ -19,8 +19,8 @@ use taskflow_domain::UserId;
 use taskflow_domain::events::CloudEvent;
 use taskflow_notify::webhook::{HostLookup, SpecialRange, verify_signature};
 use taskflow_notify::{
-    DeliveryError, RetryDecision, RetryPolicy, Secret, TargetError, TargetPolicy,
-    WebhookDelivery, WebhookSender, WebhookTarget,
+    DeliveryError, RetryDecision, RetryPolicy, Secret, TargetError, TargetPolicy, WebhookDelivery,
+    WebhookSender, WebhookTarget,
 };
 use uuid::Uuid;
 
@@ -204,7 +204,10 @@ async fn a_server_error_is_retryable_and_the_retry_succeeds() {
     let sender = local_sender();
     let attempt = delivery(Uuid::now_v7(), 1_767_225_600);
 
-    let error = sender.deliver(&target(address), &attempt).await.unwrap_err();
+    let error = sender
+        .deliver(&target(address), &attempt)
+        .await
+        .unwrap_err();
     assert!(error.is_retryable(), "{error}");
     assert_eq!(error.to_string(), "receiver answered HTTP 500: boom");
     assert_eq!(
@@ -354,7 +357,10 @@ async fn loopback_is_refused_unless_private_targets_are_allowed() {
     );
     assert!(receiver.seen().is_empty());
 
-    local_sender().deliver(&target(address), &attempt).await.unwrap();
+    local_sender()
+        .deliver(&target(address), &attempt)
+        .await
+        .unwrap();
     local_sender().deliver(&by_name, &attempt).await.unwrap();
     assert_eq!(receiver.seen().len(), 2);
 }
@@ -418,7 +424,11 @@ async fn a_public_looking_name_resolving_to_loopback_is_refused_at_connect() {
 async fn invalid_urls_are_permanent_target_errors() {
     let sender = local_sender();
     let attempt = delivery(Uuid::now_v7(), 1_767_225_600);
-    for url in ["not a url", "ftp://127.0.0.1/x", "http://user:pw@127.0.0.1/x"] {
+    for url in [
+        "not a url",
+        "ftp://127.0.0.1/x",
+        "http://user:pw@127.0.0.1/x",
+    ] {
         let error = sender
             .deliver(
                 &WebhookTarget {
@@ -429,7 +439,10 @@ async fn invalid_urls_are_permanent_target_errors() {
             )
             .await
             .unwrap_err();
-        assert!(matches!(error, DeliveryError::Target(_)), "{url}: {error:?}");
+        assert!(
+            matches!(error, DeliveryError::Target(_)),
+            "{url}: {error:?}"
+        );
         assert!(!error.is_retryable());
     }
 }
