@@ -24,6 +24,43 @@
 //! caller records it and asks [`RetryPolicy::decide`] what to do next. Policies are pure
 //! functions of their inputs (attempt count, instant, time zone), so tests need neither sleeping
 //! nor a clock.
+//!
+//! # One attempt, as the notifier makes it
+//!
+//! ```no_run
+//! use chrono::Utc;
+//! use taskflow_notify::{
+//!     QuietHours, RetryDecision, RetryPolicy, Secret, WebhookDelivery, WebhookSender,
+//!     WebhookSettings, WebhookTarget,
+//! };
+//! # async fn attempt(
+//! #     event: taskflow_domain::events::CloudEvent,
+//! #     delivery_id: uuid::Uuid,
+//! #     attempts_before: u32,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! let now = Utc::now();
+//! let quiet = QuietHours::parse("22:00", "07:00")?;
+//! if let Some(release) = quiet.release_at(chrono_tz::Europe::Berlin, now) {
+//!     // Not now: reschedule the delivery for `release`.
+//!     return Ok(());
+//! }
+//! let sender = WebhookSender::new(&WebhookSettings::default())?; // once, shared
+//! let target = WebhookTarget {
+//!     url: "https://hooks.example.com/taskflow".into(),
+//!     secret: Secret::new("the user's signing secret"),
+//! };
+//! // The delivery id stays the same on every attempt; the timestamp is the attempt's.
+//! let delivery = WebhookDelivery::for_event(delivery_id, &event, now)?;
+//! match sender.deliver(&target, &delivery).await {
+//!     Ok(_receipt) => { /* mark delivered */ }
+//!     Err(error) => match RetryPolicy::default().decide(attempts_before + 1, &error) {
+//!         RetryDecision::RetryAfter(_delay) => { /* next attempt at now + delay */ }
+//!         RetryDecision::GiveUp(_reason) => { /* dead-letter with the reason and `error` */ }
+//!     },
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 

@@ -9,18 +9,21 @@
 //! TaskFlow-Delivery: 0190a5c4-…        (the same on every retry: deduplicate on it)
 //! TaskFlow-Event-Type: taskflow.reminder.due.v1
 //! TaskFlow-Timestamp: 1767225600       (Unix seconds of this attempt)
-//! TaskFlow-Signature: sha256=5d41…     (see the signature module)
+//! TaskFlow-Signature: sha256=5d41…     (HMAC of timestamp and body)
 //!
 //! {"specversion":"1.0","type":"taskflow.reminder.due.v1",…}
 //! ```
+//!
+//! What is signed and how a receiver verifies it: [`signature`]. Where requests may go:
+//! [`target`].
 //!
 //! Any 2xx answer is success. Redirects are not followed (a redirect could lead past the target
 //! policy) and count as permanent failures, like other 4xx answers; 5xx, 408, 429, timeouts and
 //! connection failures are retryable. The sender never uses a proxy from the environment,
 //! since a proxy would connect on our behalf to addresses the policy never saw.
 
-mod signature;
-mod target;
+pub mod signature;
+pub mod target;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
