@@ -17,9 +17,9 @@
 //! What is signed and how a receiver verifies it: [`signature`]. Where requests may go:
 //! [`target`].
 //!
-//! Any 2xx answer is success. Redirects are not followed (a redirect could lead past the target
-//! policy) and count as permanent failures, like other 4xx answers; 5xx, 408, 429, timeouts and
-//! connection failures are retryable. The sender never uses a proxy from the environment,
+//! Any 2xx answer is success. 5xx, 408, 429, timeouts and connection failures are retryable;
+//! other 4xx answers are permanent, and so are redirects, which are not followed (a redirect
+//! could lead past the target policy). The sender never uses a proxy from the environment,
 //! since a proxy would connect on our behalf to addresses the policy never saw.
 
 pub mod signature;
