@@ -421,6 +421,16 @@ mod tests {
     }
 
     #[test]
+    fn half_hour_transitions() {
+        // Lord Howe Island, 2026-10-04: 02:00 (+10:30) becomes 02:30 (+11:00).
+        check(
+            quiet("22:00", "02:15"),
+            chrono_tz::Australia::Lord_Howe,
+            &[("2026-10-04T01:50:00+10:30", Some("2026-10-04T02:30:00+11:00"))],
+        );
+    }
+
+    #[test]
     fn parses_and_prints_hh_mm() {
         let hours = quiet("22:00", "07:30");
         assert_eq!(hours.start(), NaiveTime::from_hms_opt(22, 0, 0).unwrap());
