@@ -37,4 +37,29 @@ fi
 # the bundled librdkafka build needs.
 bash scripts/install-tansu.sh >/dev/null
 
+# Python packages the tests run as independent counterparts (e.g. aiosmtpd, the SMTP server of
+# taskflow-notify's email tests), in one venv: $TASKFLOW_TEST_VENV, default
+# $HOME/.cache/taskflow/venv (tests find its interpreter through TASKFLOW_TEST_PYTHON, defaulting
+# to <venv>/bin/python). Add a package as "<pip requirement>|<module to import>".
+TEST_VENV="${TASKFLOW_TEST_VENV:-$HOME/.cache/taskflow/venv}"
+TEST_PYTHON_PACKAGES=(
+  "aiosmtpd|aiosmtpd"
+)
+if [ ! -x "$TEST_VENV/bin/python" ]; then
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    apt_install python3-venv
+  fi
+  mkdir -p "$(dirname "$TEST_VENV")"
+  python3 -m venv "$TEST_VENV"
+fi
+missing_python=()
+for entry in "${TEST_PYTHON_PACKAGES[@]}"; do
+  if ! "$TEST_VENV/bin/python" -c "import ${entry#*|}" >/dev/null 2>&1; then
+    missing_python+=("${entry%%|*}")
+  fi
+done
+if [ "${#missing_python[@]}" -gt 0 ]; then
+  "$TEST_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${missing_python[@]}"
+fi
+
 echo "test prerequisites present"
