@@ -157,16 +157,16 @@ impl ReminderStore for PostgresStore {
         let (now, lease_until) = (at_micros(now), at_micros(lease_until));
         let mut tx = self.pool.begin().await.map_err(pg_error)?;
         let rows = sqlx::query(&format!(
-            "WITH claimable AS (
-                 (SELECT id FROM reminders WHERE state = 'scheduled' AND fire_at <= $3
-                  ORDER BY fire_at LIMIT $4 FOR UPDATE SKIP LOCKED)
-                 UNION
-                 (SELECT id FROM reminders WHERE state = 'firing' AND lease_until <= $3
-                  ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED)),
+            "WITH due AS (
+                 SELECT id FROM reminders WHERE state = 'scheduled' AND fire_at <= $3
+                 ORDER BY fire_at LIMIT $4 FOR UPDATE SKIP LOCKED),
+             expired AS (
+                 SELECT id FROM reminders WHERE state = 'firing' AND lease_until <= $3
+                 ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED),
              claimed AS (
                  UPDATE reminders SET state = 'firing', lease_token = $1, lease_until = $2,
                      updated_at = $3
-                 WHERE id IN (SELECT id FROM claimable)
+                 WHERE id IN (SELECT id FROM due UNION SELECT id FROM expired)
                  RETURNING *)
              SELECT {REMINDER_COLUMNS}, t.title AS task_title, t.due_at AS task_due_at,
                     t.time_zone AS task_time_zone
