@@ -243,8 +243,10 @@ def check_settings_env(label, data):
 
 
 def check_static_manifests():
-    print("== Strimzi and Dapr manifests")
-    for path in sorted((ROOT / "deploy/kafka").glob("*.yaml")) + sorted((ROOT / "deploy/dapr").rglob("*.yaml")):
+    print("== Strimzi, Dapr and Minikube manifests")
+    manifests = sorted((ROOT / "deploy/kafka").glob("*.yaml")) + sorted((ROOT / "deploy/dapr").rglob("*.yaml"))
+    manifests += [p for p in sorted((ROOT / "deploy/minikube").glob("*.yaml")) if not p.name.endswith("-values.yaml")]
+    for path in manifests:
         docs = list(documents(path.read_text(), str(path.relative_to(ROOT))))
         good = sum(validate_document(origin, doc) for origin, doc in docs)
         ok(f"{path.relative_to(ROOT)}: {good}/{len(docs)} valid")
