@@ -41,11 +41,12 @@ KUBERNETES_VERSION = "1.31.0"
 sys.path.insert(0, str(ROOT / "scripts"))
 
 failures = []
+expecting_failure = False
 
 
 def fail(message):
     failures.append(message)
-    print(f"  FAIL {message}")
+    print(f"  {'caught' if expecting_failure else 'FAIL'} {message}")
 
 
 def ok(message):
@@ -161,6 +162,40 @@ def validate_document(origin, doc):
     for error in errors:
         fail(f"{label}: {error}")
     return not errors
+
+
+# Manifests each with one mistake the validators must catch (so a passing run means something).
+BROKEN = [
+    ("misspelt probe field", {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {
+        "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {
+            "containers": [{"name": "c", "image": "i", "livenessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSecond": 3}}]}}}}),
+    ("Dapr metadata item with a typo", {"apiVersion": "dapr.io/v1alpha1", "kind": "Component", "metadata": {"name": "x"},
+                                        "spec": {"type": "pubsub.kafka", "version": "v1", "metadata": [{"name": "a", "valu": "b"}]}}),
+    ("Resiliency retries as a string", {"apiVersion": "dapr.io/v1alpha1", "kind": "Resiliency", "metadata": {"name": "x"},
+                                        "spec": {"policies": {"retries": {"a": {"maxRetries": "3"}}}, "targets": {}}}),
+    ("Subscription without routes", {"apiVersion": "dapr.io/v2alpha1", "kind": "Subscription", "metadata": {"name": "x"},
+                                     "spec": {"pubsubname": "p", "topic": "t", "route": "/r"}}),
+    ("KafkaTopic with 0 partitions", {"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaTopic", "metadata": {"name": "x"},
+                                      "spec": {"partitions": 0}}),
+    ("Kafka listener on a reserved port", {"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "Kafka", "metadata": {"name": "x"},
+                                           "spec": {"kafka": {"listeners": [{"name": "plain", "port": 9000, "type": "internal", "tls": False}]}}}),
+    ("unknown custom resource", {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "x"}}),
+]
+
+
+def check_validators_bite():
+    global expecting_failure
+    print("== The validators reject broken manifests")
+    for label, doc in BROKEN:
+        before = len(failures)
+        expecting_failure = True
+        caught = not validate_document("self-test", doc)
+        expecting_failure = False
+        del failures[before:]
+        if caught:
+            ok(f"rejects: {label}")
+        else:
+            fail(f"the validators accepted a broken manifest: {label}")
 
 
 def check_chart():
@@ -380,6 +415,7 @@ def check_terraform():
 
 def main(argv):
     promtool = argv[argv.index("--promtool") + 1] if "--promtool" in argv else None
+    check_validators_bite()
     check_chart()
     check_static_manifests()
     check_readme()
