@@ -17,6 +17,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+step "deployment artefacts: render and validate"
+bash scripts/validate-deploy.sh
+
 step "cargo test (unit, integration, process tests)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
