@@ -71,6 +71,18 @@ id_type!(
     /// Identifies one scheduled reminder of a task occurrence.
     ReminderId
 );
+id_type!(
+    /// Identifies an entry of the in-app notification feed.
+    NotificationId
+);
+id_type!(
+    /// Identifies one delivery of a reminder over one channel.
+    DeliveryId
+);
+id_type!(
+    /// Identifies a user's webhook endpoint.
+    WebhookId
+);
 
 #[cfg(test)]
 mod tests {

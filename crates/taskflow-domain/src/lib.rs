@@ -10,13 +10,16 @@
 
 pub mod events;
 pub mod ids;
+pub mod notification;
 pub mod reminder;
 pub mod task;
 pub mod time;
 pub mod user;
 pub mod validation;
 
-pub use ids::{ReminderId, SeriesId, TaskId, TokenId, UserId};
+pub use ids::{
+    DeliveryId, NotificationId, ReminderId, SeriesId, TaskId, TokenId, UserId, WebhookId,
+};
 pub use reminder::{ReminderPlan, ReminderSpec};
 pub use task::{
     Description, NewTask, Priority, Recurrence, RecurrenceSpec, Tag, Tags, Task, TaskChange,

@@ -135,6 +135,38 @@ fn api_routes(state: AppState) -> Router<AppState> {
             "/api/v1/reminders/{id}/snooze",
             post(api::reminders::snooze_reminder),
         )
+        .route(
+            "/api/v1/notifications",
+            get(api::notifications::list_notifications),
+        )
+        .route(
+            "/api/v1/notifications/read-all",
+            post(api::notifications::mark_all_read),
+        )
+        .route(
+            "/api/v1/notifications/preferences",
+            get(api::notifications::get_preferences).put(api::notifications::put_preferences),
+        )
+        .route(
+            "/api/v1/notifications/deliveries",
+            get(api::notifications::list_deliveries),
+        )
+        .route(
+            "/api/v1/notifications/deliveries/{id}/retry",
+            post(api::notifications::retry_delivery),
+        )
+        .route(
+            "/api/v1/notifications/{id}/read",
+            post(api::notifications::mark_read),
+        )
+        .route(
+            "/api/v1/webhooks",
+            post(api::notifications::create_webhook).get(api::notifications::list_webhooks),
+        )
+        .route(
+            "/api/v1/webhooks/{id}",
+            axum::routing::delete(api::notifications::delete_webhook),
+        )
         .route("/api/v1/series/{id}", get(api::series::get_series))
         .route("/api/v1/audit", get(api::events::audit_log))
         .route("/api/v1/admin/dlq", get(api::events::list_dead_letters))

@@ -25,6 +25,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Real-time sessions and their replay logs (fed by the realtime role).
     pub realtime: RealtimeHub,
+    /// Which webhook targets users may register.
+    pub webhook_policy: taskflow_notify::TargetPolicy,
 }
 
 impl AppState {
@@ -43,6 +45,13 @@ impl AppState {
             metrics: crate::metrics::prometheus_handle(),
             realtime: RealtimeHub::new(RealtimeSettings::default())
                 .with_ticket_secret(auth.jwt_secret.expose().as_bytes()),
+            webhook_policy: taskflow_notify::TargetPolicy::PUBLIC_ONLY,
         }
+    }
+
+    /// The same state allowing or refusing private webhook targets.
+    pub fn with_webhook_policy(mut self, policy: taskflow_notify::TargetPolicy) -> Self {
+        self.webhook_policy = policy;
+        self
     }
 }

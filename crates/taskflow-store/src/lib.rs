@@ -19,8 +19,15 @@ pub mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use taskflow_domain::events::OutgoingEvent;
+use taskflow_domain::notification::{
+    Delivery, DeliveryAttempt, DeliveryStatus, Notification, NotificationPreferences,
+    WebhookEndpoint,
+};
 use taskflow_domain::reminder::{DueReminder, Reminder};
-use taskflow_domain::{Email, ReminderId, SeriesId, Task, TaskId, TokenId, User, UserId};
+use taskflow_domain::{
+    DeliveryId, Email, NotificationId, ReminderId, SeriesId, Task, TaskId, TokenId, User, UserId,
+    WebhookId,
+};
 
 pub use error::StoreError;
 pub use portability::PortabilityStore;
@@ -238,6 +245,136 @@ pub enum ConsumerEffect {
     Nothing,
     /// Append to the audit log.
     Audit(AuditEntry),
+    /// Record what a fired reminder notifies (the notifier).
+    Notify(NotificationPlan),
+}
+
+/// What the notifier stores for one `reminder.due` event, in one transaction with the record
+/// that the event was processed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotificationPlan {
+    /// The in-app feed entry (skipped if its dedup key exists).
+    pub notification: Option<Notification>,
+    /// Deliveries to make (skipped where the idempotency key exists).
+    pub deliveries: Vec<Delivery>,
+    /// Events written with the notification (`notification.created`), only if it was new.
+    pub events: Vec<OutgoingEvent>,
+}
+
+/// A delivery a notifier claimed, with what attempting it needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// The endpoint of a webhook delivery (`None` when it was deleted or disabled).
+    pub endpoint: Option<WebhookEndpoint>,
+}
+
+/// How an attempt ended, as the notifier records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Delivered.
+    Sent,
+    /// Failed; try again at this instant.
+    Retry(DateTime<Utc>),
+    /// Not attempted: quiet hours; try at this instant (not counted as an attempt).
+    Deferred(DateTime<Utc>),
+    /// Failed for good: dead-lettered.
+    Dead,
+}
+
+/// A page of the in-app feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationPage {
+    /// Newest first.
+    pub items: Vec<Notification>,
+    /// Pass back to get the next page.
+    pub next_cursor: Option<(DateTime<Utc>, NotificationId)>,
+    /// Unread notifications in all.
+    pub unread: i64,
+}
+
+/// The notification feed, preferences, webhook endpoints and deliveries.
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// The user's preferences (`None`: never set; the defaults apply).
+    async fn notification_preferences(
+        &self,
+        user: UserId,
+    ) -> Result<Option<NotificationPreferences>, StoreError>;
+    /// Replaces the user's preferences.
+    async fn set_notification_preferences(
+        &self,
+        user: UserId,
+        preferences: &NotificationPreferences,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Registers a webhook endpoint.
+    async fn create_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError>;
+    /// The user's webhook endpoints, oldest first.
+    async fn webhook_endpoints(&self, user: UserId) -> Result<Vec<WebhookEndpoint>, StoreError>;
+    /// Deletes one of the user's endpoints. [`StoreError::NotFound`] when there is none.
+    async fn delete_webhook_endpoint(&self, user: UserId, id: WebhookId) -> Result<(), StoreError>;
+    /// One page of the user's feed, newest first, after `cursor`.
+    async fn notifications(
+        &self,
+        user: UserId,
+        cursor: Option<(DateTime<Utc>, NotificationId)>,
+        unread_only: bool,
+        limit: u32,
+    ) -> Result<NotificationPage, StoreError>;
+    /// Marks one notification read (no change if it already is). [`StoreError::NotFound`]
+    /// when the user has no such notification.
+    async fn mark_notification_read(
+        &self,
+        user: UserId,
+        id: NotificationId,
+        now: DateTime<Utc>,
+    ) -> Result<Notification, StoreError>;
+    /// Marks every notification of the user read; returns how many changed.
+    async fn mark_all_notifications_read(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// The instant of the soonest pending delivery (or expired claim), if any.
+    async fn next_delivery_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Atomically claims up to `limit` deliveries due at `now`, leased until `lease_until`.
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<(uuid::Uuid, Vec<ClaimedDelivery>), StoreError>;
+    /// Records an attempt of a delivery held under claim `token` and its outcome. `false` when
+    /// the claim was lost (nothing recorded).
+    async fn record_delivery_attempt(
+        &self,
+        token: uuid::Uuid,
+        id: DeliveryId,
+        attempt: &DeliveryAttempt,
+        outcome: &DeliveryOutcome,
+    ) -> Result<bool, StoreError>;
+    /// The user's deliveries (optionally with one status), newest first, with their attempts.
+    async fn deliveries(
+        &self,
+        user: UserId,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> Result<Vec<(Delivery, Vec<DeliveryAttempt>)>, StoreError>;
+    /// Makes one of the user's dead deliveries pending again, due at `now`.
+    /// [`StoreError::NotFound`] when there is none; [`StoreError::Conflict`] (`delivery_not_dead`)
+    /// when it is not dead.
+    async fn retry_delivery(
+        &self,
+        user: UserId,
+        id: DeliveryId,
+        now: DateTime<Utc>,
+    ) -> Result<Delivery, StoreError>;
+    /// How many deliveries are dead.
+    async fn dead_delivery_count(&self) -> Result<i64, StoreError>;
+    /// Changes after a commit created or rescheduled deliveries (value: the earliest instant).
+    fn delivery_changes(&self) -> tokio::sync::watch::Receiver<Option<DateTime<Utc>>>;
 }
 
 /// An event a consumer gave up on.
@@ -381,6 +518,7 @@ pub trait Store:
     + TokenStore
     + TaskStore
     + ReminderStore
+    + NotificationStore
     + OutboxStore
     + ConsumerStore
     + PortabilityStore

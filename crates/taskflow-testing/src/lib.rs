@@ -20,7 +20,11 @@ use taskflow_http::realtime::{RealtimeHub, RealtimeSettings};
 use taskflow_store::Store;
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
 use taskflow_workers::audit::{AUDIT_GROUP, AuditHandler};
+use taskflow_workers::notifier::{
+    DeliverySettings, DeliveryWorker, NOTIFIER_GROUP, NotifierHandler, run_deliveries,
+};
 use taskflow_workers::realtime::{RealtimeHandler, RealtimeUpdate, realtime_group};
+use taskflow_workers::scheduler::{Scheduler, SchedulerSettings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +44,10 @@ pub struct TestOptions {
     pub audit_retry: RetryPolicy,
     /// Limits of the real-time streams (the realtime feeder runs with the other workers).
     pub realtime: RealtimeSettings,
+    /// Retries of webhook and e-mail deliveries (fast and without jitter by default).
+    pub delivery_retry: taskflow_notify::RetryPolicy,
+    /// An SMTP relay for e-mail deliveries (none by default: e-mail off).
+    pub smtp: Option<taskflow_notify::SmtpSettings>,
 }
 
 impl Default for TestOptions {
@@ -61,6 +69,13 @@ impl Default for TestOptions {
                 jitter: 0.1,
             },
             realtime: RealtimeSettings::default(),
+            delivery_retry: taskflow_notify::RetryPolicy {
+                max_attempts: 4,
+                initial: std::time::Duration::from_millis(200),
+                max: std::time::Duration::from_secs(2),
+                jitter: 0.0,
+            },
+            smtp: None,
         }
     }
 }
@@ -107,12 +122,16 @@ impl TestApp {
         store.migrate().await.expect("migrate test database");
         let store: Arc<dyn Store> = Arc::new(store);
         let clock: Arc<dyn Clock> = Arc::new(taskflow_domain::SystemClock);
+        // Tests deliver webhooks to receivers on loopback.
         let mut state = AppState::new(
             store.clone(),
             clock.clone(),
             &options.auth,
             &options.rate_limit,
-        );
+        )
+        .with_webhook_policy(taskflow_notify::TargetPolicy {
+            allow_private: true,
+        });
         state.realtime = RealtimeHub::new(options.realtime.clone())
             .with_ticket_secret(options.auth.jwt_secret.expose().as_bytes());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
@@ -147,14 +166,64 @@ impl TestApp {
             let audit = ConsumerRunner::new(
                 AUDIT_GROUP,
                 Topic::TaskEvents.name(),
+                bus.clone(),
+                store.clone(),
+                names.clone(),
+                clock.clone(),
+                Arc::new(AuditHandler::new(store.clone(), clock.clone())),
+                options.audit_retry.clone(),
+            );
+            tokio::spawn(audit.run(shutdown.clone()));
+            let scheduler =
+                Scheduler::new(store.clone(), clock.clone(), SchedulerSettings::default());
+            let stop = shutdown.clone();
+            tokio::spawn(taskflow_workers::scheduler::run(
+                scheduler,
+                Box::pin(async move { stop.cancelled().await }),
+            ));
+            let notifier = ConsumerRunner::new(
+                NOTIFIER_GROUP,
+                Topic::Reminders.name(),
                 bus,
                 store.clone(),
                 names,
                 clock.clone(),
-                Arc::new(AuditHandler::new(store.clone(), clock)),
+                Arc::new(NotifierHandler::new(
+                    store.clone(),
+                    clock.clone(),
+                    options.smtp.is_some(),
+                )),
                 options.audit_retry.clone(),
             );
-            tokio::spawn(audit.run(shutdown.clone()));
+            tokio::spawn(notifier.run(shutdown.clone()));
+            let webhooks = taskflow_notify::WebhookSender::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .policy(taskflow_notify::TargetPolicy {
+                    allow_private: true,
+                })
+                .build()
+                .expect("webhook sender");
+            let email = options
+                .smtp
+                .as_ref()
+                .map(|smtp| taskflow_notify::EmailSender::new(smtp).expect("e-mail sender"));
+            let worker = DeliveryWorker::new(
+                store.clone(),
+                clock,
+                webhooks,
+                email,
+                DeliverySettings {
+                    webhook_retry: options.delivery_retry.clone(),
+                    email_retry: options.delivery_retry.clone(),
+                    poll_interval: std::time::Duration::from_millis(200),
+                    ..DeliverySettings::default()
+                },
+            );
+            let stop = shutdown.clone();
+            tokio::spawn(run_deliveries(
+                worker,
+                Box::pin(async move { stop.cancelled().await }),
+            ));
         }
         let signal = shutdown.clone();
         tokio::spawn(taskflow_http::serve(listener, state, async move {
@@ -230,6 +299,36 @@ impl Drop for TestApp {
         self.shutdown.cancel();
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, for at most `timeout`; panics with `what`.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The Python interpreter of the test virtualenv (`TASKFLOW_TEST_PYTHON`, default
+/// `$HOME/.cache/taskflow/venv/bin/python`), made by `scripts/install-test-deps.sh`.
+pub fn test_python() -> PathBuf {
+    std::env::var_os("TASKFLOW_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/taskflow/venv/bin/python")
+        })
 }
 
 /// Waits until the `taskflow` process `child` accepts connections on 127.0.0.1:`port`; panics

@@ -7,8 +7,7 @@
 //! feeder keeps no state and has no side effects to make idempotent; a redelivered event gets a
 //! new sequence number at the hub, which clients tolerate (updates carry the task version).
 //!
-//! `notification.created` will arrive the same way: add its short type to [`STREAMED_TYPES`]
-//! and run a second runner on the `notifications` topic with this handler.
+//! `notification.created` (written by the notifier on the same topic) arrives the same way.
 
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use taskflow_domain::events::CloudEvent;
 pub const REALTIME_GROUP_PREFIX: &str = "realtime";
 
 /// Event types (short form) streamed to clients.
-pub const STREAMED_TYPES: &[&str] = &["task.changed"];
+pub const STREAMED_TYPES: &[&str] = &["task.changed", "notification.created"];
 
 /// Events older than this before the feeder started are history (a fresh consumer group starts
 /// at the beginning of the stream): nobody here was connected then, so they are skipped. The

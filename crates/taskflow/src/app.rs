@@ -76,9 +76,10 @@ pub async fn open_bus(
         #[cfg(feature = "dapr")]
         "dapr" => {
             let bus = taskflow_bus::backends::dapr::DaprBus::new(&settings.bus.dapr)?;
-            // The sidecar reads /dapr/subscribe once, when our port opens: list every topic we
-            // consume before serving.
-            for topic in CONSUMED_TOPICS {
+            // The sidecar reads /dapr/subscribe once, when our port opens: list every topic
+            // this process's roles consume before serving (and no other, or the sidecar would
+            // deliver events nobody here handles).
+            for topic in consumed_topics(&settings.roles().unwrap_or_default()) {
                 bus.register(&settings.bus.topics.physical(topic));
             }
             let routes = bus.router();
@@ -132,9 +133,20 @@ pub async fn set_admin(settings: &Settings, email: &str, is_admin: bool) -> anyh
     }
 }
 
-/// Logical topics some role of this binary consumes.
+/// Logical topics the given roles consume through a subscription registered up front. The
+/// realtime feeder's topic is not among them: on Dapr the app id is the consumer group, so
+/// replicas would split `task-updates` (see docs/architecture.md).
 #[cfg(feature = "dapr")]
-const CONSUMED_TOPICS: &[&str] = &["task-events"];
+fn consumed_topics(roles: &[Role]) -> Vec<&'static str> {
+    let mut topics = Vec::new();
+    if roles.contains(&Role::Audit) {
+        topics.push(Topic::TaskEvents.name());
+    }
+    if roles.contains(&Role::Notifier) {
+        topics.push(Topic::Reminders.name());
+    }
+    topics
+}
 
 /// Fills secrets from their configured source (Dapr's secrets API when `secrets.backend = "dapr"`).
 pub async fn load_secrets(settings: &mut Settings) -> anyhow::Result<()> {
@@ -208,13 +220,82 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
         );
         tasks.spawn(runner.run(workers.clone()));
     }
+    if roles.contains(&Role::Scheduler) {
+        let scheduler = taskflow_workers::scheduler::Scheduler::new(
+            store.clone(),
+            clock.clone(),
+            taskflow_workers::scheduler::SchedulerSettings {
+                lease: Duration::from_secs(settings.scheduler.lease_secs),
+                batch: settings.scheduler.batch,
+                horizon: settings.scheduler.horizon,
+                poll_interval: Duration::from_millis(settings.scheduler.poll_interval_ms),
+            },
+        );
+        let stop = workers.clone();
+        tasks.spawn(taskflow_workers::scheduler::run(
+            scheduler,
+            Box::pin(async move { stop.cancelled().await }),
+        ));
+    }
+    if roles.contains(&Role::Notifier) {
+        let notifications = &settings.notifications;
+        let runner = ConsumerRunner::new(
+            taskflow_workers::notifier::NOTIFIER_GROUP,
+            Topic::Reminders.name(),
+            bus.clone(),
+            store.clone(),
+            settings.bus.topics.clone(),
+            clock.clone(),
+            Arc::new(taskflow_workers::notifier::NotifierHandler::new(
+                store.clone(),
+                clock.clone(),
+                notifications.email_enabled,
+            )),
+            RetryPolicy::reminders(),
+        );
+        tasks.spawn(runner.run(workers.clone()));
+        let webhooks = taskflow_notify::WebhookSender::new(&notifications.webhooks)
+            .context("setting up webhook delivery")?;
+        let email = if notifications.email_enabled {
+            Some(
+                taskflow_notify::EmailSender::new(&notifications.smtp)
+                    .context("setting up e-mail delivery (notifications.smtp)")?,
+            )
+        } else {
+            None
+        };
+        let worker = taskflow_workers::notifier::DeliveryWorker::new(
+            store.clone(),
+            clock.clone(),
+            webhooks,
+            email,
+            taskflow_workers::notifier::DeliverySettings {
+                webhook_retry: notifications.webhook_retry.clone(),
+                email_retry: notifications.email_retry.clone(),
+                lease: Duration::from_secs(notifications.lease_secs),
+                concurrency: notifications.concurrency,
+                poll_interval: Duration::from_millis(notifications.poll_interval_ms),
+                public_url: (!notifications.public_url.is_empty())
+                    .then(|| notifications.public_url.clone()),
+                ..Default::default()
+            },
+        );
+        let stop = workers.clone();
+        tasks.spawn(taskflow_workers::notifier::run_deliveries(
+            worker,
+            Box::pin(async move { stop.cancelled().await }),
+        ));
+    }
 
     let state = AppState::new(
         store.clone(),
         clock.clone(),
         &settings.auth,
         &settings.rate_limit,
-    );
+    )
+    .with_webhook_policy(taskflow_notify::TargetPolicy {
+        allow_private: settings.notifications.webhooks.allow_private_targets,
+    });
     if roles.contains(&Role::Realtime) {
         let hub = state.realtime.clone();
         let feed = move |update: taskflow_workers::realtime::RealtimeUpdate| {

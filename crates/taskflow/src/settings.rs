@@ -30,12 +30,84 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Where secrets come from.
     pub secrets: SecretsSettings,
-    /// Roles this process runs (`api`, `relay`, `audit`, `realtime`); empty means all. A list, or one
+    /// Roles this process runs (`api`, `relay`, `audit`, `realtime`, `scheduler`, `notifier`);
+    /// empty means all. A list, or one
     /// comma-separated string (as from `TASKFLOW_ROLES=api,relay`).
     #[serde(deserialize_with = "list_or_csv")]
     pub roles: Vec<String>,
     /// The event bus.
     pub bus: BusSettings,
+    /// The reminder scheduler.
+    pub scheduler: SchedulerConfig,
+    /// The notifier: channels, retries, quiet-hours handling.
+    pub notifications: NotificationSettings,
+}
+
+/// `[scheduler]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Seconds a claim on due reminders holds before another scheduler may take it over.
+    pub lease_secs: u64,
+    /// Most reminders fired in one transaction.
+    pub batch: u32,
+    /// Upcoming instants kept in memory.
+    pub horizon: u32,
+    /// Milliseconds between reads of the table for reminders other processes scheduled.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            lease_secs: 30,
+            batch: 2000,
+            horizon: 1000,
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[notifications]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationSettings {
+    /// The web UI's public base URL, for links in e-mails (empty: no links).
+    pub public_url: String,
+    /// Webhook delivery: `timeout_secs`, `allow_private_targets` (refused by default:
+    /// loopback, private and link-local targets).
+    pub webhooks: taskflow_notify::WebhookSettings,
+    /// Retries of webhook deliveries: `max_attempts`, `initial_delay_secs`, `max_delay_secs`, `jitter`.
+    pub webhook_retry: taskflow_notify::RetryPolicy,
+    /// E-mail through SMTP; off unless `email_enabled`.
+    pub email_enabled: bool,
+    /// The SMTP relay: `host`, `port`, `security` (`none`, `starttls`, `tls`), `username`,
+    /// `password`, `from`, `timeout_secs`.
+    pub smtp: taskflow_notify::SmtpSettings,
+    /// Retries of e-mail deliveries.
+    pub email_retry: taskflow_notify::RetryPolicy,
+    /// Seconds a claim on deliveries holds before another notifier may take it over.
+    pub lease_secs: u64,
+    /// Most deliveries attempted at the same time.
+    pub concurrency: usize,
+    /// Milliseconds between reads of the table for deliveries other processes created.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        Self {
+            public_url: String::new(),
+            webhooks: Default::default(),
+            webhook_retry: Default::default(),
+            email_enabled: false,
+            smtp: Default::default(),
+            email_retry: Default::default(),
+            lease_secs: 120,
+            concurrency: 16,
+            poll_interval_ms: 1000,
+        }
+    }
 }
 
 fn list_or_csv<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -160,11 +232,22 @@ pub enum Role {
     /// The realtime feeder: `task-updates` → this process's SSE/WebSocket sessions (run it
     /// wherever the API runs).
     Realtime,
+    /// The reminder scheduler: fires reminders at their instants.
+    Scheduler,
+    /// The notifier: `reminders` → in-app feed, webhooks, e-mail.
+    Notifier,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 4] = [Role::Api, Role::Relay, Role::Audit, Role::Realtime];
+    pub const ALL: [Role; 6] = [
+        Role::Api,
+        Role::Relay,
+        Role::Audit,
+        Role::Realtime,
+        Role::Scheduler,
+        Role::Notifier,
+    ];
 
     fn parse(name: &str) -> Option<Self> {
         match name.trim() {
@@ -172,6 +255,8 @@ impl Role {
             "relay" => Some(Self::Relay),
             "audit" => Some(Self::Audit),
             "realtime" => Some(Self::Realtime),
+            "scheduler" => Some(Self::Scheduler),
+            "notifier" => Some(Self::Notifier),
             _ => None,
         }
     }
@@ -217,6 +302,8 @@ impl Default for Settings {
             secrets: SecretsSettings::default(),
             roles: Vec::new(),
             bus: BusSettings::default(),
+            scheduler: SchedulerConfig::default(),
+            notifications: NotificationSettings::default(),
         }
     }
 }
@@ -336,6 +423,39 @@ impl Settings {
                 ),
             });
         }
+        if self.scheduler.batch == 0
+            || self.scheduler.horizon == 0
+            || self.scheduler.lease_secs == 0
+        {
+            return Err(SettingsError::Invalid {
+                key: "scheduler",
+                message: "batch, horizon and lease_secs must be at least 1".into(),
+            });
+        }
+        for (key, policy) in [
+            (
+                "notifications.webhook_retry",
+                &self.notifications.webhook_retry,
+            ),
+            ("notifications.email_retry", &self.notifications.email_retry),
+        ] {
+            policy.validate().map_err(|e| SettingsError::Invalid {
+                key,
+                message: e.to_string(),
+            })?;
+        }
+        if self.notifications.concurrency == 0 || self.notifications.lease_secs == 0 {
+            return Err(SettingsError::Invalid {
+                key: "notifications",
+                message: "concurrency and lease_secs must be at least 1".into(),
+            });
+        }
+        if self.notifications.email_enabled && self.notifications.smtp.host.trim().is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "notifications.smtp.host",
+                message: "e-mail is enabled: set the SMTP relay's host name".into(),
+            });
+        }
         if self.database.max_connections == 0 || self.database.max_connections > 1000 {
             return Err(SettingsError::Invalid {
                 key: "database.max_connections",
@@ -452,7 +572,7 @@ impl Settings {
             let role = Role::parse(name).ok_or_else(|| SettingsError::Invalid {
                 key: "roles",
                 message: format!(
-                    "`{}` is not a role; use any of api, relay, audit, realtime",
+                    "`{}` is not a role; use any of api, relay, audit, realtime, scheduler, notifier",
                     name.trim()
                 ),
             })?;

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod events;
 pub mod health;
+pub mod notifications;
 pub mod reminders;
 pub mod series;
 pub mod tags;

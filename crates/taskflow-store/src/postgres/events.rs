@@ -262,8 +262,12 @@ impl ConsumerStore for PostgresStore {
         if !fresh {
             return Ok(false);
         }
+        let mut written = (None, None);
         match effect {
             ConsumerEffect::Nothing => {}
+            ConsumerEffect::Notify(plan) => {
+                written = super::notifications::apply_plan(&mut tx, plan).await?;
+            }
             ConsumerEffect::Audit(entry) => {
                 sqlx::query(
                     "INSERT INTO audit_log (event_id, user_id, task_id, event_type, occurred_at, data)
@@ -281,6 +285,9 @@ impl ConsumerStore for PostgresStore {
             }
         }
         tx.commit().await.map_err(pg_error)?;
+        let (seq, earliest_delivery) = written;
+        self.announce(seq);
+        crate::announce_reminders(&self.delivery_changes, earliest_delivery);
         Ok(true)
     }
 

@@ -26,6 +26,7 @@
 //! found by the relay's and in-process consumers' polling.
 
 mod events;
+mod notifications;
 mod portability;
 mod reminders;
 mod rows;
@@ -97,6 +98,8 @@ pub struct PostgresStore {
     outbox_commits: Arc<tokio::sync::watch::Sender<i64>>,
     /// Earliest instant of reminders this process newly scheduled; wakes its schedulers.
     reminder_changes: Arc<tokio::sync::watch::Sender<Option<DateTime<Utc>>>>,
+    /// Earliest instant of deliveries this process created or rescheduled; wakes its notifiers.
+    delivery_changes: Arc<tokio::sync::watch::Sender<Option<DateTime<Utc>>>>,
 }
 
 impl PostgresStore {
@@ -120,6 +123,7 @@ impl PostgresStore {
             pool,
             outbox_commits: Arc::new(tokio::sync::watch::channel(0).0),
             reminder_changes: Arc::new(tokio::sync::watch::channel(None).0),
+            delivery_changes: Arc::new(tokio::sync::watch::channel(None).0),
         })
     }
 

@@ -279,10 +279,14 @@ impl ConsumerStore for SqliteStore {
                     .rows_affected()
                         == 1;
                     if !fresh {
-                        return Ok((false, None));
+                        return Ok(((false, None), None));
                     }
+                    let mut written = (None, None);
                     match &effect {
                         ConsumerEffect::Nothing => {}
+                        ConsumerEffect::Notify(plan) => {
+                            written = super::notifications::apply_plan(conn, plan).await?;
+                        }
                         ConsumerEffect::Audit(entry) => {
                             sqlx::query(
                                 "INSERT INTO audit_log (event_id, user_id, task_id, event_type, occurred_at, data)
@@ -298,10 +302,14 @@ impl ConsumerStore for SqliteStore {
                             .await?;
                         }
                     }
-                    Ok((true, None))
+                    Ok(((true, written.1), written.0))
                 })
             })
             .await
+            .map(|(fresh, earliest_delivery)| {
+                crate::announce_reminders(&self.delivery_changes, earliest_delivery);
+                fresh
+            })
     }
 
     async fn record_dead_letter(

@@ -6,6 +6,7 @@
 //! by default, so an acknowledged write survives a crash of the process or the machine.
 
 mod events;
+mod notifications;
 mod portability;
 mod reminders;
 mod rows;
@@ -64,6 +65,8 @@ pub struct SqliteStore {
     outbox_commits: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
     /// Earliest instant of newly scheduled reminders; wakes sleeping schedulers.
     reminder_changes: std::sync::Arc<tokio::sync::watch::Sender<Option<DateTime<Utc>>>>,
+    /// Earliest instant of new or rescheduled deliveries; wakes sleeping notifiers.
+    delivery_changes: std::sync::Arc<tokio::sync::watch::Sender<Option<DateTime<Utc>>>>,
 }
 
 impl SqliteStore {
@@ -108,6 +111,7 @@ impl SqliteStore {
             reader,
             outbox_commits,
             reminder_changes: std::sync::Arc::new(tokio::sync::watch::channel(None).0),
+            delivery_changes: std::sync::Arc::new(tokio::sync::watch::channel(None).0),
         })
     }
 }
