@@ -10,6 +10,7 @@ mod malformed;
 mod rate_limit;
 mod realtime;
 mod recurrence;
+mod reminders;
 mod support;
 mod tasks;
 mod tokens;
