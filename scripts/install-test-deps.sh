@@ -37,4 +37,17 @@ fi
 # the bundled librdkafka build needs.
 bash scripts/install-tansu.sh >/dev/null
 
+# The MCP and iCalendar tests drive independent Python clients (the official MCP SDK, the
+# icalendar parser, dateutil and recurring-ical-events) from a virtualenv of their own; the
+# Rust tests find its interpreter through TASKFLOW_TEST_PYTHON (default: the one below).
+venv="$HOME/.cache/taskflow/venv"
+if [ ! -x "$venv/bin/python" ]; then
+  have python3 || apt_install python3
+  python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
+fi
+if ! "$venv/bin/python" -c 'import mcp, icalendar, dateutil, recurring_ical_events' >/dev/null 2>&1; then
+  "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
+  "$venv/bin/python" -m pip install --quiet mcp icalendar python-dateutil recurring-ical-events >&2
+fi
+
 echo "test prerequisites present"

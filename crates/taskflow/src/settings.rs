@@ -36,6 +36,17 @@ pub struct Settings {
     pub roles: Vec<String>,
     /// The event bus.
     pub bus: BusSettings,
+    /// The stdio MCP server (`taskflow mcp`).
+    pub mcp: McpSettings,
+}
+
+/// `[mcp]`: how `taskflow mcp` acts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpSettings {
+    /// The personal access token (`tfp_…`) of the user the stdio MCP server acts for;
+    /// usually given as `TASKFLOW_MCP__TOKEN` in the assistant's configuration.
+    pub token: Secret,
 }
 
 fn list_or_csv<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -217,6 +228,7 @@ impl Default for Settings {
             secrets: SecretsSettings::default(),
             roles: Vec::new(),
             bus: BusSettings::default(),
+            mcp: McpSettings::default(),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Handlers, one module per resource.
 
 pub mod accounts;
+pub mod calendar;
 pub mod events;
 pub mod health;
+pub mod quick_add;
 pub mod series;
 pub mod tags;
 pub mod tasks;
