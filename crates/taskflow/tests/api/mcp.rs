@@ -69,6 +69,7 @@ async fn the_python_sdk_drives_taskflow_mcp_over_stdio() {
     .await
     .unwrap();
     assert!(out.starts_with("ok "), "{out}");
+    println!("{}", out.trim());
     assert_unchanged(&app, &bob, &bobs).await;
 }
 
@@ -86,6 +87,7 @@ async fn the_python_sdk_drives_the_streamable_http_endpoint() {
     .await
     .unwrap();
     assert!(out.starts_with("ok "), "{out}");
+    println!("{}", out.trim());
     assert_unchanged(&app, &bob, &bobs).await;
 }
 

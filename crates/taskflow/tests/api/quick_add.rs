@@ -205,6 +205,13 @@ async fn every_phrase_of_the_table_creates_the_task_the_parser_understood() {
         let response = quick(&app, &user, json!({ "text": text, "time_zone": ZONE })).await;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap();
+        if expected.title.is_empty() {
+            // Only tags or a priority: no title to create a task with.
+            if status != 422 || error_code(&body, "text").as_deref() != Some("empty") {
+                failures.push(format!("{text:?}: expected 422 text/empty, got {status}: {body}"));
+            }
+            continue;
+        }
         if status != 201 {
             failures.push(format!("{text:?}: status {status}: {body}"));
             continue;
