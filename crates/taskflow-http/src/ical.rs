@@ -111,7 +111,10 @@ pub fn alarms_for(plan: &ReminderPlan, title: &str) -> Vec<Alarm> {
 /// The reminder a VALARM describes. `start_is_due` says whether the VTODO's start is its due
 /// date (no `DTSTART`, or the same instant), so a trigger relative to the start is one
 /// relative to the due date. Errors say why the alarm cannot be a reminder.
-pub fn reminder_from_alarm<C: Component>(alarm: &C, start_is_due: bool) -> Result<ReminderSpec, String> {
+pub fn reminder_from_alarm<C: Component>(
+    alarm: &C,
+    start_is_due: bool,
+) -> Result<ReminderSpec, String> {
     let trigger = alarm
         .properties()
         .get("TRIGGER")
@@ -171,7 +174,9 @@ pub fn reminder_plan_from_alarms<C: Component>(
 pub fn export_rule(rule: &RecurrenceRule, zone: TimeZone) -> String {
     match rule.until_bound() {
         Some(Until::Date(date)) => {
-            let end = date.and_hms_opt(23, 59, 59).map(|t| resolve_local(zone.tz(), t));
+            let end = date
+                .and_hms_opt(23, 59, 59)
+                .map(|t| resolve_local(zone.tz(), t));
             let until = end.map_or_else(|| date.format("%Y%m%d").to_string(), utc_stamp);
             rule.as_str()
                 .split(';')
@@ -209,7 +214,11 @@ pub fn todo_for(task: &Task, now: DateTime<Utc>) -> Todo {
     }
     let zone = task.time_zone;
     if let Some(due) = task.due_at {
-        todo.append_property(zoned("DUE", due.with_timezone(&zone.tz()).naive_local(), zone));
+        todo.append_property(zoned(
+            "DUE",
+            due.with_timezone(&zone.tz()).naive_local(),
+            zone,
+        ));
     }
     match task.status {
         TaskStatus::Pending => {
@@ -326,9 +335,14 @@ fn instant_of(
         return Ok((resolve_local(tz.tz(), local), zone));
     }
     if let Ok(date) = NaiveDate::parse_from_str(value, "%Y%m%d") {
-        return Ok((resolve_local(tz.tz(), date.and_time(DATE_ONLY_DUE_TIME)), zone));
+        return Ok((
+            resolve_local(tz.tz(), date.and_time(DATE_ONLY_DUE_TIME)),
+            zone,
+        ));
     }
-    Err(format!("{key} `{value}` is not an iCalendar date or date-time"))
+    Err(format!(
+        "{key} `{value}` is not an iCalendar date or date-time"
+    ))
 }
 
 /// Turns an imported RRULE into one `RecurrenceRule::parse` accepts: a floating UNTIL
@@ -339,7 +353,9 @@ fn import_rule(text: &str, zone: TimeZone) -> String {
         .split(';')
         .map(|part| match part.split_once('=') {
             Some((key, value))
-                if key.eq_ignore_ascii_case("UNTIL") && value.len() == 15 && !value.ends_with('Z') =>
+                if key.eq_ignore_ascii_case("UNTIL")
+                    && value.len() == 15
+                    && !value.ends_with('Z') =>
             {
                 match NaiveDateTime::parse_from_str(value, "%Y%m%dT%H%M%S") {
                     Ok(local) => format!("UNTIL={}", utc_stamp(resolve_local(zone.tz(), local))),
@@ -352,7 +368,12 @@ fn import_rule(text: &str, zone: TimeZone) -> String {
         .join(";")
 }
 
-fn skipped(uid: Option<&str>, index: usize, code: &'static str, reason: impl Into<String>) -> Skipped {
+fn skipped(
+    uid: Option<&str>,
+    index: usize,
+    code: &'static str,
+    reason: impl Into<String>,
+) -> Skipped {
     Skipped {
         uid: uid.map(str::to_owned),
         index,
@@ -372,24 +393,45 @@ fn todo_to_import(
         return Err(skipped(None, index, "missing_uid", "the VTODO has no UID"));
     };
     if uid.chars().count() > 255 {
-        return Err(skipped(None, index, "invalid_field", "the UID is longer than 255 characters"));
+        return Err(skipped(
+            None,
+            index,
+            "invalid_field",
+            "the UID is longer than 255 characters",
+        ));
     }
     let some = Some(uid);
     let invalid = |why: String| skipped(some, index, "invalid_field", why);
-    let status = todo.property_value("STATUS").map(|s| s.trim().to_ascii_uppercase());
+    let status = todo
+        .property_value("STATUS")
+        .map(|s| s.trim().to_ascii_uppercase());
     if status.as_deref() == Some("CANCELLED") {
-        return Err(skipped(some, index, "cancelled", "cancelled to-dos are not imported"));
+        return Err(skipped(
+            some,
+            index,
+            "cancelled",
+            "cancelled to-dos are not imported",
+        ));
     }
     let summary = todo.get_summary().unwrap_or_default();
     if summary.trim().is_empty() {
-        return Err(skipped(some, index, "missing_summary", "the VTODO has no SUMMARY"));
+        return Err(skipped(
+            some,
+            index,
+            "missing_summary",
+            "the VTODO has no SUMMARY",
+        ));
     }
     let title = Title::parse(summary).map_err(|e| invalid(format!("SUMMARY: {}", e.message)))?;
     let description = match todo.get_description() {
-        Some(text) => Description::parse(text).map_err(|e| invalid(format!("DESCRIPTION: {}", e.message)))?,
+        Some(text) => {
+            Description::parse(text).map_err(|e| invalid(format!("DESCRIPTION: {}", e.message)))?
+        }
         None => Description::default(),
     };
-    let priority = todo.get_priority().map_or(Priority::None, priority_from_ical);
+    let priority = todo
+        .get_priority()
+        .map_or(Priority::None, priority_from_ical);
     let mut not_applied = Vec::new();
     let mut tags = Vec::new();
     for category in todo.get_categories().unwrap_or_default() {
@@ -403,7 +445,9 @@ fn todo_to_import(
                     tags.push(candidate);
                 }
             }
-            Ok(_) => not_applied.push(format!("CATEGORIES `{category}`: a task has at most 30 tags")),
+            Ok(_) => not_applied.push(format!(
+                "CATEGORIES `{category}`: a task has at most 30 tags"
+            )),
             Err(e) => not_applied.push(format!("CATEGORIES `{category}`: {}", e.message)),
         }
     }
@@ -435,7 +479,12 @@ fn todo_to_import(
     let recurrence = match rrule {
         Some(text) => {
             if due.is_none() {
-                return Err(skipped(some, index, "unsupported_recurrence", "a repeating to-do needs DUE or DTSTART"));
+                return Err(skipped(
+                    some,
+                    index,
+                    "unsupported_recurrence",
+                    "a repeating to-do needs DUE or DTSTART",
+                ));
             }
             let rule = RecurrenceRule::parse(&import_rule(text, task_zone)).map_err(|e| {
                 skipped(some, index, "unsupported_recurrence", format!("RRULE: {e}"))
@@ -450,7 +499,9 @@ fn todo_to_import(
     };
     for key in ["RDATE", "EXDATE"] {
         if todo.properties().contains_key(key) || todo.multi_properties().contains_key(key) {
-            not_applied.push(format!("{key} is not supported; the rule alone is imported"));
+            not_applied.push(format!(
+                "{key} is not supported; the rule alone is imported"
+            ));
         }
     }
     let completed = status.as_deref() == Some("COMPLETED")
@@ -488,11 +539,21 @@ pub fn read_calendar(
     default_zone: TimeZone,
     now: DateTime<Utc>,
 ) -> Result<Vec<Result<ImportedTodo, Skipped>>, String> {
-    if !text.trim_start().to_ascii_uppercase().starts_with("BEGIN:VCALENDAR") {
+    if !text
+        .trim_start()
+        .to_ascii_uppercase()
+        .starts_with("BEGIN:VCALENDAR")
+    {
         return Err("the body does not start with BEGIN:VCALENDAR".into());
     }
     let calendar: Calendar = text.parse().map_err(|e: String| {
-        let first = e.lines().next().unwrap_or("unreadable").chars().take(200).collect::<String>();
+        let first = e
+            .lines()
+            .next()
+            .unwrap_or("unreadable")
+            .chars()
+            .take(200)
+            .collect::<String>();
         format!("the body is not valid iCalendar: {first}")
     })?;
     Ok(calendar
@@ -538,7 +599,10 @@ mod tests {
             .push(Todo::new().uid("x").alarm(alarm_for(&spec, "Pay")).done())
             .done()
             .to_string();
-        assert!(text.contains("TRIGGER;VALUE=DATE-TIME:20270103T080000Z"), "{text}");
+        assert!(
+            text.contains("TRIGGER;VALUE=DATE-TIME:20270103T080000Z"),
+            "{text}"
+        );
         assert_eq!(round_trip(alarm_for(&spec, "Pay"), true).unwrap(), spec);
     }
 
@@ -571,7 +635,12 @@ mod tests {
         let calendar: Calendar = odd.parse().unwrap();
         let todo = calendar.todos().next().unwrap();
         let (plan, problems) = reminder_plan_from_alarms(todo.components(), true);
-        assert_eq!(plan.specs(), [ReminderSpec::BeforeDue(Offset::parse("x", "PT10M").unwrap())]);
+        assert_eq!(
+            plan.specs(),
+            [ReminderSpec::BeforeDue(
+                Offset::parse("x", "PT10M").unwrap()
+            )]
+        );
         assert_eq!(problems.len(), 3, "{problems:?}");
         // Relative to a start that is not the due date: not a reminder we can keep.
         let (plan, problems) = reminder_plan_from_alarms(todo.components(), false);
@@ -581,7 +650,12 @@ mod tests {
 
     #[test]
     fn priorities_map_onto_one_to_nine_and_back() {
-        for p in [Priority::Urgent, Priority::High, Priority::Medium, Priority::Low] {
+        for p in [
+            Priority::Urgent,
+            Priority::High,
+            Priority::Medium,
+            Priority::Low,
+        ] {
             assert_eq!(priority_from_ical(priority_to_ical(p).unwrap()), p);
         }
         assert_eq!(priority_to_ical(Priority::None), None);
@@ -594,7 +668,10 @@ mod tests {
     fn date_only_until_is_exported_as_the_utc_end_of_the_local_day() {
         let rule = RecurrenceRule::parse("FREQ=DAILY;UNTIL=20270131").unwrap();
         let zone = TimeZone::parse("Europe/Berlin").unwrap();
-        assert_eq!(export_rule(&rule, zone), "FREQ=DAILY;UNTIL=20270131T225959Z");
+        assert_eq!(
+            export_rule(&rule, zone),
+            "FREQ=DAILY;UNTIL=20270131T225959Z"
+        );
         assert_eq!(
             import_rule("FREQ=DAILY;UNTIL=20270131T235959", zone),
             "FREQ=DAILY;UNTIL=20270131T225959Z"
@@ -603,7 +680,12 @@ mod tests {
 
     #[test]
     fn zones_are_found_in_prefixed_tzids() {
-        assert_eq!(zone_from_tzid("/mozilla.org/20050126_1/Europe/Berlin").unwrap().name(), "Europe/Berlin");
+        assert_eq!(
+            zone_from_tzid("/mozilla.org/20050126_1/Europe/Berlin")
+                .unwrap()
+                .name(),
+            "Europe/Berlin"
+        );
         assert!(zone_from_tzid("W. Europe Standard Time").is_none());
     }
 

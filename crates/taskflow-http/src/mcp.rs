@@ -328,7 +328,11 @@ fn tool<T: JsonSchema + 'static>(
 /// Every tool with its input and output schema.
 pub fn tools() -> Vec<Tool> {
     vec![
-        tool::<AddTaskArgs>("add_task", "Create a task for the signed-in user.", task_output()),
+        tool::<AddTaskArgs>(
+            "add_task",
+            "Create a task for the signed-in user.",
+            task_output(),
+        ),
         tool::<ListTasksArgs>(
             "list_tasks",
             "List the user's tasks with filters (status, priority, tags, due range, overdue, full-text query), sorting and a limit.",
@@ -345,7 +349,11 @@ pub fn tools() -> Vec<Tool> {
             "Mark a task completed (a repeating task gets its next occurrence).",
             task_output(),
         ),
-        tool::<TaskIdArgs>("reopen_task", "Make a completed task pending again.", task_output()),
+        tool::<TaskIdArgs>(
+            "reopen_task",
+            "Make a completed task pending again.",
+            task_output(),
+        ),
         tool::<TaskIdArgs>(
             "delete_task",
             "Delete a task.",
@@ -415,7 +423,10 @@ impl TaskflowMcp {
                         body[key] = value;
                     }
                 }
-                api(self.call(cx, Method::POST, "/api/v1/tasks", Some(body)).await).map(task)
+                api(self
+                    .call(cx, Method::POST, "/api/v1/tasks", Some(body))
+                    .await)
+                .map(task)
             }
             "list_tasks" => {
                 let a: ListTasksArgs = parse_args(args)?;
@@ -442,10 +453,7 @@ impl TaskflowMcp {
                 let a: SearchTasksArgs = parse_args(args)?;
                 let path = format!(
                     "/api/v1/tasks?{}",
-                    query_string(&[
-                        ("q", a.query),
-                        ("limit", a.limit.unwrap_or(20).to_string())
-                    ])
+                    query_string(&[("q", a.query), ("limit", a.limit.unwrap_or(20).to_string())])
                 );
                 api(self.call(cx, Method::GET, &path, None).await)
             }
@@ -500,7 +508,12 @@ impl TaskflowMcp {
                 };
                 let path = format!("/api/v1/tasks/{id}");
                 api(self
-                    .call(cx, Method::PATCH, &path, Some(json!({ "recurrence": recurrence })))
+                    .call(
+                        cx,
+                        Method::PATCH,
+                        &path,
+                        Some(json!({ "recurrence": recurrence })),
+                    )
                     .await)
                 .map(task)
             }
@@ -547,10 +560,15 @@ impl TaskflowMcp {
             .unwrap_or(chrono_tz::UTC);
         let now = self.clock.now();
         let today = now.with_timezone(&zone).date_naive();
-        let start = taskflow_domain::recurrence::resolve_local(zone, today.and_time(chrono::NaiveTime::MIN));
+        let start = taskflow_domain::recurrence::resolve_local(
+            zone,
+            today.and_time(chrono::NaiveTime::MIN),
+        );
         let end = today
             .succ_opt()
-            .map(|d| taskflow_domain::recurrence::resolve_local(zone, d.and_time(chrono::NaiveTime::MIN)))
+            .map(|d| {
+                taskflow_domain::recurrence::resolve_local(zone, d.and_time(chrono::NaiveTime::MIN))
+            })
             .unwrap_or(start);
         let overdue = self
             .call(
@@ -705,7 +723,8 @@ impl ServerHandler for TaskflowMcp {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let not_found = || McpError::resource_not_found(format!("no resource {}", request.uri), None);
+        let not_found =
+            || McpError::resource_not_found(format!("no resource {}", request.uri), None);
         let id = request
             .uri
             .strip_prefix("task://")
@@ -752,9 +771,11 @@ impl ServerHandler for TaskflowMcp {
             .plan_my_day(&context)
             .await
             .map_err(|e| McpError::invalid_request(e, None))?;
-        Ok(GetPromptResult::new(vec![PromptMessage::new_text(Role::User, text)])
-            .with_description("Today's and overdue tasks")
-            .into())
+        Ok(
+            GetPromptResult::new(vec![PromptMessage::new_text(Role::User, text)])
+                .with_description("Today's and overdue tasks")
+                .into(),
+        )
     }
 }
 

@@ -13,7 +13,9 @@ use taskflow_domain::{
 };
 
 use crate::query::search_terms;
-use crate::{AccessToken, CalendarFeed, SortDirection, SortField, Store, StoreError, TagMode, TaskQuery};
+use crate::{
+    AccessToken, CalendarFeed, SortDirection, SortField, Store, StoreError, TagMode, TaskQuery,
+};
 
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
@@ -103,7 +105,10 @@ async fn calendar_feeds(store: &dyn Store) {
         .replace_calendar_feed(&feed, b"feed-one")
         .await
         .expect("feed");
-    assert_eq!(store.calendar_feed(owner.id).await.expect("read"), Some(feed.clone()));
+    assert_eq!(
+        store.calendar_feed(owner.id).await.expect("read"),
+        Some(feed.clone())
+    );
     let found = store
         .user_by_calendar_feed(b"feed-one", now + TimeDelta::minutes(5))
         .await
@@ -111,11 +116,21 @@ async fn calendar_feeds(store: &dyn Store) {
         .expect("the feed's owner");
     assert_eq!(found.id, owner.id);
     assert_eq!(
-        store.calendar_feed(owner.id).await.expect("read").and_then(|f| f.last_used_at),
+        store
+            .calendar_feed(owner.id)
+            .await
+            .expect("read")
+            .and_then(|f| f.last_used_at),
         Some(now + TimeDelta::minutes(5)),
         "a fetch records its time"
     );
-    assert!(store.user_by_calendar_feed(b"unknown", now).await.expect("lookup").is_none());
+    assert!(
+        store
+            .user_by_calendar_feed(b"unknown", now)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
 
     // Rotating replaces the token: the old one stops working.
     let rotated = CalendarFeed {
@@ -127,8 +142,17 @@ async fn calendar_feeds(store: &dyn Store) {
         .replace_calendar_feed(&rotated, b"feed-two")
         .await
         .expect("rotate");
-    assert!(store.user_by_calendar_feed(b"feed-one", now).await.expect("lookup").is_none());
-    assert_eq!(store.calendar_feed(owner.id).await.expect("read"), Some(rotated));
+    assert!(
+        store
+            .user_by_calendar_feed(b"feed-one", now)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert_eq!(
+        store.calendar_feed(owner.id).await.expect("read"),
+        Some(rotated)
+    );
     // Another user cannot take a token hash that is in use.
     let theirs = CalendarFeed {
         user_id: other.id,
@@ -141,7 +165,13 @@ async fn calendar_feeds(store: &dyn Store) {
     assert_eq!(store.calendar_feed(other.id).await.expect("read"), None);
 
     store.delete_calendar_feed(owner.id).await.expect("revoke");
-    assert!(store.user_by_calendar_feed(b"feed-two", now).await.expect("lookup").is_none());
+    assert!(
+        store
+            .user_by_calendar_feed(b"feed-two", now)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
     assert_eq!(store.calendar_feed(owner.id).await.expect("read"), None);
 }
 

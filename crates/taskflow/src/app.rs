@@ -173,16 +173,18 @@ pub async fn mcp_stdio(mut settings: Settings) -> anyhow::Result<()> {
     let store = open_store(&settings).await?;
     store.migrate().await.context("applying migrations")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let state = AppState::new(store.clone(), clock.clone(), &settings.auth, &settings.rate_limit);
+    let state = AppState::new(
+        store.clone(),
+        clock.clone(),
+        &settings.auth,
+        &settings.rate_limit,
+    );
     let user = taskflow_http::auth::authenticate(&state, &token)
         .await
         .map_err(|e| anyhow::anyhow!("the MCP token is not accepted: {e}"))?;
     tracing::info!(user_id = %user.id, "MCP server on stdio");
-    let server = taskflow_http::mcp::TaskflowMcp::new(
-        taskflow_http::api_router(state),
-        clock,
-        Some(token),
-    );
+    let server =
+        taskflow_http::mcp::TaskflowMcp::new(taskflow_http::api_router(state), clock, Some(token));
     let outcome = taskflow_http::mcp::serve_stdio(server).await;
     store.close().await;
     outcome

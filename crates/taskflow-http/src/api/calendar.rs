@@ -61,12 +61,18 @@ async fn calendar_response(state: &AppState, user: &User) -> Result<Response, Ap
     let tasks = all_tasks(state, user).await?;
     let body = ical::calendar_for(&tasks, "TaskFlow", state.clock.now());
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_CALENDAR));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(TEXT_CALENDAR),
+    );
     headers.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_static("inline; filename=\"taskflow.ics\""),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
     Ok((StatusCode::OK, headers, body).into_response())
 }
 
@@ -295,11 +301,17 @@ async fn import_one(
     if let Some(own) = ical::task_id_in_uid(&todo.uid)
         && state.store.task(user.id, own).await?.is_some()
     {
-        return skip("already_exists", "this task is already in your account".into());
+        return skip(
+            "already_exists",
+            "this task is already in your account".into(),
+        );
     }
     let id = imported_task_id(user, &todo.uid);
     if state.store.task(user.id, id).await?.is_some() {
-        return skip("already_imported", "a VTODO with this UID was imported before".into());
+        return skip(
+            "already_imported",
+            "a VTODO with this UID was imported before".into(),
+        );
     }
     let now = state.clock.now();
     let mut task = match Task::create(user.id, user.time_zone, todo.task.clone(), now) {
@@ -323,7 +335,10 @@ async fn import_one(
     match state.store.insert_task(&task, &events).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => {
-            return skip("already_imported", "a VTODO with this UID was imported before".into());
+            return skip(
+                "already_imported",
+                "a VTODO with this UID was imported before".into(),
+            );
         }
         Err(other) => return Err(other.into()),
     }

@@ -175,16 +175,13 @@ fn parsed_json(parsed: &ParsedTask, zone: TimeZone) -> ParsedQuickAdd {
         due_at: parsed.due_at,
         due_has_time: parsed.due_has_time,
         time_zone: zone.name().to_owned(),
-        recurrence: parsed
-            .recurrence
-            .as_ref()
-            .map(|r| ParsedRecurrenceJson {
-                rule: r.rule.clone(),
-                anchor: match r.anchor {
-                    Anchor::Due => "due",
-                    Anchor::Completion => "completion",
-                },
-            }),
+        recurrence: parsed.recurrence.as_ref().map(|r| ParsedRecurrenceJson {
+            rule: r.rule.clone(),
+            anchor: match r.anchor {
+                Anchor::Due => "due",
+                Anchor::Completion => "completion",
+            },
+        }),
         tags: parsed.tags.clone(),
         priority: parsed.priority,
         reminders: reminders_json(parsed),
@@ -249,8 +246,7 @@ fn new_task(
     };
     let recurrence = match &parsed.recurrence {
         Some(r) => Some(RecurrenceSpec {
-            rule: RecurrenceRule::parse(&r.rule)
-                .map_err(|e| recurrence_error(e).at("text"))?,
+            rule: RecurrenceRule::parse(&r.rule).map_err(|e| recurrence_error(e).at("text"))?,
             anchor: r.anchor,
         }),
         None => None,

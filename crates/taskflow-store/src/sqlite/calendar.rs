@@ -105,12 +105,14 @@ impl CalendarFeedStore for SqliteStore {
             self.writes
                 .write(move |conn| {
                     Box::pin(async move {
-                        sqlx::query("UPDATE calendar_feeds SET last_used_at = ? WHERE token_hash = ?")
-                            .bind(micros(now))
-                            .bind(hash)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(StoreError::from_sqlx)?;
+                        sqlx::query(
+                            "UPDATE calendar_feeds SET last_used_at = ? WHERE token_hash = ?",
+                        )
+                        .bind(micros(now))
+                        .bind(hash)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
                         Ok(((), None))
                     })
                 })

@@ -22,12 +22,19 @@ async fn export(app: &TestApp, user: &TestUser) -> String {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(content_type.starts_with("text/calendar"), "{content_type}");
     response.text().await.unwrap()
 }
 
-async fn import(app: &TestApp, user: &TestUser, body: impl Into<reqwest::Body>) -> reqwest::Response {
+async fn import(
+    app: &TestApp,
+    user: &TestUser,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
     app.authed(Method::POST, "/api/v1/import/ics", user)
         .header("content-type", "text/calendar")
         .body(body)
@@ -60,7 +67,10 @@ async fn varied_tasks(app: &TestApp, user: &TestUser) {
         app.create_task(user, body).await;
     }
     let list = expect_json(
-        app.authed(Method::GET, "/api/v1/tasks?q=done", user).send().await.unwrap(),
+        app.authed(Method::GET, "/api/v1/tasks?q=done", user)
+            .send()
+            .await
+            .unwrap(),
         200,
     )
     .await;
@@ -76,7 +86,10 @@ async fn varied_tasks(app: &TestApp, user: &TestUser) {
 /// Every task of `user` with, for repeating ones, TaskFlow's own preview of its occurrences.
 async fn expected_tasks(app: &TestApp, user: &TestUser) -> Value {
     let list = expect_json(
-        app.authed(Method::GET, "/api/v1/tasks?limit=200", user).send().await.unwrap(),
+        app.authed(Method::GET, "/api/v1/tasks?limit=200", user)
+            .send()
+            .await
+            .unwrap(),
         200,
     )
     .await;
@@ -87,7 +100,10 @@ async fn expected_tasks(app: &TestApp, user: &TestUser) -> Value {
             let preview = expect_json(
                 app.authed(
                     Method::GET,
-                    &format!("/api/v1/tasks/{}/occurrences?limit=15", task["id"].as_str().unwrap()),
+                    &format!(
+                        "/api/v1/tasks/{}/occurrences?limit=15",
+                        task["id"].as_str().unwrap()
+                    ),
                     user,
                 )
                 .send()
@@ -124,7 +140,11 @@ async fn the_export_is_independently_parsed_expanded_and_round_trips_through_imp
     assert_eq!(expected.as_array().unwrap().len(), 8);
     let ics = temp_file("ann.ics", &exported);
     let json_file = temp_file("ann.json", &expected.to_string());
-    let out = run_python(&script(), &["check", ics.to_str().unwrap(), json_file.to_str().unwrap()], &[]);
+    let out = run_python(
+        &script(),
+        &["check", ics.to_str().unwrap(), json_file.to_str().unwrap()],
+        &[],
+    );
     assert!(out.contains("ok 8 VTODOs, 5 recurrences expanded"), "{out}");
 
     // Importing into another account keeps every field (UIDs are new: they name tasks).
@@ -133,18 +153,39 @@ async fn the_export_is_independently_parsed_expanded_and_round_trips_through_imp
     assert_eq!(report["imported"].as_array().unwrap().len(), 8, "{report}");
     assert!(report["skipped"].as_array().unwrap().is_empty(), "{report}");
     let bob_ics = temp_file("bob.ics", &export(&app, &bob).await);
-    let out = run_python(&script(), &["compare", ics.to_str().unwrap(), bob_ics.to_str().unwrap()], &[]);
+    let out = run_python(
+        &script(),
+        &["compare", ics.to_str().unwrap(), bob_ics.to_str().unwrap()],
+        &[],
+    );
     assert!(out.contains("ok 8 VTODOs keep their fields"), "{out}");
 
     // Idempotent by UID: a second import creates nothing, and so does importing one's own export.
     let again = expect_json(import(&app, &bob, exported.clone()).await, 200).await;
     assert!(again["imported"].as_array().unwrap().is_empty(), "{again}");
-    let codes: Vec<&str> = again["skipped"].as_array().unwrap().iter().map(|s| s["code"].as_str().unwrap()).collect();
+    let codes: Vec<&str> = again["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["code"].as_str().unwrap())
+        .collect();
     assert_eq!(codes, ["already_imported"; 8]);
     let own = expect_json(import(&app, &ann, exported).await, 200).await;
-    let codes: Vec<&str> = own["skipped"].as_array().unwrap().iter().map(|s| s["code"].as_str().unwrap()).collect();
+    let codes: Vec<&str> = own["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["code"].as_str().unwrap())
+        .collect();
     assert_eq!(codes, ["already_exists"; 8]);
-    let list = expect_json(app.authed(Method::GET, "/api/v1/tasks", &bob).send().await.unwrap(), 200).await;
+    let list = expect_json(
+        app.authed(Method::GET, "/api/v1/tasks", &bob)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 8);
     for path in [ics, json_file, bob_ics] {
         let _ = std::fs::remove_file(path);
@@ -193,12 +234,19 @@ async fn skipped_vtodos_are_reported_with_their_reason() {
     let alarms = &imported[0];
     assert_eq!(alarms["uid"], "d");
     let notes = alarms["not_applied"].to_string();
-    assert!(notes.contains("bad tag") && notes.contains("reminders are not stored"), "{notes}");
+    assert!(
+        notes.contains("bad tag") && notes.contains("reminders are not stored"),
+        "{notes}"
+    );
     let task = expect_json(
-        app.authed(Method::GET, &format!("/api/v1/tasks/{}", alarms["task_id"].as_str().unwrap()), &bob)
-            .send()
-            .await
-            .unwrap(),
+        app.authed(
+            Method::GET,
+            &format!("/api/v1/tasks/{}", alarms["task_id"].as_str().unwrap()),
+            &bob,
+        )
+        .send()
+        .await
+        .unwrap(),
         200,
     )
     .await;
@@ -207,10 +255,14 @@ async fn skipped_vtodos_are_reported_with_their_reason() {
     assert_eq!(task["tags"], json!(["work"]));
     assert_eq!(task["priority"], "high");
     let date_only = expect_json(
-        app.authed(Method::GET, &format!("/api/v1/tasks/{}", imported[1]["task_id"].as_str().unwrap()), &bob)
-            .send()
-            .await
-            .unwrap(),
+        app.authed(
+            Method::GET,
+            &format!("/api/v1/tasks/{}", imported[1]["task_id"].as_str().unwrap()),
+            &bob,
+        )
+        .send()
+        .await
+        .unwrap(),
         200,
     )
     .await;
@@ -218,10 +270,14 @@ async fn skipped_vtodos_are_reported_with_their_reason() {
     // Ann's UID in Bob's import is a new task of Bob's; Ann's task is untouched.
     assert_ne!(imported[2]["task_id"], ann_task["id"]);
     let ann_now = expect_json(
-        app.authed(Method::GET, &format!("/api/v1/tasks/{}", ann_task["id"].as_str().unwrap()), &ann)
-            .send()
-            .await
-            .unwrap(),
+        app.authed(
+            Method::GET,
+            &format!("/api/v1/tasks/{}", ann_task["id"].as_str().unwrap()),
+            &ann,
+        )
+        .send()
+        .await
+        .unwrap(),
         200,
     )
     .await;
@@ -233,17 +289,33 @@ async fn skipped_vtodos_are_reported_with_their_reason() {
 async fn bad_import_bodies_are_problem_json() {
     let app = TestApp::spawn().await;
     let user = app.register_user().await;
-    for body in ["", "hello", "BEGIN:VCALENDAR\r\nBEGIN:VTODO\r\nSUMMARY:x\r\n", "{\"title\": 1}"] {
+    for body in [
+        "",
+        "hello",
+        "BEGIN:VCALENDAR\r\nBEGIN:VTODO\r\nSUMMARY:x\r\n",
+        "{\"title\": 1}",
+    ] {
         expect_problem(import(&app, &user, body).await, 400, "malformed_ics").await;
     }
-    expect_problem(import(&app, &user, vec![0xff_u8, 0xfe, 0x00]).await, 400, "malformed_ics").await;
+    expect_problem(
+        import(&app, &user, vec![0xff_u8, 0xfe, 0x00]).await,
+        400,
+        "malformed_ics",
+    )
+    .await;
     let many = format!(
         "BEGIN:VCALENDAR\r\nVERSION:2.0\r\n{}END:VCALENDAR\r\n",
         "BEGIN:VTODO\r\nUID:x\r\nSUMMARY:x\r\nEND:VTODO\r\n".repeat(1001)
     );
     let problem = expect_problem(import(&app, &user, many).await, 422, "validation_failed").await;
-    assert_eq!(error_code(&problem, "body").as_deref(), Some("too_many_todos"));
-    let huge = format!("BEGIN:VCALENDAR\r\nX-PAD:{}\r\nEND:VCALENDAR\r\n", "x".repeat(1024 * 1024));
+    assert_eq!(
+        error_code(&problem, "body").as_deref(),
+        Some("too_many_todos")
+    );
+    let huge = format!(
+        "BEGIN:VCALENDAR\r\nX-PAD:{}\r\nEND:VCALENDAR\r\n",
+        "x".repeat(1024 * 1024)
+    );
     expect_problem(import(&app, &user, huge).await, 413, "payload_too_large").await;
     let response = app
         .client
@@ -260,33 +332,57 @@ async fn the_secret_feed_url_serves_the_calendar_and_can_be_rotated_and_revoked(
     let app = TestApp::spawn().await;
     let ann = app.register_user().await;
     let bob = app.register_user().await;
-    app.create_task(&ann, json!({"title": "ann's task", "due_at": "2027-01-01T10:00:00Z"})).await;
+    app.create_task(
+        &ann,
+        json!({"title": "ann's task", "due_at": "2027-01-01T10:00:00Z"}),
+    )
+    .await;
     app.create_task(&bob, json!({"title": "bob's task"})).await;
     expect_problem(
-        app.authed(Method::GET, "/api/v1/calendar/feed", &ann).send().await.unwrap(),
+        app.authed(Method::GET, "/api/v1/calendar/feed", &ann)
+            .send()
+            .await
+            .unwrap(),
         404,
         "not_found",
     )
     .await;
 
     let created = expect_json(
-        app.authed(Method::POST, "/api/v1/calendar/feed", &ann).send().await.unwrap(),
+        app.authed(Method::POST, "/api/v1/calendar/feed", &ann)
+            .send()
+            .await
+            .unwrap(),
         201,
     )
     .await;
     let token = created["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("tfc_"));
     let url = created["url"].as_str().unwrap().to_owned();
-    assert!(url.starts_with(&app.address) && url.ends_with(".ics"), "{url}");
+    assert!(
+        url.starts_with(&app.address) && url.ends_with(".ics"),
+        "{url}"
+    );
     let feed = app.client.get(&url).send().await.unwrap();
     assert_eq!(feed.status(), 200);
     let text = feed.text().await.unwrap();
-    assert!(text.contains("SUMMARY:ann's task") && !text.contains("bob's task"), "{text}");
+    assert!(
+        text.contains("SUMMARY:ann's task") && !text.contains("bob's task"),
+        "{text}"
+    );
     // Without the `.ics` suffix too; the token is never shown again.
-    let bare = app.client.get(app.url(&format!("/api/v1/calendar/feed/{token}"))).send().await.unwrap();
+    let bare = app
+        .client
+        .get(app.url(&format!("/api/v1/calendar/feed/{token}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bare.status(), 200);
     let info = expect_json(
-        app.authed(Method::GET, "/api/v1/calendar/feed", &ann).send().await.unwrap(),
+        app.authed(Method::GET, "/api/v1/calendar/feed", &ann)
+            .send()
+            .await
+            .unwrap(),
         200,
     )
     .await;
@@ -296,7 +392,10 @@ async fn the_secret_feed_url_serves_the_calendar_and_can_be_rotated_and_revoked(
 
     // Rotating: the old URL stops working, the new one works.
     let rotated = expect_json(
-        app.authed(Method::POST, "/api/v1/calendar/feed", &ann).send().await.unwrap(),
+        app.authed(Method::POST, "/api/v1/calendar/feed", &ann)
+            .send()
+            .await
+            .unwrap(),
         201,
     )
     .await;
@@ -305,15 +404,32 @@ async fn the_secret_feed_url_serves_the_calendar_and_can_be_rotated_and_revoked(
     assert_eq!(app.client.get(new_url).send().await.unwrap().status(), 200);
 
     // Revoking: gone; guessed tokens are 404 too.
-    let response = app.authed(Method::DELETE, "/api/v1/calendar/feed", &ann).send().await.unwrap();
+    let response = app
+        .authed(Method::DELETE, "/api/v1/calendar/feed", &ann)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 204);
-    expect_problem(app.client.get(new_url).send().await.unwrap(), 404, "not_found").await;
+    expect_problem(
+        app.client.get(new_url).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
     for guess in ["tfc_nothing.ics", "whatever", "tfp_abc"] {
-        let response = app.client.get(app.url(&format!("/api/v1/calendar/feed/{guess}"))).send().await.unwrap();
+        let response = app
+            .client
+            .get(app.url(&format!("/api/v1/calendar/feed/{guess}")))
+            .send()
+            .await
+            .unwrap();
         expect_problem(response, 404, "not_found").await;
     }
     expect_problem(
-        app.authed(Method::DELETE, "/api/v1/calendar/feed", &ann).send().await.unwrap(),
+        app.authed(Method::DELETE, "/api/v1/calendar/feed", &ann)
+            .send()
+            .await
+            .unwrap(),
         404,
         "not_found",
     )

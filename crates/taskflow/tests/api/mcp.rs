@@ -31,7 +31,10 @@ async fn personal_token(app: &TestApp, user: &TestUser) -> String {
 async fn bobs_task(app: &TestApp) -> (TestUser, String) {
     let bob = app.register_user().await;
     let task = app
-        .create_task(&bob, json!({ "title": "bob's private task", "due_at": "2030-01-01T10:00:00Z" }))
+        .create_task(
+            &bob,
+            json!({ "title": "bob's private task", "due_at": "2030-01-01T10:00:00Z" }),
+        )
         .await;
     (bob, task["id"].as_str().unwrap().to_owned())
 }
@@ -82,7 +85,11 @@ async fn the_python_sdk_drives_the_streamable_http_endpoint() {
     let token = ann.token.clone();
     let id = bobs.clone();
     let out = tokio::task::spawn_blocking(move || {
-        run_python(&script(), &["http", url.as_str(), token.as_str(), id.as_str()], &[])
+        run_python(
+            &script(),
+            &["http", url.as_str(), token.as_str(), id.as_str()],
+            &[],
+        )
     })
     .await
     .unwrap();

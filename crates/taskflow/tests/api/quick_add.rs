@@ -192,7 +192,11 @@ fn reminders_json(reminders: &[ParsedReminder]) -> Value {
 
 #[tokio::test]
 async fn every_phrase_of_the_table_creates_the_task_the_parser_understood() {
-    assert!(PHRASES.len() >= 100, "the table has {} phrases", PHRASES.len());
+    assert!(
+        PHRASES.len() >= 100,
+        "the table has {} phrases",
+        PHRASES.len()
+    );
     let app = app_at_fixed_now().await;
     let user = app.register_user().await;
     let mut failures = Vec::new();
@@ -208,7 +212,9 @@ async fn every_phrase_of_the_table_creates_the_task_the_parser_understood() {
         if expected.title.is_empty() {
             // Only tags or a priority: no title to create a task with.
             if status != 422 || error_code(&body, "text").as_deref() != Some("empty") {
-                failures.push(format!("{text:?}: expected 422 text/empty, got {status}: {body}"));
+                failures.push(format!(
+                    "{text:?}: expected 422 text/empty, got {status}: {body}"
+                ));
             }
             continue;
         }
@@ -229,7 +235,11 @@ async fn every_phrase_of_the_table_creates_the_task_the_parser_understood() {
             Anchor::Completion => "completion",
         });
         let checks = [
-            ("parsed.title", parsed["title"].clone(), json!(expected.title)),
+            (
+                "parsed.title",
+                parsed["title"].clone(),
+                json!(expected.title),
+            ),
             ("task.title", task["title"].clone(), json!(expected.title)),
             ("parsed.due_at", parsed["due_at"].clone(), due.clone()),
             ("task.due_at", task["due_at"].clone(), due),
@@ -238,7 +248,11 @@ async fn every_phrase_of_the_table_creates_the_task_the_parser_understood() {
                 parsed["due_has_time"].clone(),
                 json!(expected.due_has_time),
             ),
-            ("parsed.rule", parsed["recurrence"]["rule"].clone(), rule.clone()),
+            (
+                "parsed.rule",
+                parsed["recurrence"]["rule"].clone(),
+                rule.clone(),
+            ),
             ("task.rule", task["recurrence"]["rule"].clone(), rule),
             (
                 "task.anchor",
@@ -318,12 +332,20 @@ async fn the_issue_examples_are_understood_field_by_field() {
     assert_eq!(task["recurrence"]["dtstart"], "2027-02-01T09:00:00");
     assert_eq!(task["tags"], json!(["finance"]));
     assert_eq!(task["priority"], "high");
-    assert_eq!(body["parsed"]["reminders"], json!([{ "before_due": "P1D" }]));
+    assert_eq!(
+        body["parsed"]["reminders"],
+        json!([{ "before_due": "P1D" }])
+    );
     assert_eq!(body["not_applied"][0]["kind"], "reminder");
     assert_eq!(body["not_applied"][0]["text"], "remind me 1 day before");
 
     let body = expect_json(
-        quick(&app, &user, json!({ "text": "standup every weekday at 9:30 #work", "time_zone": ZONE })).await,
+        quick(
+            &app,
+            &user,
+            json!({ "text": "standup every weekday at 9:30 #work", "time_zone": ZONE }),
+        )
+        .await,
         201,
     )
     .await;
@@ -336,7 +358,12 @@ async fn the_issue_examples_are_understood_field_by_field() {
     assert_eq!(body["task"]["tags"], json!(["work"]));
 
     let body = expect_json(
-        quick(&app, &user, json!({ "text": "call mom tomorrow 6pm", "time_zone": ZONE })).await,
+        quick(
+            &app,
+            &user,
+            json!({ "text": "call mom tomorrow 6pm", "time_zone": ZONE }),
+        )
+        .await,
         201,
     )
     .await;
@@ -346,7 +373,12 @@ async fn the_issue_examples_are_understood_field_by_field() {
     assert_eq!(body["task"]["recurrence"], Value::Null);
 
     let body = expect_json(
-        quick(&app, &user, json!({ "text": "taxes by apr 15 !urgent", "time_zone": ZONE })).await,
+        quick(
+            &app,
+            &user,
+            json!({ "text": "taxes by apr 15 !urgent", "time_zone": ZONE }),
+        )
+        .await,
         201,
     )
     .await;
@@ -356,7 +388,12 @@ async fn the_issue_examples_are_understood_field_by_field() {
     assert_eq!(body["task"]["priority"], "urgent");
 
     let body = expect_json(
-        quick(&app, &user, json!({ "text": "water plants every 3 days from completion", "time_zone": ZONE })).await,
+        quick(
+            &app,
+            &user,
+            json!({ "text": "water plants every 3 days from completion", "time_zone": ZONE }),
+        )
+        .await,
         201,
     )
     .await;
@@ -371,7 +408,12 @@ async fn a_dry_run_parses_without_creating_and_the_account_zone_is_the_default()
     let app = app_at_fixed_now().await;
     let user = app.register_user().await; // registered without a zone: UTC
     let body = expect_json(
-        quick(&app, &user, json!({ "text": "call mom tomorrow 6pm #family", "dry_run": true })).await,
+        quick(
+            &app,
+            &user,
+            json!({ "text": "call mom tomorrow 6pm #family", "dry_run": true }),
+        )
+        .await,
         200,
     )
     .await;
@@ -400,13 +442,30 @@ async fn bad_input_is_problem_json_with_stable_codes() {
         (json!({ "text": "" }), "text", "empty"),
         (json!({ "text": "   " }), "text", "empty"),
         (json!({ "text": "x".repeat(501) }), "text", "too_long"),
-        (json!({ "text": "milk", "time_zone": "Mars/Olympus" }), "time_zone", "invalid_time_zone"),
-        (json!({ "text": "milk", "colour": "red" }), "colour", "unknown_field"),
+        (
+            json!({ "text": "milk", "time_zone": "Mars/Olympus" }),
+            "time_zone",
+            "invalid_time_zone",
+        ),
+        (
+            json!({ "text": "milk", "colour": "red" }),
+            "colour",
+            "unknown_field",
+        ),
         (json!({ "text": 5 }), "text", "invalid_type"),
         (json!({}), "text", "required"),
     ] {
-        let problem = expect_problem(quick(&app, &user, body.clone()).await, 422, "validation_failed").await;
-        assert_eq!(error_code(&problem, field).as_deref(), Some(code), "{body}: {problem}");
+        let problem = expect_problem(
+            quick(&app, &user, body.clone()).await,
+            422,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(
+            error_code(&problem, field).as_deref(),
+            Some(code),
+            "{body}: {problem}"
+        );
     }
     let response = app
         .client
@@ -423,7 +482,10 @@ async fn bad_input_is_problem_json_with_stable_codes() {
         "validation_failed",
     )
     .await;
-    assert_eq!(error_code(&problem, "text").as_deref(), Some("invalid_characters"));
+    assert_eq!(
+        error_code(&problem, "text").as_deref(),
+        Some("invalid_characters")
+    );
 }
 
 #[tokio::test]
@@ -445,7 +507,11 @@ async fn quick_add_spends_the_task_creation_budget() {
     assert!(response.headers().contains_key("retry-after"));
     expect_problem(response, 429, "rate_limited").await;
     // A dry run creates nothing and is not counted against the creation budget.
-    expect_json(quick(&app, &user, json!({ "text": "milk", "dry_run": true })).await, 200).await;
+    expect_json(
+        quick(&app, &user, json!({ "text": "milk", "dry_run": true })).await,
+        200,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -453,7 +519,11 @@ async fn another_users_quick_added_task_stays_theirs() {
     let app = app_at_fixed_now().await;
     let ann = app.register_user().await;
     let bob = app.register_user().await;
-    let body = expect_json(quick(&app, &ann, json!({ "text": "secret tomorrow #private" })).await, 201).await;
+    let body = expect_json(
+        quick(&app, &ann, json!({ "text": "secret tomorrow #private" })).await,
+        201,
+    )
+    .await;
     let id = body["task"]["id"].as_str().unwrap();
     let response = app
         .authed(Method::GET, &format!("/api/v1/tasks/{id}"), &bob)
