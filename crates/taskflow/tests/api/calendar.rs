@@ -328,6 +328,25 @@ async fn bad_import_bodies_are_problem_json() {
 }
 
 #[tokio::test]
+async fn imports_spend_the_task_creation_budget() {
+    let app = TestApp::spawn_with(taskflow_testing::TestOptions {
+        rate_limit: taskflow_http::rate_limit::RateLimitSettings {
+            task_create_per_minute: 1,
+            task_create_burst: 1,
+            ..taskflow_http::rate_limit::RateLimitSettings::default()
+        },
+        ..taskflow_testing::TestOptions::default()
+    })
+    .await;
+    let user = app.register_user().await;
+    let body = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VTODO\r\nUID:one\r\nSUMMARY:one\r\nEND:VTODO\r\nEND:VCALENDAR\r\n";
+    expect_json(import(&app, &user, body).await, 200).await;
+    let response = import(&app, &user, body).await;
+    assert!(response.headers().contains_key("retry-after"));
+    expect_problem(response, 429, "rate_limited").await;
+}
+
+#[tokio::test]
 async fn the_secret_feed_url_serves_the_calendar_and_can_be_rotated_and_revoked() {
     let app = TestApp::spawn().await;
     let ann = app.register_user().await;
