@@ -3,8 +3,8 @@
 //! Export ([`calendar_for`]): one VTODO per task with `UID` `<task id>@taskflow` (stable for
 //! the task's life), `SUMMARY`, `DESCRIPTION`, `DUE` in the task's zone (`TZID` = its IANA
 //! name), `PRIORITY` mapped onto 1–9 ([`priority_to_ical`]), `CATEGORIES` (tags), `STATUS`
-//! (+ `COMPLETED`), `CREATED`, `LAST-MODIFIED`, `SEQUENCE` (version − 1), and for repeating
-//! tasks `DTSTART` (the series start, local) with `RRULE` (a date-only `UNTIL` is written as
+//! (+ `COMPLETED`), `CREATED`, `LAST-MODIFIED`, `SEQUENCE` (version − 1), and for the pending
+//! occurrence of a repeating task `DTSTART` (the series start, local) with `RRULE` (a date-only `UNTIL` is written as
 //! the UTC instant ending that local day, as RFC 5545 requires with a zoned `DTSTART`) and
 //! `X-TASKFLOW-ANCHOR:completion` when the next occurrence follows completion.
 //!
@@ -235,7 +235,11 @@ pub fn todo_for(task: &Task, now: DateTime<Utc>) -> Todo {
             todo.status(TodoStatus::Cancelled);
         }
     }
-    if let Some(recurrence) = &task.recurrence {
+    // Only the pending occurrence carries the series: completed or skipped occurrences are
+    // history, and a second RRULE would show every instance twice in a subscribed calendar.
+    if let Some(recurrence) = &task.recurrence
+        && task.status == TaskStatus::Pending
+    {
         todo.append_property(zoned("DTSTART", recurrence.dtstart, zone));
         todo.add_property("RRULE", export_rule(&recurrence.rule, zone));
         if recurrence.anchor == Anchor::Completion {

@@ -105,7 +105,8 @@ def check(export_path, expected_path):
             same("COMPLETED", utc(todo.get("COMPLETED")), utc(task["completed_at"]).replace(microsecond=0))
         same("LAST-MODIFIED", utc(todo.get("LAST-MODIFIED")), utc(task["updated_at"]).replace(microsecond=0))
         same("SEQUENCE", int(todo.get("SEQUENCE")), task["version"] - 1)
-        recurrence = task["recurrence"]
+        # Only the pending occurrence of a series carries DTSTART and RRULE.
+        recurrence = task["recurrence"] if task["status"] == "pending" else None
         if recurrence is None:
             same("RRULE", todo.get("RRULE"), None)
             continue
