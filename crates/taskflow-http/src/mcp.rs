@@ -803,7 +803,11 @@ pub fn http_service(
     };
     // Every request carries a bearer token that a browser on another site cannot add, so
     // DNS-rebinding protection by Host name is not needed; any host the API serves is allowed.
-    let config = StreamableHttpServerConfig::default().disable_allowed_hosts();
+    // Stateless: no session lives in one process's memory, so any instance behind a load
+    // balancer can answer any request; simple calls are answered as plain JSON.
+    let mut config = StreamableHttpServerConfig::default().disable_allowed_hosts();
+    config.legacy_session_mode = false;
+    config.json_response = true;
     let server = TaskflowMcp::new(api, clock, None);
     StreamableHttpService::new(move || Ok(server.clone()), Default::default(), config)
 }
