@@ -304,7 +304,20 @@ pub async fn quick_add(
     });
     let mut not_applied = Vec::new();
     let new = new_task(&parsed, zone, &mut not_applied)?;
-    let plan = reminder_plan_for(&parsed)?;
+    let plan = match reminder_plan_for(&parsed) {
+        Ok(plan) => plan,
+        Err(e) => {
+            // E.g. "remind me 400 days before": understood, but not a reminder a task can have.
+            for span in parsed.understood.iter().filter(|s| s.kind == "reminder") {
+                not_applied.push(NotApplied {
+                    kind: "reminder",
+                    text: span.text.clone(),
+                    reason: e.message.clone(),
+                });
+            }
+            ReminderPlan::default()
+        }
+    };
     let mut task = Task::create(user.id, user.time_zone, new, now).map_err(|e| {
         if e.field.starts_with("recurrence") || e.field == "due_at" {
             e.at("text")

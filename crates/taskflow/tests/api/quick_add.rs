@@ -435,6 +435,33 @@ async fn a_dry_run_parses_without_creating_and_the_account_zone_is_the_default()
 }
 
 #[tokio::test]
+async fn a_reminder_no_task_can_have_is_reported_not_refused() {
+    let app = app_at_fixed_now().await;
+    let user = app.register_user().await;
+    let body = expect_json(
+        quick(
+            &app,
+            &user,
+            json!({ "text": "renew passport dec 1 remind me 400 days before", "dry_run": true }),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(body["parsed"]["title"], "renew passport");
+    let not_applied = body["not_applied"].as_array().unwrap();
+    assert_eq!(not_applied.len(), 1, "{body}");
+    assert_eq!(not_applied[0]["kind"], "reminder");
+    assert!(
+        not_applied[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("366 days"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn bad_input_is_problem_json_with_stable_codes() {
     let app = app_at_fixed_now().await;
     let user = app.register_user().await;
