@@ -652,6 +652,75 @@ mod tests {
         assert_eq!(problems.len(), 4);
     }
 
+    fn repeating_task(now: DateTime<Utc>) -> Task {
+        let new = NewTask {
+            title: Title::parse("Standup, daily; short").unwrap(),
+            description: Description::parse("notes").unwrap(),
+            priority: Priority::High,
+            tags: Tags::parse(&["work", "team"]).unwrap(),
+            due_at: Some(Utc.with_ymd_and_hms(2027, 3, 22, 8, 30, 0).unwrap()),
+            time_zone: Some(TimeZone::parse("Europe/Berlin").unwrap()),
+            recurrence: Some(RecurrenceSpec {
+                rule: RecurrenceRule::parse("FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR").unwrap(),
+                anchor: Anchor::Completion,
+            }),
+        };
+        Task::create(taskflow_domain::UserId::new(), TimeZone::UTC, new, now).unwrap()
+    }
+
+    #[test]
+    fn a_task_becomes_a_vtodo_that_reads_back_as_the_same_fields() {
+        let now = Utc.with_ymd_and_hms(2027, 3, 1, 12, 0, 0).unwrap();
+        let task = repeating_task(now);
+        let text = calendar_for(std::slice::from_ref(&task), "TaskFlow", now);
+        for line in [
+            "BEGIN:VTODO",
+            "DUE;TZID=Europe/Berlin:20270322T093000",
+            "DTSTART;TZID=Europe/Berlin:20270322T093000",
+            "RRULE:FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR",
+            "X-TASKFLOW-ANCHOR:completion",
+            "PRIORITY:3",
+            "STATUS:NEEDS-ACTION",
+            "SEQUENCE:0",
+            "SUMMARY:Standup\\, daily\\; short",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(
+            text.contains(&format!("UID:{}@taskflow", task.id)),
+            "{text}"
+        );
+        let read = read_calendar(&text, TimeZone::UTC, now).unwrap();
+        let imported = read[0].as_ref().unwrap();
+        assert_eq!(imported.uid, task_uid(task.id));
+        assert_eq!(imported.task.title, task.title);
+        assert_eq!(imported.task.due_at, task.due_at);
+        assert_eq!(imported.task.time_zone, Some(task.time_zone));
+        assert_eq!(imported.task.tags, task.tags);
+        assert_eq!(imported.task.priority, task.priority);
+        let recurrence = imported.task.recurrence.as_ref().unwrap();
+        assert_eq!(recurrence.anchor, Anchor::Completion);
+        assert_eq!(recurrence.rule.as_str(), "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR");
+        assert!(imported.completed_at.is_none());
+        assert!(
+            imported.not_applied.is_empty(),
+            "{:?}",
+            imported.not_applied
+        );
+
+        // A completed occurrence is history: exported without the series.
+        let done = task.completed(now).unwrap().unwrap().task;
+        let text = calendar_for(&[done], "TaskFlow", now);
+        assert!(
+            text.contains("STATUS:COMPLETED") && text.contains("COMPLETED:20270301T120000Z"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("RRULE") && !text.contains("DTSTART"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn priorities_map_onto_one_to_nine_and_back() {
         for p in [
