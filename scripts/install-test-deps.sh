@@ -37,13 +37,18 @@ fi
 # the bundled librdkafka build needs.
 bash scripts/install-tansu.sh >/dev/null
 
-# Python packages the tests run as independent counterparts (e.g. aiosmtpd, the SMTP server of
-# taskflow-notify's email tests), in one venv: $TASKFLOW_TEST_VENV, default
+# Python packages the tests run as independent counterparts (aiosmtpd: the SMTP server of the
+# e-mail tests; the official MCP SDK; the icalendar parser, dateutil and recurring-ical-events
+# for the calendar tests), in one venv: $TASKFLOW_TEST_VENV, default
 # $HOME/.cache/taskflow/venv (tests find its interpreter through TASKFLOW_TEST_PYTHON, defaulting
 # to <venv>/bin/python). Add a package as "<pip requirement>|<module to import>".
 TEST_VENV="${TASKFLOW_TEST_VENV:-$HOME/.cache/taskflow/venv}"
 TEST_PYTHON_PACKAGES=(
   "aiosmtpd|aiosmtpd"
+  "mcp|mcp"
+  "icalendar|icalendar"
+  "python-dateutil|dateutil"
+  "recurring-ical-events|recurring_ical_events"
 )
 if [ ! -x "$TEST_VENV/bin/python" ]; then
   if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then

@@ -683,7 +683,7 @@ impl Task {
     /// Checks the reminder plan against the due date: relative reminders need one, and an
     /// instant the plan newly asks for (not already planned by `previous`) may not lie more than
     /// [`PAST_GRACE`](crate::reminder::PAST_GRACE) before `now` (within it, it fires at once).
-    fn check_reminders(
+    pub fn check_reminders(
         &self,
         previous: Option<&Task>,
         now: DateTime<Utc>,

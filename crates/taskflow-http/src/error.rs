@@ -33,6 +33,9 @@ pub enum ApiError {
     /// The body is not JSON at all (400).
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
+    /// The body is not iCalendar text (400).
+    #[error("malformed iCalendar: {0}")]
+    MalformedIcs(String),
     /// The body is not declared as JSON (415).
     #[error("unsupported media type")]
     UnsupportedMediaType,
@@ -102,7 +105,8 @@ impl ApiError {
             Self::InvalidQuery(_)
             | Self::InvalidPath(_)
             | Self::InvalidHeader { .. }
-            | Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            | Self::MalformedJson(_)
+            | Self::MalformedIcs(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
@@ -125,6 +129,7 @@ impl ApiError {
             Self::InvalidPath(_) => "invalid_path_parameter",
             Self::InvalidHeader { .. } => "invalid_header",
             Self::MalformedJson(_) => "malformed_json",
+            Self::MalformedIcs(_) => "malformed_ics",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Unauthorized(code) => code,
@@ -148,6 +153,7 @@ impl ApiError {
             Self::InvalidPath(name) => format!("The path parameter `{name}` is malformed."),
             Self::InvalidHeader { name, message } => format!("The `{name}` header is invalid: {message}"),
             Self::MalformedJson(message) => format!("The body is not valid JSON: {message}"),
+            Self::MalformedIcs(message) => format!("The body is not an iCalendar VCALENDAR: {message}"),
             Self::UnsupportedMediaType => "Send the body as `Content-Type: application/json`.".into(),
             Self::PayloadTooLarge => "The body is larger than 1 MiB.".into(),
             Self::Unauthorized("missing_token") => {

@@ -9,6 +9,8 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod ical;
+pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
@@ -64,7 +66,13 @@ pub fn router_with(state: AppState, options: RouterOptions) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let mut app = Router::new().merge(operations);
     if options.api {
-        app = app.merge(api_routes(state.clone()));
+        let mcp = Router::new()
+            .nest_service(
+                "/mcp",
+                mcp::http_service(api_router(state.clone()), state.clock.clone()),
+            )
+            .layer(from_fn_with_state(state.clone(), auth::require_user));
+        app = app.merge(api_routes(state.clone())).merge(mcp);
     }
     if let Some(extra) = options.extra {
         app = app.merge(extra.with_state(()));
@@ -89,6 +97,15 @@ pub fn router_with(state: AppState, options: RouterOptions) -> Router {
         .with_state(state)
 }
 
+/// The public API alone (no operations routes, no `/mcp`), with its state: what MCP tools
+/// call in-process.
+pub fn api_router(state: AppState) -> Router {
+    api_routes(state.clone())
+        .fallback(error::no_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
 fn api_routes(state: AppState) -> Router<AppState> {
     let protected = Router::new()
         .route("/api/v1/me", get(api::accounts::me))
@@ -104,6 +121,7 @@ fn api_routes(state: AppState) -> Router<AppState> {
             "/api/v1/tasks",
             post(api::tasks::create_task).get(api::tasks::list_tasks),
         )
+        .route("/api/v1/tasks/quick", post(api::quick_add::quick_add))
         .route(
             "/api/v1/tasks/{id}",
             get(api::tasks::get_task)
@@ -175,6 +193,14 @@ fn api_routes(state: AppState) -> Router<AppState> {
             post(api::events::replay_dead_letter),
         )
         .route("/api/v1/tags", get(api::tags::list_tags))
+        .route("/api/v1/calendar.ics", get(api::calendar::export_calendar))
+        .route(
+            "/api/v1/calendar/feed",
+            post(api::calendar::create_feed)
+                .get(api::calendar::get_feed)
+                .delete(api::calendar::delete_feed),
+        )
+        .route("/api/v1/import/ics", post(api::calendar::import_ics))
         .route(
             "/api/v1/stream/tickets",
             post(realtime::routes::create_ticket),
@@ -197,6 +223,10 @@ fn api_routes(state: AppState) -> Router<AppState> {
     let public = Router::new()
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs_page))
+        .route(
+            "/api/v1/calendar/feed/{token}",
+            get(api::calendar::calendar_feed),
+        )
         .merge(sign_in)
         .route_layer(from_fn_with_state(state.clone(), rate_limit::limit_by_ip));
 

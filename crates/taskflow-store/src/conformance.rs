@@ -13,7 +13,9 @@ use taskflow_domain::{
 };
 
 use crate::query::search_terms;
-use crate::{AccessToken, SortDirection, SortField, Store, StoreError, TagMode, TaskQuery};
+use crate::{
+    AccessToken, CalendarFeed, SortDirection, SortField, Store, StoreError, TagMode, TaskQuery,
+};
 
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
@@ -80,6 +82,98 @@ pub async fn run(store: &dyn Store) {
     series(store).await;
     outbox(store).await;
     consumers(store).await;
+    calendar_feeds(store).await;
+}
+
+async fn calendar_feeds(store: &dyn Store) {
+    let owner = user("feed@example.com");
+    let other = user("feed2@example.com");
+    store.create_user(&owner, "h").await.expect("user");
+    store.create_user(&other, "h").await.expect("user");
+    let now = start();
+    assert_eq!(store.calendar_feed(owner.id).await.expect("read"), None);
+    assert!(matches!(
+        store.delete_calendar_feed(owner.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let feed = CalendarFeed {
+        user_id: owner.id,
+        prefix: "tfc_aaaa".into(),
+        created_at: now,
+        last_used_at: None,
+    };
+    store
+        .replace_calendar_feed(&feed, b"feed-one")
+        .await
+        .expect("feed");
+    assert_eq!(
+        store.calendar_feed(owner.id).await.expect("read"),
+        Some(feed.clone())
+    );
+    let found = store
+        .user_by_calendar_feed(b"feed-one", now + TimeDelta::minutes(5))
+        .await
+        .expect("lookup")
+        .expect("the feed's owner");
+    assert_eq!(found.id, owner.id);
+    assert_eq!(
+        store
+            .calendar_feed(owner.id)
+            .await
+            .expect("read")
+            .and_then(|f| f.last_used_at),
+        Some(now + TimeDelta::minutes(5)),
+        "a fetch records its time"
+    );
+    assert!(
+        store
+            .user_by_calendar_feed(b"unknown", now)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+
+    // Rotating replaces the token: the old one stops working.
+    let rotated = CalendarFeed {
+        prefix: "tfc_bbbb".into(),
+        created_at: now + TimeDelta::hours(1),
+        ..feed.clone()
+    };
+    store
+        .replace_calendar_feed(&rotated, b"feed-two")
+        .await
+        .expect("rotate");
+    assert!(
+        store
+            .user_by_calendar_feed(b"feed-one", now)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert_eq!(
+        store.calendar_feed(owner.id).await.expect("read"),
+        Some(rotated)
+    );
+    // Another user cannot take a token hash that is in use.
+    let theirs = CalendarFeed {
+        user_id: other.id,
+        ..feed.clone()
+    };
+    assert!(matches!(
+        store.replace_calendar_feed(&theirs, b"feed-two").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.calendar_feed(other.id).await.expect("read"), None);
+
+    store.delete_calendar_feed(owner.id).await.expect("revoke");
+    assert!(
+        store
+            .user_by_calendar_feed(b"feed-two", now)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert_eq!(store.calendar_feed(owner.id).await.expect("read"), None);
 }
 
 async fn users(store: &dyn Store) {

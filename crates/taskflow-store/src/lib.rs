@@ -117,6 +117,40 @@ pub trait TokenStore: Send + Sync {
     ) -> Result<Option<User>, StoreError>;
 }
 
+/// A user's secret calendar feed (its token is stored only as a hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CalendarFeed {
+    /// Owner.
+    pub user_id: UserId,
+    /// The first characters of the token, to recognise it.
+    pub prefix: String,
+    /// When the current token was made.
+    pub created_at: DateTime<Utc>,
+    /// Last time a calendar program fetched the feed (to the minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Secret calendar feed URLs: one per user; creating another replaces (rotates) it.
+#[async_trait]
+pub trait CalendarFeedStore: Send + Sync {
+    /// Stores `feed` with the hash of its token, replacing the user's previous feed.
+    async fn replace_calendar_feed(
+        &self,
+        feed: &CalendarFeed,
+        token_hash: &[u8],
+    ) -> Result<(), StoreError>;
+    /// The user's feed, if they have one.
+    async fn calendar_feed(&self, user: UserId) -> Result<Option<CalendarFeed>, StoreError>;
+    /// Revokes the user's feed. [`StoreError::NotFound`] when they have none.
+    async fn delete_calendar_feed(&self, user: UserId) -> Result<(), StoreError>;
+    /// The owner of the feed with this token hash, recording `now` as its last use.
+    async fn user_by_calendar_feed(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<User>, StoreError>;
+}
+
 /// Tasks.
 #[async_trait]
 pub trait TaskStore: Send + Sync {
@@ -522,6 +556,7 @@ pub trait Store:
     + OutboxStore
     + ConsumerStore
     + PortabilityStore
+    + CalendarFeedStore
     + 'static
 {
     /// Applies pending migrations.

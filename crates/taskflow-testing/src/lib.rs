@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 
 /// How to start a test app.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TestOptions {
     /// Authentication settings (the secret defaults to [`TEST_JWT_SECRET`]).
     pub auth: AuthSettings,
@@ -48,6 +48,10 @@ pub struct TestOptions {
     pub delivery_retry: taskflow_notify::RetryPolicy,
     /// An SMTP relay for e-mail deliveries (none by default: e-mail off).
     pub smtp: Option<taskflow_notify::SmtpSettings>,
+    /// Source of "now" (default: the system clock). A fixed clock makes relative dates such
+    /// as quick add's "tomorrow" deterministic; keep it in the future of the real clock, since
+    /// access tokens it issues expire relative to it.
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 impl Default for TestOptions {
@@ -76,6 +80,7 @@ impl Default for TestOptions {
                 jitter: 0.0,
             },
             smtp: None,
+            clock: None,
         }
     }
 }
@@ -121,7 +126,10 @@ impl TestApp {
             .expect("open test database");
         store.migrate().await.expect("migrate test database");
         let store: Arc<dyn Store> = Arc::new(store);
-        let clock: Arc<dyn Clock> = Arc::new(taskflow_domain::SystemClock);
+        let clock: Arc<dyn Clock> = options
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(taskflow_domain::SystemClock));
         // Tests deliver webhooks to receivers on loopback.
         let mut state = AppState::new(
             store.clone(),
@@ -320,15 +328,42 @@ where
     }
 }
 
-/// The Python interpreter of the test virtualenv (`TASKFLOW_TEST_PYTHON`, default
-/// `$HOME/.cache/taskflow/venv/bin/python`), made by `scripts/install-test-deps.sh`.
+/// The Python interpreter of the test virtualenv that `scripts/install-test-deps.sh` creates
+/// (packages `mcp`, `icalendar`, `python-dateutil`, `recurring-ical-events`):
+/// `$TASKFLOW_TEST_PYTHON`, else `$HOME/.cache/taskflow/venv/bin/python`.
 pub fn test_python() -> PathBuf {
-    std::env::var_os("TASKFLOW_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/taskflow/venv/bin/python")
-        })
+    if let Some(path) = std::env::var_os("TASKFLOW_TEST_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/taskflow/venv/bin/python")
+}
+
+/// Runs `script` with [`test_python`] and `args`, panicking with its output (and how to
+/// install the packages) unless it exits 0; returns its standard output.
+pub fn run_python(script: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let python = test_python();
+    let output = std::process::Command::new(&python)
+        .arg(script)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); run `bash scripts/install-test-deps.sh` or set TASKFLOW_TEST_PYTHON",
+                python.display()
+            )
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{} {} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
+        python.display(),
+        script.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 /// Waits until the `taskflow` process `child` accepts connections on 127.0.0.1:`port`; panics

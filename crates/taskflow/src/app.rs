@@ -173,6 +173,35 @@ pub async fn load_secrets(settings: &mut Settings) -> anyhow::Result<()> {
     }
 }
 
+/// Serves the MCP tools over stdio for the user of `mcp.token`, on the configured database.
+pub async fn mcp_stdio(mut settings: Settings) -> anyhow::Result<()> {
+    let token = settings.mcp.token.expose().trim().to_owned();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "no personal access token: set TASKFLOW_MCP__TOKEN (or `[mcp] token` in the config file) to a token from POST /api/v1/tokens"
+    );
+    load_secrets(&mut settings).await?;
+    settings.ensure_jwt_secret()?;
+    let store = open_store(&settings).await?;
+    store.migrate().await.context("applying migrations")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state = AppState::new(
+        store.clone(),
+        clock.clone(),
+        &settings.auth,
+        &settings.rate_limit,
+    );
+    let user = taskflow_http::auth::authenticate(&state, &token)
+        .await
+        .map_err(|e| anyhow::anyhow!("the MCP token is not accepted: {e}"))?;
+    tracing::info!(user_id = %user.id, "MCP server on stdio");
+    let server =
+        taskflow_http::mcp::TaskflowMcp::new(taskflow_http::api_router(state), clock, Some(token));
+    let outcome = taskflow_http::mcp::serve_stdio(server).await;
+    store.close().await;
+    outcome
+}
+
 /// Runs the configured roles until `shutdown` is cancelled; in-flight requests get
 /// `shutdown_grace_secs` to finish.
 pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {

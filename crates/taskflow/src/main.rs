@@ -80,6 +80,10 @@ enum Command {
         /// The JSON Lines file to load.
         file: PathBuf,
     },
+    /// Serve the MCP tools over standard input/output for a desktop assistant, acting as the
+    /// user whose personal access token is `mcp.token` (`TASKFLOW_MCP__TOKEN`). Opens the
+    /// configured database directly; logs go to standard error.
+    Mcp,
     /// Exit 0 when the server at --url answers /healthz (for container health checks).
     Healthcheck {
         /// Base URL of the server.
@@ -147,6 +151,7 @@ fn main() -> ExitCode {
                 app::serve(settings, shutdown).await
             }
             Command::Migrate => app::migrate(&settings).await,
+            Command::Mcp => app::mcp_stdio(settings).await,
             Command::Export { out } => portability::export(&settings, out.as_deref()).await,
             Command::Import { file } => portability::import(&settings, &file).await,
             Command::Healthcheck { url } => healthcheck(&url).await,

@@ -41,6 +41,8 @@ pub struct Settings {
     pub scheduler: SchedulerConfig,
     /// The notifier: channels, retries, quiet-hours handling.
     pub notifications: NotificationSettings,
+    /// The stdio MCP server (`taskflow mcp`).
+    pub mcp: McpSettings,
 }
 
 /// `[scheduler]`.
@@ -108,6 +110,15 @@ impl Default for NotificationSettings {
             poll_interval_ms: 1000,
         }
     }
+}
+
+/// `[mcp]`: how `taskflow mcp` acts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpSettings {
+    /// The personal access token (`tfp_…`) of the user the stdio MCP server acts for;
+    /// usually given as `TASKFLOW_MCP__TOKEN` in the assistant's configuration.
+    pub token: Secret,
 }
 
 fn list_or_csv<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -304,6 +315,7 @@ impl Default for Settings {
             bus: BusSettings::default(),
             scheduler: SchedulerConfig::default(),
             notifications: NotificationSettings::default(),
+            mcp: McpSettings::default(),
         }
     }
 }

@@ -32,8 +32,14 @@ fn start(dir: &Path, port: u16) -> Child {
         .current_dir(dir)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("TASKFLOW_RATE_LIMIT__ENABLED", "false")
-        .env("TASKFLOW_NOTIFICATIONS__WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true")
-        .env("TASKFLOW_NOTIFICATIONS__WEBHOOK_RETRY__INITIAL_DELAY_SECS", "1")
+        .env(
+            "TASKFLOW_NOTIFICATIONS__WEBHOOKS__ALLOW_PRIVATE_TARGETS",
+            "true",
+        )
+        .env(
+            "TASKFLOW_NOTIFICATIONS__WEBHOOK_RETRY__INITIAL_DELAY_SECS",
+            "1",
+        )
         .env("TASKFLOW_NOTIFICATIONS__WEBHOOK_RETRY__MAX_DELAY_SECS", "1")
         .env("TASKFLOW_NOTIFICATIONS__LEASE_SECS", "2")
         .env("TASKFLOW_SCHEDULER__LEASE_SECS", "2")
@@ -56,7 +62,11 @@ fn kill9(mut child: Child) {
 /// Webhook requests received: (delivery id, reminder id).
 type Received = Arc<Mutex<Vec<(String, String)>>>;
 
-async fn receive(State(received): State<Received>, headers: HeaderMap, body: Bytes) -> &'static str {
+async fn receive(
+    State(received): State<Received>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> &'static str {
     let event: Value = serde_json::from_slice(&body).unwrap();
     let delivery = headers["taskflow-delivery"].to_str().unwrap().to_owned();
     let reminder = event["data"]["reminder_id"].as_str().unwrap().to_owned();
@@ -66,7 +76,8 @@ async fn receive(State(received): State<Received>, headers: HeaderMap, body: Byt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reminders_fire_exactly_once_across_kill_9() {
-    let dir = std::env::temp_dir().join(format!("taskflow-reminder-crash-{}", uuid::Uuid::now_v7()));
+    let dir =
+        std::env::temp_dir().join(format!("taskflow-reminder-crash-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -128,8 +139,12 @@ async fn reminders_fire_exactly_once_across_kill_9() {
     // Wait until every reminder reached the receiver.
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
     loop {
-        let distinct: HashSet<String> =
-            received.lock().unwrap().iter().map(|(_, r)| r.clone()).collect();
+        let distinct: HashSet<String> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect();
         if distinct.len() == REMINDERS {
             break;
         }
@@ -163,7 +178,10 @@ async fn reminders_fire_exactly_once_across_kill_9() {
             .insert(delivery.clone());
     }
     assert_eq!(ids_per_reminder.len(), REMINDERS);
-    assert!(ids_per_reminder.values().all(|ids| ids.len() == 1), "{ids_per_reminder:?}");
+    assert!(
+        ids_per_reminder.values().all(|ids| ids.len() == 1),
+        "{ids_per_reminder:?}"
+    );
     // The feed: one entry per reminder.
     let items = feed["items"].as_array().unwrap();
     let reminders: HashSet<&str> = items
@@ -192,8 +210,14 @@ async fn reminders_fire_exactly_once_across_kill_9() {
         }
     }
     assert_eq!(fired.len(), REMINDERS);
-    assert!(fired.values().all(|n| *n == 1), "each fired once: {fired:?}");
-    assert!(late > 0, "reminders due while the server was down fire late");
+    assert!(
+        fired.values().all(|n| *n == 1),
+        "each fired once: {fired:?}"
+    );
+    assert!(
+        late > 0,
+        "reminders due while the server was down fire late"
+    );
     store.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -25,6 +25,7 @@
 //! `outbox_commits` announces only this process's commits; rows written by other processes are
 //! found by the relay's and in-process consumers' polling.
 
+mod calendar;
 mod events;
 mod notifications;
 mod portability;
@@ -150,6 +151,7 @@ pub(crate) fn pg_error(error: sqlx::Error) -> StoreError {
                 Some("users_email") => StoreError::Conflict("users_email"),
                 Some("users_external_subject") => StoreError::Conflict("users_external_subject"),
                 Some("access_tokens_hash") => StoreError::Conflict("access_tokens_hash"),
+                Some("calendar_feeds_hash") => StoreError::Conflict("calendar_feeds_hash"),
                 Some("tasks_id") => StoreError::Conflict("tasks_id"),
                 Some("tasks_series_occurrence") => StoreError::Conflict("tasks_series_occurrence"),
                 Some("users_pkey" | "access_tokens_pkey") => StoreError::Conflict("unique"),

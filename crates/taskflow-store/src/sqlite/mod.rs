@@ -5,6 +5,7 @@
 //! concurrently with the writer (WAL readers never block it). Commits use `synchronous=FULL`
 //! by default, so an acknowledged write survives a crash of the process or the machine.
 
+mod calendar;
 mod events;
 mod notifications;
 mod portability;

@@ -98,6 +98,11 @@ async fn the_openapi_document_is_3_1_and_lists_every_route() {
         "/api/v1/stream",
         "/api/v1/ws",
         "/api/v1/stream/tickets",
+        "/api/v1/tasks/quick",
+        "/api/v1/calendar.ics",
+        "/api/v1/calendar/feed",
+        "/api/v1/calendar/feed/{token}",
+        "/api/v1/import/ics",
         "/healthz",
         "/readyz",
     ] {

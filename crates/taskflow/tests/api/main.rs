@@ -2,11 +2,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod calendar;
 mod events;
 mod health;
 mod isolation;
 mod listing;
 mod malformed;
+mod mcp;
+mod quick_add;
 mod rate_limit;
 mod realtime;
 mod recurrence;
