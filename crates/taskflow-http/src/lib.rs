@@ -38,7 +38,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// What a process serves over HTTP besides health, readiness and metrics.
 #[derive(Default)]
 pub struct RouterOptions {
-    /// Serve the public API (`/api/v1`, `/docs`); off for worker-only processes.
+    /// Serve the public API (`/api/v1`, `/docs`) and the web UI (`/`, `/ui/…`); off for
+    /// worker-only processes.
     pub api: bool,
     /// Routes a backend contributes (e.g. Dapr's subscription endpoints), served without auth.
     pub extra: Option<Router>,
@@ -64,7 +65,9 @@ pub fn router_with(state: AppState, options: RouterOptions) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let mut app = Router::new().merge(operations);
     if options.api {
-        app = app.merge(api_routes(state.clone()));
+        app = app
+            .merge(api_routes(state.clone()))
+            .merge(taskflow_web::router());
     }
     if let Some(extra) = options.extra {
         app = app.merge(extra.with_state(()));
@@ -128,6 +131,10 @@ fn api_routes(state: AppState) -> Router<AppState> {
             get(api::series::preview_occurrences),
         )
         .route("/api/v1/series/{id}", get(api::series::get_series))
+        .route(
+            "/api/v1/recurrence/preview",
+            post(api::series::preview_rule),
+        )
         .route("/api/v1/audit", get(api::events::audit_log))
         .route("/api/v1/admin/dlq", get(api::events::list_dead_letters))
         .route(

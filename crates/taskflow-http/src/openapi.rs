@@ -18,7 +18,7 @@ use crate::api;
         api::tasks::create_task, api::tasks::list_tasks, api::tasks::get_task, api::tasks::update_task,
         api::tasks::complete_task, api::tasks::reopen_task, api::tasks::delete_task,
         api::tags::list_tags,
-        api::series::skip_occurrence, api::series::cancel_recurrence, api::series::preview_occurrences,
+        api::series::skip_occurrence, api::series::cancel_recurrence, api::series::preview_occurrences, api::series::preview_rule,
         api::series::get_series,
         api::events::audit_log, api::events::list_dead_letters, api::events::replay_dead_letter,
         crate::realtime::routes::create_ticket, crate::realtime::routes::sse_stream,

@@ -82,7 +82,8 @@ pub struct EndsRequest {
 }
 
 impl RecurrenceRequest {
-    fn validate(&self) -> Result<RecurrenceSpec, FieldError> {
+    /// The validated rule and anchor.
+    pub(crate) fn validate(&self) -> Result<RecurrenceSpec, FieldError> {
         let anchor = match self.anchor.as_deref() {
             None | Some("due") => Anchor::Due,
             Some("completion") => Anchor::Completion,
@@ -276,7 +277,7 @@ pub struct TaskList {
     pub next_cursor: Option<String>,
 }
 
-fn parse_instant(field: &str, text: &str) -> Result<DateTime<Utc>, FieldError> {
+pub(crate) fn parse_instant(field: &str, text: &str) -> Result<DateTime<Utc>, FieldError> {
     let parsed = DateTime::parse_from_rfc3339(text.trim()).map_err(|_| {
         FieldError::new(
             field,
