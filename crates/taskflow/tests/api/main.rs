@@ -13,3 +13,4 @@ mod recurrence;
 mod support;
 mod tasks;
 mod tokens;
+mod web;
