@@ -95,6 +95,7 @@ function leave(message) {
   byId('workspace').hidden = true;
   byId('top-actions').hidden = true;
   byId('auth').hidden = false;
+  setAuthMode(false);
   setMessage(byId('auth-error'), message || '');
   byId('auth-email').focus();
 }
@@ -171,6 +172,5 @@ window.addEventListener('unhandledrejection', (event) => {
 if (session.restore()) {
   enter();
 } else {
-  setAuthMode(false);
   leave('');
 }

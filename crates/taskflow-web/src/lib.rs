@@ -207,7 +207,10 @@ mod tests {
                 "{}",
                 asset.path
             );
-            assert_eq!(response.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(
+                response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+                "nosniff"
+            );
         }
         assert_eq!(
             get("/ui/missing.js", None).await.status(),

@@ -20,6 +20,13 @@ export function launchBrowser() {
   });
 }
 
+/** A fresh browser context (own storage) in `zone`; actions and waits give up after 10 s. */
+export async function newContext(browser, zone, options = {}) {
+  const context = await browser.newContext({ timezoneId: zone, locale: 'en-GB', ...options });
+  context.setDefaultTimeout(10_000);
+  return context;
+}
+
 /**
  * Collects console errors and uncaught page errors of every page opened through it; `check()`
  * fails the test on any that no `allow` pattern matches.

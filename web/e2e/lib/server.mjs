@@ -37,9 +37,11 @@ function freePort() {
   });
 }
 
-async function waitUntilHealthy(url, child, deadlineMs) {
+async function waitUntilHealthy(url, server, deadlineMs) {
+  const { child } = server;
   const deadline = Date.now() + deadlineMs;
   while (Date.now() < deadline) {
+    if (server.spawnError) throw new Error(`cannot start ${binaryPath()}: ${server.spawnError.message}`);
     if (child.exitCode !== null) throw new Error(`taskflow exited with ${child.exitCode} before listening`);
     try {
       const response = await fetch(`${url}/healthz`);
@@ -77,7 +79,11 @@ export class TestServer {
     const log = openSync(join(this.dir, 'server.log'), 'a');
     this.child = spawn(binaryPath(), ['serve'], { cwd: this.dir, env, stdio: ['ignore', log, log] });
     this.exited = new Promise((r) => this.child.once('exit', r));
-    await waitUntilHealthy(this.url, this.child, 30_000);
+    this.spawnError = null;
+    this.child.once('error', (error) => {
+      this.spawnError = error;
+    });
+    await waitUntilHealthy(this.url, this, 30_000);
   }
 
   /** Stops the server (SIGTERM, then SIGKILL after 5 s). */

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
 
-import { ErrorWatch, launchBrowser, openPage, screenshot, signIn, waitForTitles } from '../lib/browser.mjs';
+import { ErrorWatch, launchBrowser, newContext, openPage, screenshot, signIn, waitForTitles } from '../lib/browser.mjs';
 import { TestServer } from '../lib/server.mjs';
 
 const ZONE = 'Europe/Berlin';
@@ -24,13 +24,13 @@ after(async () => {
 
 afterEach(() => watch.check());
 
-function newContext() {
-  return browser.newContext({ timezoneId: ZONE, locale: 'en-GB' });
+function freshContext() {
+  return newContext(browser, ZONE);
 }
 
 test('a change in one browser appears in another within 2 seconds', async () => {
   const user = await server.register('twotabs');
-  const [contextA, contextB] = await Promise.all([newContext(), newContext()]);
+  const [contextA, contextB] = await Promise.all([freshContext(), freshContext()]);
   const a = await openPage(contextA, server.url, watch);
   const b = await openPage(contextB, server.url, watch);
   await signIn(a, user);
@@ -54,7 +54,7 @@ test('a change in one browser appears in another within 2 seconds', async () => 
   await waitForTitles(a, ['Shared groceries (oat milk)'], { timeout: 2000 });
 
   // Completed in A → gone from B's open tasks.
-  await a.getByRole('checkbox', { name: 'Complete: Shared groceries (oat milk)' }).check();
+  await a.getByRole('checkbox', { name: 'Complete: Shared groceries (oat milk)' }).click();
   await waitForTitles(b, [], { timeout: 2000 });
 
   // Changed through the API (another device) → both see it.
@@ -68,7 +68,7 @@ test('a change in one browser appears in another within 2 seconds', async () => 
 
 test('the sync indicator goes offline and back, and missed changes arrive', async () => {
   const user = await server.register('offline');
-  const context = await newContext();
+  const context = await freshContext();
   const page = await openPage(context, server.url, watch);
   await signIn(page, user);
   assert.equal(await page.locator('#sync-label').textContent(), 'Live');
@@ -99,7 +99,7 @@ test('the sync indicator goes offline and back, and missed changes arrive', asyn
 test('an edit conflict asks the user: keep mine or take theirs', async () => {
   const user = await server.register('conflict');
   const { data: task } = await server.api('/api/v1/tasks', { method: 'POST', token: user.token, body: { title: 'Quarterly report', priority: 'low' } });
-  const context = await newContext();
+  const context = await freshContext();
   const page = await openPage(context, server.url, watch);
   // The browser logs the 412 answers this test provokes; they are the point of the test.
   watch.allow(/status of 412/);

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
 
-import { ErrorWatch, dateIn, launchBrowser, openPage, screenshot, signIn, waitForTitles, wallClock } from '../lib/browser.mjs';
+import { ErrorWatch, dateIn, launchBrowser, newContext, openPage, screenshot, signIn, waitForTitles, wallClock } from '../lib/browser.mjs';
 import { TestServer } from '../lib/server.mjs';
 
 const ZONE = 'Europe/Berlin';
@@ -24,8 +24,8 @@ after(async () => {
 
 afterEach(() => watch.check());
 
-function newContext(options = {}) {
-  return browser.newContext({ timezoneId: ZONE, locale: 'en-GB', ...options });
+function freshContext(options = {}) {
+  return newContext(browser, ZONE, options);
 }
 
 test('the page is served with a strict content security policy', async () => {
@@ -44,7 +44,7 @@ test('the page is served with a strict content security policy', async () => {
 });
 
 test('sign up, create a daily task, complete it and see the next occurrence', async () => {
-  const context = await newContext();
+  const context = await freshContext();
   const page = await openPage(context, server.url, watch);
   await page.getByRole('heading', { name: 'Sign in' }).waitFor();
   await screenshot(page, 'sign-in');
@@ -81,8 +81,8 @@ test('sign up, create a daily task, complete it and see the next occurrence', as
   await editor.getByLabel('Repeats').selectOption('custom');
   await editor.getByLabel('Unit', { exact: true }).selectOption('WEEKLY');
   await editor.getByLabel('Every', { exact: true }).fill('2');
-  await editor.getByLabel('Mon').check();
-  await editor.getByLabel('Thu').check();
+  await editor.getByLabel('Mon', { exact: true }).check();
+  await editor.getByLabel('Thu', { exact: true }).check();
   assert.equal(await editor.getByLabel('Rule (RFC 5545)').inputValue(), 'FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,TH');
   await page.locator('#r-description', { hasText: /every 2 weeks/ }).waitFor();
   await screenshot(page, 'editor-custom-rule');
@@ -99,7 +99,7 @@ test('sign up, create a daily task, complete it and see the next occurrence', as
   await screenshot(page, 'task-list');
 
   // Complete it: it leaves the open list and the next day's occurrence takes its place.
-  await page.getByRole('checkbox', { name: 'Complete: Water the plants' }).check();
+  await page.getByRole('checkbox', { name: 'Complete: Water the plants' }).click();
   await page.waitForFunction((old) => {
     const items = [...document.querySelectorAll('#tasks .task')];
     return items.length === 1 && items[0].dataset.due !== old && items[0].dataset.status === 'pending';
@@ -148,7 +148,7 @@ test('filter, search as you type, sort and load more', async () => {
   await create({ title: 'Read a book', priority: 'low' });
   await create({ title: 'Call mom', priority: 'medium', tags: ['family'], due_at: new Date(Date.now() + 10 * day).toISOString() });
 
-  const context = await newContext();
+  const context = await freshContext();
   const page = await openPage(context, server.url, watch);
   await signIn(page, user);
   const filters = page.locator('#filters');
@@ -212,7 +212,7 @@ test('a phone-width screen has no horizontal scrolling', async () => {
     token: user.token,
     body: { title: 'A task with a rather long title that has to wrap on a narrow phone screen', priority: 'urgent', tags: ['one', 'two', 'three'], due_at: new Date(Date.now() - 3_600_000).toISOString(), description: 'Notes' },
   });
-  const context = await newContext({ viewport: { width: 375, height: 800 }, isMobile: true, hasTouch: true });
+  const context = await freshContext({ viewport: { width: 375, height: 800 }, isMobile: true, hasTouch: true });
   const page = await openPage(context, server.url, watch);
   const noHorizontalScroll = () => page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth);
   assert.ok(await noHorizontalScroll(), 'sign-in page scrolls sideways');

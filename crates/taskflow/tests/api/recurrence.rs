@@ -687,10 +687,17 @@ async fn an_unsaved_rule_is_described_and_previewed() {
     assert_eq!(body["description"], "every day at 09:00");
     assert_eq!(body["time_zone"], "Europe/Berlin");
     let items = body["items"].as_array().unwrap();
-    let due: Vec<&str> = items.iter().map(|o| o["due_at"].as_str().unwrap()).collect();
+    let due: Vec<&str> = items
+        .iter()
+        .map(|o| o["due_at"].as_str().unwrap())
+        .collect();
     assert_eq!(
         due,
-        ["2027-03-27T08:00:00Z", "2027-03-28T07:00:00Z", "2027-03-29T07:00:00Z"]
+        [
+            "2027-03-27T08:00:00Z",
+            "2027-03-28T07:00:00Z",
+            "2027-03-29T07:00:00Z"
+        ]
     );
     assert_eq!(items[1]["local"], "2027-03-28T09:00:00");
 
@@ -709,7 +716,13 @@ async fn an_unsaved_rule_is_described_and_previewed() {
     }))
     .await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["errors"][0]["field"].as_str().unwrap().starts_with("recurrence"), "{body}");
+    assert!(
+        body["errors"][0]["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("recurrence"),
+        "{body}"
+    );
     let (status, body) = preview(json!({
         "recurrence": {"rule": "daily"}, "due_at": "tomorrow", "limit": 0
     }))

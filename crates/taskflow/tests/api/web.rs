@@ -7,7 +7,10 @@ async fn the_web_ui_is_served_at_the_root() {
     let app = TestApp::spawn().await;
     let response = reqwest::get(app.url("/")).await.unwrap();
     assert_eq!(response.status(), 200);
-    let policy = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(!policy.contains("unsafe-inline"), "{policy}");
     assert!(response.text().await.unwrap().contains("/ui/js/main.js"));
 }
