@@ -14,6 +14,11 @@ import { RecurrenceEditor } from './recurrence.js';
 
 const MAX_REMINDERS = 10;
 
+const FIELD_LABELS = {
+  title: 'Title', description: 'Description', priority: 'Priority', tags: 'Tags', due_at: 'Due',
+  time_zone: 'Time zone', recurrence: 'Repeat', reminders: 'Reminders', status: 'Status',
+};
+
 /** The task editor dialog. */
 export class TaskEditor {
   /** @param {(task: object) => void} onSaved called with the task as the server stored it */
@@ -305,7 +310,7 @@ export class TaskEditor {
     rows.replaceChildren(...[...fields]
       .filter((field) => field in patch || JSON.stringify(theirs[field]) !== JSON.stringify(task[field]))
       .map((field) => h('tr', { dataset: { field } },
-        h('th', { scope: 'row' }, field.replace('_at', '').replace('_', ' ')),
+        h('th', { scope: 'row' }, FIELD_LABELS[field] || field),
         h('td', {}, show(field, field in patch ? patch[field] : task[field])),
         h('td', {}, show(field, theirs[field])))));
     const choice = await new Promise((resolve) => {
