@@ -7,7 +7,15 @@ import { formatLocal } from './format.js';
 
 const WEEKDAYS = [['MO', 'Mon'], ['TU', 'Tue'], ['WE', 'Wed'], ['TH', 'Thu'], ['FR', 'Fri'], ['SA', 'Sat'], ['SU', 'Sun']];
 const ORDINALS = { 1: 'first', 2: 'second', 3: 'third', 4: 'fourth', '-1': 'last' };
-const PRESETS = ['daily', 'weekdays', 'weekly', 'biweekly', 'monthly', 'yearly'];
+/** Normalised rules the presets stand for, so a saved task shows its preset again. */
+const PRESET_RULES = {
+  'FREQ=DAILY': 'daily',
+  'FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR': 'weekdays',
+  'FREQ=WEEKLY': 'weekly',
+  'FREQ=WEEKLY;INTERVAL=2': 'biweekly',
+  'FREQ=MONTHLY': 'monthly',
+  'FREQ=YEARLY': 'yearly',
+};
 
 /** Splits "FREQ=WEEKLY;BYDAY=MO,WE" into {FREQ: "WEEKLY", BYDAY: "MO,WE"}. */
 function ruleParts(rule) {
@@ -73,7 +81,7 @@ export class RecurrenceEditor {
       this.preset.value = '';
       this.loadBuilder('FREQ=DAILY');
     } else {
-      this.preset.value = 'custom';
+      this.preset.value = PRESET_RULES[recurrence.rule] || 'custom';
       this.loadBuilder(recurrence.rule);
       this.ruleText.value = recurrence.rule;
     }
@@ -217,4 +225,3 @@ export class RecurrenceEditor {
   }
 }
 
-export { PRESETS };

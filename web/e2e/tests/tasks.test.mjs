@@ -118,6 +118,7 @@ test('sign up, create a daily task, complete it and see the next occurrence', as
   await page.locator('#filters').getByLabel('Status').selectOption('pending');
   await waitForTitles(page, ['Water the plants']);
   await page.getByRole('button', { name: 'Edit: Water the plants' }).click();
+  assert.equal(await editor.getByLabel('Repeats').inputValue(), 'daily', 'a saved preset shows as that preset');
   await editor.getByLabel('Title', { exact: true }).fill('Water the orchids');
   await editor.getByLabel('Priority', { exact: true }).selectOption('high');
   await editor.getByRole('button', { name: 'Save' }).click();
