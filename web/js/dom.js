@@ -59,15 +59,24 @@ export function toast(text, { error = false, ms = 4000 } = {}) {
   setTimeout(() => item.remove(), ms);
 }
 
+/**
+ * Gives focus back to `element`, or, when a re-render replaced it, to its successor: the element
+ * with the same `data-focus-key`.
+ */
+export function refocus(element) {
+  if (!(element instanceof HTMLElement)) return;
+  if (element.isConnected) {
+    element.focus();
+    return;
+  }
+  const key = element.dataset.focusKey;
+  const successor = key && document.querySelector(`[data-focus-key="${CSS.escape(key)}"]`);
+  if (successor instanceof HTMLElement) successor.focus();
+}
+
 /** Opens a modal dialog, remembering what had focus so closing can give it back. */
 export function openDialog(dialog) {
   const previous = document.activeElement;
   if (!dialog.open) dialog.showModal();
-  dialog.addEventListener(
-    'close',
-    () => {
-      if (previous instanceof HTMLElement && previous.isConnected) previous.focus();
-    },
-    { once: true },
-  );
+  dialog.addEventListener('close', () => refocus(previous), { once: true });
 }

@@ -1,7 +1,7 @@
 // The task list: filters, search as you type, sorting, "load more" pages, inline actions.
 
 import { api, ApiError, query } from './api.js';
-import { byId, h, debounce, toast } from './dom.js';
+import { byId, h, debounce, refocus, toast } from './dom.js';
 import { browserZone, formatInstant, priorityLabel, wallToInstant } from './format.js';
 
 const PAGE = 25;
@@ -151,7 +151,14 @@ export class TaskList {
   }
 
   render() {
-    this.list.replaceChildren(...this.tasks.map((task) => this.item(task)));
+    // Live updates re-render often: skip identical lists, and keep keyboard focus where it was.
+    const snapshot = JSON.stringify(this.tasks);
+    if (snapshot !== this.rendered) {
+      this.rendered = snapshot;
+      const focused = this.list.contains(document.activeElement) ? document.activeElement : null;
+      this.list.replaceChildren(...this.tasks.map((task) => this.item(task)));
+      if (focused) refocus(focused);
+    }
     this.empty.hidden = this.tasks.length > 0;
     this.more.hidden = !this.nextCursor;
     const n = this.tasks.length;
@@ -164,6 +171,7 @@ export class TaskList {
       type: 'checkbox',
       id: `done-${task.id}`,
       checked: completed,
+      dataset: { focusKey: `done-${task.id}` },
       'aria-label': `${completed ? 'Reopen' : 'Complete'}: ${task.title}`,
     });
     checkbox.addEventListener('change', () => this.toggle(task, checkbox));
@@ -181,12 +189,12 @@ export class TaskList {
       meta.push(h('span', { class: 'badge reminder' }, `🔔 ${task.reminders.length}`));
     }
     const actions = [
-      h('button', { type: 'button', class: 'secondary small', 'aria-label': `Edit: ${task.title}`, onclick: () => this.edit(task) }, 'Edit'),
+      h('button', { type: 'button', class: 'secondary small', dataset: { focusKey: `edit-${task.id}` }, 'aria-label': `Edit: ${task.title}`, onclick: () => this.edit(task) }, 'Edit'),
     ];
     if (task.recurrence && !completed) {
-      actions.push(h('button', { type: 'button', class: 'secondary small', 'aria-label': `Skip this occurrence: ${task.title}`, onclick: () => this.skip(task) }, 'Skip'));
+      actions.push(h('button', { type: 'button', class: 'secondary small', dataset: { focusKey: `skip-${task.id}` }, 'aria-label': `Skip this occurrence: ${task.title}`, onclick: () => this.skip(task) }, 'Skip'));
     }
-    actions.push(h('button', { type: 'button', class: 'secondary small', 'aria-label': `Delete: ${task.title}`, onclick: () => this.remove(task) }, 'Delete'));
+    actions.push(h('button', { type: 'button', class: 'secondary small', dataset: { focusKey: `delete-${task.id}` }, 'aria-label': `Delete: ${task.title}`, onclick: () => this.remove(task) }, 'Delete'));
     const classes = ['task'];
     if (task.overdue) classes.push('overdue');
     if (completed) classes.push('completed');
@@ -255,6 +263,7 @@ export class TaskList {
   /** Empties the list (sign-out). */
   clear() {
     this.request += 1;
+    this.rendered = null;
     this.tasks = [];
     this.nextCursor = null;
     this.list.replaceChildren();

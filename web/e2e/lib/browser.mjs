@@ -95,6 +95,15 @@ export async function waitForTitles(page, expected, { timeout = 5000 } = {}) {
   }
 }
 
+/** Waits until the list shows exactly tasks with these statuses ("pending"/"completed"), in order. */
+export async function waitForStatuses(page, expected, { timeout = 5000 } = {}) {
+  await page.waitForFunction(
+    (want) => JSON.stringify([...document.querySelectorAll('#tasks .task')].map((n) => n.dataset.status)) === JSON.stringify(want),
+    expected,
+    { timeout },
+  );
+}
+
 /** Saves a screenshot of the page under the artifacts folder. */
 export async function screenshot(page, name) {
   const dir = artifactsDir();

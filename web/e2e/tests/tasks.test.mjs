@@ -4,7 +4,9 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
 
-import { ErrorWatch, dateIn, launchBrowser, newContext, openPage, screenshot, signIn, waitForTitles, wallClock } from '../lib/browser.mjs';
+import {
+  ErrorWatch, dateIn, launchBrowser, newContext, openPage, screenshot, signIn, waitForStatuses, waitForTitles, wallClock,
+} from '../lib/browser.mjs';
 import { TestServer } from '../lib/server.mjs';
 
 const ZONE = 'Europe/Berlin';
@@ -110,12 +112,14 @@ test('sign up, create a daily task, complete it and see the next occurrence', as
   // The completed one is under "Completed".
   await page.getByText('Filters and sort').click();
   await page.locator('#filters').getByLabel('Status').selectOption('completed');
+  await waitForStatuses(page, ['completed']);
   await waitForTitles(page, ['Water the plants']);
   assert.equal(await page.locator('#tasks .task').first().getAttribute('data-due'), firstDue);
   assert.equal(await page.locator('#tasks .task').first().getAttribute('data-status'), 'completed');
 
   // Edit and delete inline.
   await page.locator('#filters').getByLabel('Status').selectOption('pending');
+  await waitForStatuses(page, ['pending']);
   await waitForTitles(page, ['Water the plants']);
   await page.getByRole('button', { name: 'Edit: Water the plants' }).click();
   assert.equal(await editor.getByLabel('Repeats').inputValue(), 'daily', 'a saved preset shows as that preset');
@@ -144,9 +148,9 @@ test('filter, search as you type, sort and load more', async () => {
   const user = await server.register('filters');
   const day = 86_400_000;
   const create = (body) => server.api('/api/v1/tasks', { method: 'POST', token: user.token, body });
-  await create({ title: 'Buy milk', priority: 'high', tags: ['groceries'], due_at: new Date(Date.now() + 2 * day).toISOString() });
+  await create({ title: 'Buy milk', priority: 'low', tags: ['groceries'], due_at: new Date(Date.now() + 2 * day).toISOString() });
   await create({ title: 'Pay rent', priority: 'urgent', tags: ['finance'], due_at: new Date(Date.now() - day).toISOString() });
-  await create({ title: 'Read a book', priority: 'low' });
+  await create({ title: 'Read a book', priority: 'high' });
   await create({ title: 'Call mom', priority: 'medium', tags: ['family'], due_at: new Date(Date.now() + 10 * day).toISOString() });
 
   const context = await freshContext();
@@ -169,7 +173,7 @@ test('filter, search as you type, sort and load more', async () => {
 
   await page.getByText('Filters and sort').click();
   await filters.getByLabel('Priority', { exact: true }).selectOption('high');
-  await waitForTitles(page, ['Buy milk']);
+  await waitForTitles(page, ['Read a book']);
   await filters.getByLabel('Priority', { exact: true }).selectOption('');
   await filters.getByLabel('Tag', { exact: true }).selectOption('family');
   await waitForTitles(page, ['Call mom']);
@@ -188,9 +192,9 @@ test('filter, search as you type, sort and load more', async () => {
   await waitForTitles(page, ['Buy milk', 'Call mom', 'Pay rent', 'Read a book']);
   await filters.getByLabel('Order').selectOption('desc');
   await waitForTitles(page, ['Read a book', 'Pay rent', 'Call mom', 'Buy milk']);
-  await filters.getByLabel('Sort by').selectOption('priority');
   await filters.getByLabel('Order').selectOption('');
-  await waitForTitles(page, ['Pay rent', 'Buy milk', 'Call mom', 'Read a book']);
+  await filters.getByLabel('Sort by').selectOption('priority');
+  await waitForTitles(page, ['Pay rent', 'Read a book', 'Call mom', 'Buy milk']);
   await filters.getByLabel('Sort by').selectOption('due_at');
   await waitForTitles(page, ['Pay rent', 'Buy milk', 'Call mom', 'Read a book']);
   await screenshot(page, 'filters');
@@ -203,6 +207,51 @@ test('filter, search as you type, sort and load more', async () => {
   await page.getByRole('button', { name: 'Load more' }).click();
   await page.waitForFunction(() => document.querySelectorAll('#tasks .task').length === 34);
   assert.equal(await page.getByRole('button', { name: 'Load more' }).isHidden(), true);
+  await context.close();
+});
+
+test('keyboard only: every control is labelled, "n" opens the editor, Enter saves, Escape closes', async () => {
+  const user = await server.register('keys');
+  const context = await freshContext();
+  const page = await openPage(context, server.url, watch);
+  await signIn(page, user);
+  await waitForTitles(page, []);
+  // Every form control has an accessible name (a <label> or aria-label); every button has text or a label.
+  const unlabelled = await page.evaluate(() => [
+    ...[...document.querySelectorAll('input, select, textarea')]
+      .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+      .map((e) => `${e.tagName.toLowerCase()}#${e.id}`),
+    ...[...document.querySelectorAll('button')]
+      .filter((b) => !b.textContent.trim() && !b.getAttribute('aria-label'))
+      .map((b) => `button#${b.id}`),
+  ]);
+  assert.deepEqual(unlabelled, []);
+
+  await page.locator('body').click({ position: { x: 5, y: 300 } });
+  await page.keyboard.press('n');
+  const editor = page.locator('#editor');
+  await editor.waitFor({ state: 'visible' });
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'e-title');
+  await page.keyboard.type('Typed without a mouse');
+  await page.keyboard.press('Enter');
+  await editor.waitFor({ state: 'hidden' });
+  await waitForTitles(page, ['Typed without a mouse']);
+
+  // Tab reaches the task's controls; focus is visible (an outline is drawn).
+  const checkbox = page.getByRole('checkbox', { name: 'Complete: Typed without a mouse' });
+  await checkbox.focus();
+  await page.keyboard.press('Tab');
+  const focused = await page.evaluate(() => ({
+    label: document.activeElement.getAttribute('aria-label'),
+    outline: getComputedStyle(document.activeElement).outlineStyle,
+  }));
+  assert.equal(focused.label, 'Edit: Typed without a mouse');
+  assert.notEqual(focused.outline, 'none');
+  await page.keyboard.press('Enter');
+  await editor.waitFor({ state: 'visible' });
+  await page.keyboard.press('Escape');
+  await editor.waitFor({ state: 'hidden' });
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), 'Edit: Typed without a mouse', 'focus returns to the button that opened the dialog');
   await context.close();
 });
 
