@@ -31,6 +31,8 @@ export class NotificationBell {
 
   /** Loads the feed after sign-in; hides the bell when the server has no notifications. */
   async start() {
+    // Frames may arrive while the feed loads: keep them, the load merges them in.
+    this.enabled = true;
     const caps = await serverCapabilities();
     if (!caps.notifications) {
       this.hide();
@@ -38,7 +40,6 @@ export class NotificationBell {
     }
     try {
       await this.load(null);
-      this.enabled = true;
       this.bell.hidden = false;
     } catch (error) {
       console.debug('notifications unavailable', error);
@@ -61,9 +62,17 @@ export class NotificationBell {
 
   async load(cursor) {
     const { data } = await api(`/api/v1/notifications${query({ limit: 20, cursor })}`);
-    this.items = cursor ? [...this.items, ...data.items] : data.items;
+    const known = new Set(data.items.map((item) => item.id));
+    if (cursor) {
+      this.items = [...this.items, ...data.items.filter((item) => !this.items.some((i) => i.id === item.id))];
+      this.unread = data.unread;
+    } else {
+      // Live frames that arrived during the load and are not in it yet stay on top.
+      const live = this.items.filter((item) => !known.has(item.id));
+      this.items = [...live, ...data.items];
+      this.unread = data.unread + live.filter((item) => !item.read_at).length;
+    }
     this.nextCursor = data.next_cursor;
-    this.unread = data.unread;
     this.render();
   }
 

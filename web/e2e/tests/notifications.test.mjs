@@ -76,6 +76,31 @@ test('the bell shows the feed and unread count; the editor sends reminders', asy
     marked.push(new URL(route.request().url()).pathname);
     return route.fulfill({ status: 204 });
   });
+  // The first stream carries a live notification (then ends; the page reconnects to the real one).
+  let streamed = false;
+  await context.route(/\/api\/v1\/stream\?/, (route) => {
+    if (streamed) return route.fallback();
+    streamed = true;
+    const frame = { id: 'n3', kind: 'reminder', title: 'Stand-up in 10 minutes', body: 'Room 4', task_id: 't3', created_at: now, read_at: null };
+    return route.fulfill({
+      status: 200,
+      headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' },
+      body: `id: 7\nevent: notification.created\ndata: ${JSON.stringify(frame)}\n\n`,
+    });
+  });
+  // Browser notifications are allowed; record what the page shows.
+  await context.grantPermissions(['notifications'], { origin: server.url });
+  await context.addInitScript(() => {
+    window.shownNotifications = [];
+    const Real = window.Notification;
+    class Recorded extends Real {
+      constructor(title, options) {
+        super(title, options);
+        window.shownNotifications.push({ title, body: options?.body });
+      }
+    }
+    Object.defineProperty(window, 'Notification', { value: Recorded });
+  });
   // Task creation: record the body, let the real server store the rest.
   let sent = null;
   await context.route('**/api/v1/tasks', async (route) => {
@@ -87,13 +112,19 @@ test('the bell shows the feed and unread count; the editor sends reminders', asy
   });
 
   const page = await openPage(context, server.url, watch);
-  await signIn(page, user);
-  await page.locator('#bell-count', { hasText: '2' }).waitFor();
-  await page.getByRole('button', { name: 'Notifications, 2 unread' }).click();
-  await page.locator('#feed .feed-item.unread').nth(1).waitFor();
+  await page.getByLabel('E-mail').fill(user.email);
+  await page.getByLabel('Password').fill(user.password);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  // Two from the feed, one live (shown as a browser notification too); the stream reconnects.
+  await page.locator('#bell-count', { hasText: '3' }).waitFor();
+  await page.locator('#sync[data-state="connected"]').waitFor();
+  assert.deepEqual(await page.evaluate(() => window.shownNotifications), [{ title: 'Stand-up in 10 minutes', body: 'Room 4' }]);
+  await page.getByRole('button', { name: 'Notifications, 3 unread' }).click();
+  await page.locator('#feed .feed-item.unread').nth(2).waitFor();
+  assert.match(await page.locator('#feed .feed-item').first().textContent(), /Stand-up in 10 minutes/);
   await screenshot(page, 'notifications');
   await page.locator('#feed .feed-item', { hasText: 'Pay rent' }).click();
-  await page.locator('#bell-count', { hasText: '1' }).waitFor();
+  await page.locator('#bell-count', { hasText: '2' }).waitFor();
   await page.getByRole('button', { name: 'Mark all as read' }).click();
   await page.locator('#bell-count').waitFor({ state: 'hidden' });
   assert.deepEqual(marked, ['/api/v1/notifications/n1/read', '/api/v1/notifications/read-all']);
