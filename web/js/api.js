@@ -42,6 +42,8 @@ function describeProblem(status, problem) {
  * error answer, or with a TypeError when the network is down.
  */
 export async function api(path, { method = 'GET', body, ifMatch, auth = true } = {}) {
+  // Late timers (debounced reloads, previews) after sign-out must not reach the server.
+  if (auth && !token) throw new ApiError(401, { code: 'signed_out', detail: 'You are signed out.' });
   const headers = { accept: 'application/json' };
   if (auth && token) headers.authorization = `Bearer ${token}`;
   if (body !== undefined) headers['content-type'] = 'application/json';

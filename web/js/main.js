@@ -80,6 +80,7 @@ async function enter() {
     if (error instanceof ApiError && error.status === 401) return;
     console.debug('account not loaded', error);
   }
+  tasks.activate();
   live.start();
   tasks.reload();
   bell.start();

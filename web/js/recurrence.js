@@ -199,6 +199,7 @@ export class RecurrenceEditor {
   }
 
   async loadPreview() {
+    if (!byId('editor').open) return;
     const recurrence = this.value();
     if (!recurrence) return;
     const { dueAt, zone } = this.dueOf();

@@ -26,23 +26,26 @@ export class TaskList {
     this.nextCursor = null;
     this.request = 0;
     this.loading = false;
+    this.active = false;
+    this.wanted = PAGE;
     this.reloadSoon = debounce(() => this.reload(), 150);
 
     const search = byId('search');
-    const searchLater = debounce(() => this.reload(), 300);
+    const fresh = () => this.reload({ fresh: true });
+    const searchLater = debounce(fresh, 300);
     search.addEventListener('input', searchLater);
     search.addEventListener('keydown', (event) => {
       if (event.key === 'Enter') {
         event.preventDefault();
         searchLater.cancel();
-        this.reload();
+        fresh();
       }
     });
     this.filters.addEventListener('change', (event) => {
-      if (event.target !== search) this.reload();
+      if (event.target !== search) fresh();
     });
     this.filters.addEventListener('submit', (event) => event.preventDefault());
-    this.filters.addEventListener('reset', () => setTimeout(() => this.reload()));
+    this.filters.addEventListener('reset', () => setTimeout(fresh));
     this.more.addEventListener('click', () => this.loadMore());
   }
 
@@ -75,16 +78,33 @@ export class TaskList {
     return params;
   }
 
-  /** Loads the first page again (as many tasks as are shown, so "load more" progress is kept). */
-  async reload() {
-    const limit = Math.min(200, Math.max(PAGE, this.tasks.length));
+  /** Starts loading for the signed-in user (until `clear()`). */
+  activate() {
+    this.active = true;
+  }
+
+  /**
+   * Loads the list again: one page for a new query (`fresh`), else as many tasks as the user
+   * has paged to, so live updates keep "load more" progress.
+   */
+  async reload({ fresh = false } = {}) {
+    if (!this.active) return;
+    const params = this.params();
+    if (fresh) {
+      this.wanted = PAGE;
+      // The old cursor belongs to the old query.
+      this.nextCursor = null;
+      this.more.hidden = true;
+    }
+    const limit = Math.min(200, Math.max(this.wanted, PAGE));
     const request = ++this.request;
     this.setBusy(true);
     try {
-      const { data } = await api(`/api/v1/tasks${query({ ...this.params(), limit })}`);
+      const { data } = await api(`/api/v1/tasks${query({ ...params, limit })}`);
       if (request !== this.request) return;
       this.tasks = data.items;
       this.nextCursor = data.next_cursor;
+      this.cursorQuery = JSON.stringify(params);
       this.render();
     } catch (error) {
       if (request !== this.request) return;
@@ -96,11 +116,18 @@ export class TaskList {
   }
 
   async loadMore() {
-    if (!this.nextCursor) return;
+    if (!this.active || !this.nextCursor) return;
+    // A live reload may overtake this request: it then loads this many instead.
+    this.wanted = this.tasks.length + PAGE;
+    const params = this.params();
+    if (JSON.stringify(params) !== this.cursorQuery) {
+      this.reload();
+      return;
+    }
     const request = ++this.request;
     this.setBusy(true);
     try {
-      const { data } = await api(`/api/v1/tasks${query({ ...this.params(), limit: PAGE, cursor: this.nextCursor })}`);
+      const { data } = await api(`/api/v1/tasks${query({ ...params, limit: PAGE, cursor: this.nextCursor })}`);
       if (request !== this.request) return;
       const seen = new Set(this.tasks.map((t) => t.id));
       this.tasks.push(...data.items.filter((t) => !seen.has(t.id)));
@@ -114,6 +141,7 @@ export class TaskList {
   }
 
   async loadTags() {
+    if (!this.active) return;
     try {
       const { data } = await api('/api/v1/tags');
       const chosen = this.tagSelect.value;
@@ -262,6 +290,9 @@ export class TaskList {
 
   /** Empties the list (sign-out). */
   clear() {
+    this.active = false;
+    this.wanted = PAGE;
+    this.reloadSoon.cancel();
     this.request += 1;
     this.rendered = null;
     this.tasks = [];

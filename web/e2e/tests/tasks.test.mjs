@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
 
 import {
-  ErrorWatch, dateIn, launchBrowser, newContext, openPage, screenshot, signIn, waitForStatuses, waitForTitles, wallClock,
+  ErrorWatch, dateIn, launchBrowser, newContext, openPage, screenshot, signIn, titles, waitForStatuses, waitForTitles, wallClock,
 } from '../lib/browser.mjs';
 import { TestServer } from '../lib/server.mjs';
 
@@ -203,9 +203,14 @@ test('filter, search as you type, sort and load more', async () => {
   await page.getByRole('button', { name: 'Clear filters' }).click();
   for (let i = 1; i <= 30; i += 1) await create({ title: `Bulk ${String(i).padStart(2, '0')}` });
   await filters.getByLabel('Sort by').selectOption('title');
-  await page.waitForFunction(() => document.querySelectorAll('#tasks .task').length === 25);
+  await page.waitForFunction(() => {
+    const items = document.querySelectorAll('#tasks .task-title');
+    return items.length === 25 && items[0].textContent === 'Bulk 01' && items[24].textContent === 'Bulk 25';
+  }).catch(async (error) => assert.fail(`${error.message}: ${JSON.stringify(await titles(page))}`));
   await page.getByRole('button', { name: 'Load more' }).click();
-  await page.waitForFunction(() => document.querySelectorAll('#tasks .task').length === 34);
+  await page.waitForFunction(() => document.querySelectorAll('#tasks .task').length === 34)
+    .catch(async (error) => assert.fail(`${error.message}: ${JSON.stringify(await titles(page))}`));
+  assert.equal((await titles(page)).at(-1), 'Read a book');
   assert.equal(await page.getByRole('button', { name: 'Load more' }).isHidden(), true);
   await context.close();
 });
