@@ -33,6 +33,22 @@ if ! port_open 4222; then
   port_open 4222 || { echo "nats-server did not start on 127.0.0.1:4222" >&2; exit 1; }
 fi
 
+# The web UI's browser tests: Debian's Chromium (npm cannot download browsers here), Node.js and
+# the locked playwright-core library. `npm ci` runs again only when the lock file changed.
+if [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium
+fi
+if ! have node || ! have npm; then
+  apt_install nodejs npm
+fi
+e2e=web/e2e
+lock_stamp="$e2e/node_modules/.package-lock.sha256"
+lock_sum="$(sha256sum "$e2e/package-lock.json" | cut -d' ' -f1)"
+if [ ! -d "$e2e/node_modules/playwright-core" ] || [ "$(cat "$lock_stamp" 2>/dev/null)" != "$lock_sum" ]; then
+  (cd "$e2e" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error)
+  echo "$lock_sum" >"$lock_stamp"
+fi
+
 # The Kafka backend's tests: the tansu broker, the confluent-kafka cross-check client, and what
 # the bundled librdkafka build needs.
 bash scripts/install-tansu.sh >/dev/null

@@ -40,7 +40,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// What a process serves over HTTP besides health, readiness and metrics.
 #[derive(Default)]
 pub struct RouterOptions {
-    /// Serve the public API (`/api/v1`, `/docs`); off for worker-only processes.
+    /// Serve the public API (`/api/v1`, `/docs`) and the web UI (`/`, `/ui/…`); off for
+    /// worker-only processes.
     pub api: bool,
     /// Routes a backend contributes (e.g. Dapr's subscription endpoints), served without auth.
     pub extra: Option<Router>,
@@ -72,7 +73,10 @@ pub fn router_with(state: AppState, options: RouterOptions) -> Router {
                 mcp::http_service(api_router(state.clone()), state.clock.clone()),
             )
             .layer(from_fn_with_state(state.clone(), auth::require_user));
-        app = app.merge(api_routes(state.clone())).merge(mcp);
+        app = app
+            .merge(api_routes(state.clone()))
+            .merge(mcp)
+            .merge(taskflow_web::router());
     }
     if let Some(extra) = options.extra {
         app = app.merge(extra.with_state(()));
@@ -186,6 +190,10 @@ fn api_routes(state: AppState) -> Router<AppState> {
             axum::routing::delete(api::notifications::delete_webhook),
         )
         .route("/api/v1/series/{id}", get(api::series::get_series))
+        .route(
+            "/api/v1/recurrence/preview",
+            post(api::series::preview_rule),
+        )
         .route("/api/v1/audit", get(api::events::audit_log))
         .route("/api/v1/admin/dlq", get(api::events::list_dead_letters))
         .route(

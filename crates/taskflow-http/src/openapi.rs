@@ -21,7 +21,7 @@ use crate::api;
         api::calendar::export_calendar, api::calendar::calendar_feed, api::calendar::create_feed,
         api::calendar::get_feed, api::calendar::delete_feed, api::calendar::import_ics,
         api::tags::list_tags,
-        api::series::skip_occurrence, api::series::cancel_recurrence, api::series::preview_occurrences,
+        api::series::skip_occurrence, api::series::cancel_recurrence, api::series::preview_occurrences, api::series::preview_rule,
         api::series::get_series,
         api::reminders::task_reminders, api::reminders::snooze_reminder,
         api::notifications::list_notifications, api::notifications::mark_read,

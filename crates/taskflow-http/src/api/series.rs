@@ -5,15 +5,19 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use taskflow_domain::task::recurrence_error;
-use taskflow_domain::{SeriesId, TaskId, TaskPatch};
+use taskflow_domain::{
+    FieldError, Recurrence, SeriesId, TaskId, TaskPatch, TimeZone, ValidationErrors,
+};
 use utoipa::ToSchema;
 
-use crate::api::tasks::{TaskResponse, modify_task, task_response};
+use crate::api::tasks::{
+    RecurrenceRequest, TaskResponse, modify_task, parse_instant, task_response,
+};
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, Problem};
-use crate::extract::{IdPath, IfMatch, QueryParams};
+use crate::extract::{ApiJson, IdPath, IfMatch, QueryParams};
 use crate::state::AppState;
 use crate::trace::TraceParent;
 
@@ -124,6 +128,77 @@ pub async fn preview_occurrences(
         .map_err(|e| ApiError::Validation(recurrence_error(e).into()))?;
     Ok(Json(OccurrenceList {
         time_zone: task.time_zone.name().to_owned(),
+        description: schedule.describe(),
+        items: occurrences
+            .into_iter()
+            .map(|o| OccurrencePreview {
+                index: o.index,
+                due_at: o.utc,
+                local: o.local,
+            })
+            .collect(),
+    }))
+}
+
+/// Body of `POST /api/v1/recurrence/preview`: a rule not saved yet, as a task would carry it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RulePreviewRequest {
+    /// The recurrence, exactly as `recurrence` of a task.
+    pub recurrence: RecurrenceRequest,
+    /// First due instant (RFC 3339): the series starts here.
+    #[schema(example = "2026-12-01T09:00:00+01:00")]
+    pub due_at: String,
+    /// IANA zone the rule is evaluated in; defaults to the account's.
+    #[schema(example = "Europe/Berlin")]
+    pub time_zone: Option<String>,
+    /// 1–100, default 5.
+    pub limit: Option<u32>,
+}
+
+/// Describes a rule and previews its first occurrences without creating anything, so an editor
+/// can show the rule in words and its next dates while the user builds it.
+#[utoipa::path(post, path = "/api/v1/recurrence/preview", tag = "recurrence", security(("bearer" = [])),
+    request_body = RulePreviewRequest,
+    responses((status = 200, body = OccurrenceList), (status = 422, body = Problem)))]
+pub async fn preview_rule(
+    CurrentUser(user): CurrentUser,
+    ApiJson(body): ApiJson<RulePreviewRequest>,
+) -> Result<Json<OccurrenceList>, ApiError> {
+    let mut errors = ValidationErrors::new();
+    let spec = errors.check(body.recurrence.validate());
+    let due = errors.check(parse_instant("due_at", &body.due_at));
+    let zone = match body.time_zone.as_deref() {
+        Some(name) => errors.check(TimeZone::parse(name)),
+        None => Some(user.time_zone),
+    };
+    let limit = match body.limit {
+        None => Some(5),
+        Some(n @ 1..=100) => Some(n as usize),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                "out_of_range",
+                "limit is a whole number from 1 to 100",
+            ));
+            None
+        }
+    };
+    errors.into_result()?;
+    let (Some(spec), Some(due), Some(zone), Some(limit)) = (spec, due, zone, limit) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let recurrence = Recurrence {
+        rule: spec.rule,
+        anchor: spec.anchor,
+        dtstart: due.with_timezone(&zone.tz()).naive_local(),
+    };
+    let schedule = recurrence.schedule(zone);
+    let invalid = |e| ApiError::Validation(recurrence_error(e).at("recurrence.rule").into());
+    schedule.validate(due).map_err(invalid)?;
+    let occurrences = schedule.preview(due, 0, limit).map_err(invalid)?;
+    Ok(Json(OccurrenceList {
+        time_zone: zone.name().to_owned(),
         description: schedule.describe(),
         items: occurrences
             .into_iter()

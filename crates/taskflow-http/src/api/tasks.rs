@@ -82,7 +82,8 @@ pub struct EndsRequest {
 }
 
 impl RecurrenceRequest {
-    fn validate(&self) -> Result<RecurrenceSpec, FieldError> {
+    /// The validated rule and anchor.
+    pub(crate) fn validate(&self) -> Result<RecurrenceSpec, FieldError> {
         let anchor = match self.anchor.as_deref() {
             None | Some("due") => Anchor::Due,
             Some("completion") => Anchor::Completion,

@@ -17,3 +17,4 @@ mod reminders;
 mod support;
 mod tasks;
 mod tokens;
+mod web;

@@ -658,3 +658,75 @@ async fn a_completion_anchored_series_counts_from_the_day_it_was_done() {
         "the task's time of day is kept"
     );
 }
+
+#[tokio::test]
+async fn an_unsaved_rule_is_described_and_previewed() {
+    let app = TestApp::spawn().await;
+    let user = app.register_user().await;
+    let preview = |body: Value| {
+        let app = &app;
+        let user = &user;
+        async move {
+            let response = app
+                .authed(Method::POST, "/api/v1/recurrence/preview", user)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    // Across the start of daylight saving time the wall-clock time stays 09:00.
+    let (status, body) = preview(json!({
+        "recurrence": {"rule": "daily"}, "due_at": "2027-03-27T09:00:00+01:00",
+        "time_zone": "Europe/Berlin", "limit": 3
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["description"], "every day at 09:00");
+    assert_eq!(body["time_zone"], "Europe/Berlin");
+    let items = body["items"].as_array().unwrap();
+    let due: Vec<&str> = items
+        .iter()
+        .map(|o| o["due_at"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        due,
+        [
+            "2027-03-27T08:00:00Z",
+            "2027-03-28T07:00:00Z",
+            "2027-03-29T07:00:00Z"
+        ]
+    );
+    assert_eq!(items[1]["local"], "2027-03-28T09:00:00");
+
+    // A rule with an end, in the account's zone by default; five previews by default.
+    let (status, body) = preview(json!({
+        "recurrence": {"rule": "FREQ=WEEKLY;BYDAY=MO,TH", "ends": {"count": 3}},
+        "due_at": "2027-03-29T09:30:00Z"
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 3, "{body}");
+
+    // Bad rules and fields answer 422 naming the field.
+    let (status, body) = preview(json!({
+        "recurrence": {"rule": "FREQ=HOURLY"}, "due_at": "2027-03-29T09:30:00Z"
+    }))
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["errors"][0]["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("recurrence"),
+        "{body}"
+    );
+    let (status, body) = preview(json!({
+        "recurrence": {"rule": "daily"}, "due_at": "tomorrow", "limit": 0
+    }))
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"].as_array().unwrap().len(), 2, "{body}");
+}
