@@ -5,10 +5,7 @@ Reads the PromQL of every alert rule (deploy/helm/taskflow/files/prometheus/aler
 dashboard target and variable query (deploy/helm/taskflow/files/dashboards/*.json), extracts the
 metric names, strips the histogram suffixes _bucket/_sum/_count, and compares them with the
 metric families of a scraped /metrics text. Names in deploy/monitoring/external-metrics.txt
-(Prometheus, kube-state-metrics, cAdvisor) are allowed as they are. Names in
-deploy/monitoring/metrics-from-reminders.txt count as exported only when
-TASKFLOW_METRICS_PENDING_REMINDERS=1 is set (a temporary exemption until the scheduler and
-notifier roles export them).
+(Prometheus, kube-state-metrics, cAdvisor) are allowed as they are.
 
 Standard library only: crates/taskflow/tests/metric_names.rs runs it with the system python3.
 
@@ -27,7 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "deploy/helm/taskflow/files/prometheus/alerts.yaml"
 DASHBOARDS = ROOT / "deploy/helm/taskflow/files/dashboards"
 EXTERNAL = ROOT / "deploy/monitoring/external-metrics.txt"
-PENDING = ROOT / "deploy/monitoring/metrics-from-reminders.txt"
 
 # PromQL words that look like identifiers but are not metric names.
 KEYWORDS = {
@@ -156,8 +152,6 @@ def main(argv):
         return 2
     exported = exported_families(Path(argv[1]).read_text())
     allowed = read_list(EXTERNAL)
-    pending = read_list(PENDING)
-    exempt_pending = os.environ.get("TASKFLOW_METRICS_PENDING_REMINDERS") == "1"
     used = used_names()
     if not used:
         print("no metric names found in the alert rules and dashboards", file=sys.stderr)
@@ -167,16 +161,12 @@ def main(argv):
         base = base_name(name)
         if name in allowed or base in exported or name in exported:
             continue
-        if exempt_pending and base in pending:
-            continue
         unknown[name] = sorted(set(where))
     checked = len(used)
     if unknown:
         print(f"{len(unknown)} of {checked} metric names used by alerts/dashboards are not exported:")
         for name, where in unknown.items():
             print(f"  {name}  (used in {', '.join(where)})")
-        if not exempt_pending and any(base_name(n) in pending for n in unknown):
-            print("  (names from deploy/monitoring/metrics-from-reminders.txt are exempt only with TASKFLOW_METRICS_PENDING_REMINDERS=1)")
         return 1
     print(f"all {checked} metric names used by alerts and dashboards are exported or allowed")
     return 0

@@ -19,6 +19,25 @@ const FIELD_LABELS = {
   time_zone: 'Time zone', recurrence: 'Repeat', reminders: 'Reminders', status: 'Status',
 };
 
+/** Milliseconds of an ISO 8601 duration like `P1W`, `P1DT2H`, `PT1H30M`, `PT0.5S` (NaN when not one). */
+function durationMs(iso) {
+  const match = /^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$/.exec(iso || '');
+  if (!match) return NaN;
+  const [w, d, hours, m, s] = match.slice(1).map((x) => Number(x || 0));
+  return ((((w * 7 + d) * 24 + hours) * 60 + m) * 60 + s) * 1000;
+}
+
+/** A reminder's meaning, whatever the spelling (`P7D` = `P1W`, `…T19:00:00Z` = `…T19:00:00.000Z`). */
+function reminderKey(spec) {
+  if (spec.at) return `at:${Date.parse(spec.at)}`;
+  return `before:${durationMs(spec.before_due)}`;
+}
+
+/** Whether two reminder plans are the same (in order, as the server keeps them). */
+function samePlan(a, b) {
+  return a.length === b.length && a.every((spec, i) => reminderKey(spec) === reminderKey(b[i]));
+}
+
 /** The task editor dialog. */
 export class TaskEditor {
   /** @param {(task: object) => void} onSaved called with the task as the server stored it */
@@ -143,17 +162,17 @@ export class TaskEditor {
       toast(`At most ${MAX_REMINDERS} reminders per task.`, { error: true });
       return;
     }
-    const n = this.reminderList.children.length + 1;
-    const kind = h('select', { 'aria-label': `Reminder ${n} kind` },
+    const kind = h('select', {},
       h('option', { value: 'before' }, 'Before due'),
       h('option', { value: 'at' }, 'At a time'));
-    const amount = h('input', { type: 'number', min: 1, max: 999, value: 1, 'aria-label': `Reminder ${n} amount` });
-    const unit = h('select', { 'aria-label': `Reminder ${n} unit` },
+    const amount = h('input', { type: 'number', min: 1, max: 999, value: 1 });
+    const unit = h('select', {},
       h('option', { value: 'M' }, 'minutes'), h('option', { value: 'H' }, 'hours'),
       h('option', { value: 'D' }, 'days'), h('option', { value: 'W' }, 'weeks'));
-    const at = h('input', { type: 'datetime-local', 'aria-label': `Reminder ${n} time` });
-    const remove = h('button', { type: 'button', class: 'secondary small', 'aria-label': `Remove reminder ${n}` }, 'Remove');
-    const row = h('li', {}, kind, amount, unit, at, remove);
+    const at = h('input', { type: 'datetime-local' });
+    const remove = h('button', { type: 'button', class: 'secondary small' }, 'Remove');
+    const row = h('li', { class: 'reminder' }, kind, amount, unit, at, remove);
+    row.controls = { kind, amount, unit, at, remove };
     const update = () => {
       const before = kind.value === 'before';
       amount.hidden = !before;
@@ -161,22 +180,34 @@ export class TaskEditor {
       at.hidden = before;
     };
     kind.addEventListener('change', update);
-    remove.addEventListener('click', () => row.remove());
+    remove.addEventListener('click', () => {
+      row.remove();
+      this.renumberReminders();
+    });
     if (reminder.at) {
       kind.value = 'at';
       const wall = instantToWall(reminder.at, this.zone.value || browserZone());
       at.value = `${wall.date}T${wall.time}`;
     } else {
-      const match = /^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?$/.exec(reminder.before_due || 'PT1H') || [];
-      const [w, d, hours, m] = match.slice(1).map((x) => Number(x || 0));
-      if (w) [amount.value, unit.value] = [w, 'W'];
-      else if (d && d % 7 === 0) [amount.value, unit.value] = [d / 7, 'W'];
-      else if (d) [amount.value, unit.value] = [d, 'D'];
-      else if (hours) [amount.value, unit.value] = [hours, 'H'];
-      else [amount.value, unit.value] = [m || 0, 'M'];
+      // The server writes offsets in its own form (P7D comes back as P1W, PT90M as PT1H30M):
+      // show them in the largest unit that holds them exactly.
+      const minutes = Math.round(durationMs(reminder.before_due || 'PT1H') / 60_000);
+      const [n, u] = minutes > 0 && minutes % 10_080 === 0 ? [minutes / 10_080, 'W']
+        : minutes > 0 && minutes % 1440 === 0 ? [minutes / 1440, 'D']
+          : minutes > 0 && minutes % 60 === 0 ? [minutes / 60, 'H']
+            : [minutes, 'M'];
+      amount.value = n;
+      unit.value = u;
       row.title = describeDuration(reminder.before_due);
     }
+    // An entry the user did not touch goes back exactly as the server sent it (an instant
+    // with seconds, which the minute-precision field would otherwise round).
+    const initial = [kind.value, amount.value, unit.value, at.value].join('|');
     row.reminder = () => {
+      if ([kind.value, amount.value, unit.value, at.value].join('|') === initial) {
+        if (reminder.at) return { at: reminder.at };
+        if (reminder.before_due) return { before_due: reminder.before_due };
+      }
       if (kind.value === 'at') {
         if (!at.value) return null;
         const [date, time] = at.value.split('T');
@@ -188,6 +219,20 @@ export class TaskEditor {
     };
     update();
     this.reminderList.append(row);
+    this.renumberReminders();
+  }
+
+  /** Labels the rows 1…n (again after one was removed). */
+  renumberReminders() {
+    [...this.reminderList.children].forEach((row, i) => {
+      const n = i + 1;
+      const { kind, amount, unit, at, remove } = row.controls;
+      kind.setAttribute('aria-label', `Reminder ${n} kind`);
+      amount.setAttribute('aria-label', `Reminder ${n} amount`);
+      unit.setAttribute('aria-label', `Reminder ${n} unit`);
+      at.setAttribute('aria-label', `Reminder ${n} time`);
+      remove.setAttribute('aria-label', `Remove reminder ${n}`);
+    });
   }
 
   reminders() {
@@ -229,7 +274,7 @@ export class TaskEditor {
     const reminders = this.reminders();
     // Old servers refuse unknown fields: only send reminders where the server knows them.
     if ('reminders' in task || (this.remindersSupported && reminders.length)) {
-      if (JSON.stringify(reminders) !== JSON.stringify(task.reminders || [])) patch.reminders = reminders;
+      if (!samePlan(reminders, task.reminders || [])) patch.reminders = reminders;
     }
     return patch;
   }

@@ -54,6 +54,7 @@ const live = new LiveSync({
   },
   onResync() {
     tasks.reload();
+    bell.refresh();
   },
   onState(state) {
     const indicator = byId('sync');

@@ -67,8 +67,10 @@ export class NotificationBell {
       this.items = [...this.items, ...data.items.filter((item) => !this.items.some((i) => i.id === item.id))];
       this.unread = data.unread;
     } else {
-      // Live frames that arrived during the load and are not in it yet stay on top.
-      const live = this.items.filter((item) => !known.has(item.id));
+      // Live frames that arrived during the load and are not in it yet stay on top (older
+      // pages loaded before are not kept: "Older notifications" fetches them again).
+      const oldest = data.next_cursor && data.items.length ? Date.parse(data.items.at(-1).created_at) : -Infinity;
+      const live = this.items.filter((item) => !known.has(item.id) && Date.parse(item.created_at) > oldest);
       this.items = [...live, ...data.items];
       this.unread = data.unread + live.filter((item) => !item.read_at).length;
     }
@@ -80,7 +82,7 @@ export class NotificationBell {
     this.count.textContent = String(this.unread);
     this.count.hidden = this.unread === 0;
     this.bell.setAttribute('aria-label', this.unread ? `Notifications, ${this.unread} unread` : 'Notifications');
-    this.list.replaceChildren(...this.items.map((item) => h('li', {},
+    this.list.replaceChildren(...this.items.map((item) => h('li', { class: 'feed-entry' },
       h('button', {
         type: 'button',
         class: item.read_at ? 'feed-item' : 'feed-item unread',
@@ -89,7 +91,15 @@ export class NotificationBell {
       },
       item.title,
       item.body ? h('small', {}, item.body) : null,
-      h('small', {}, new Date(item.created_at).toLocaleString())))));
+      h('small', {}, new Date(item.created_at).toLocaleString())),
+      item.kind === 'reminder' && item.reminder_id
+        ? h('button', {
+          type: 'button',
+          class: 'secondary small snooze',
+          'aria-label': `Snooze “${item.title}” for 10 minutes`,
+          onclick: (event) => this.snooze(item, event.currentTarget),
+        }, 'Snooze 10 min')
+        : null)));
     this.empty.hidden = this.items.length > 0;
     this.more.hidden = !this.nextCursor;
   }
@@ -125,6 +135,26 @@ export class NotificationBell {
     } catch (error) {
       toast(error.message, { error: true });
     }
+  }
+
+  /** Reminds again in 10 minutes (and counts the entry as read: the user dealt with it). */
+  async snooze(item, button) {
+    button.disabled = true;
+    try {
+      await api(`/api/v1/reminders/${item.reminder_id}/snooze`, { method: 'POST', body: { for: 'PT10M' } });
+      toast(`Snoozed: “${item.title}” reminds you again in 10 minutes.`);
+      await this.markRead(item);
+    } catch (error) {
+      toast(error.status === 409 ? 'This task is no longer open; nothing to snooze.' : error.message, { error: true });
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  /** Reloads the first page (the live stream may have missed notifications). */
+  refresh() {
+    if (!this.enabled || this.bell.hidden) return;
+    this.load(null).catch((error) => console.debug('notifications not reloaded', error));
   }
 
   /** A `notification.created` frame from the live stream. */

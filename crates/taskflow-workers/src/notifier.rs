@@ -428,6 +428,13 @@ pub async fn run_deliveries(
     mut shutdown: impl std::future::Future<Output = ()> + Unpin,
 ) {
     let mut changes = worker.store.delivery_changes();
+    // Exported from the start (at zero), so failure-rate alerts have a denominator at once.
+    for channel in ["in_app", "webhook", "email"] {
+        for outcome in ["sent", "retry", "dead"] {
+            metrics::counter!("notification_deliveries_total", "channel" => channel, "outcome" => outcome)
+                .increment(0);
+        }
+    }
     let mut last_dead_count = Instant::now() - Duration::from_secs(3600);
     loop {
         if last_dead_count.elapsed() >= Duration::from_secs(15) {

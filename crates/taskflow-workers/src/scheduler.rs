@@ -180,6 +180,9 @@ pub async fn run(
 ) {
     let mut changes = scheduler.store.reminder_changes();
     let poll = scheduler.settings.poll_interval;
+    // Exported from the start (at zero), so dashboards and alerts see them before the first firing.
+    metrics::counter!("reminders_fired_total").increment(0);
+    metrics::counter!("reminders_late_total").increment(0);
     let mut last_poll = tokio::time::Instant::now();
     let mut last_count = tokio::time::Instant::now() - Duration::from_secs(3600);
     if let Err(error) = scheduler.refresh().await {

@@ -127,6 +127,16 @@ async fn exercise_memory_bus(client: &reqwest::Client) -> String {
         .await
         .unwrap();
     assert!(stream.status().is_success(), "{}", stream.status());
+    // A reminder due in a moment: the scheduler fires it and the notifier files it.
+    let soon = (chrono::Utc::now() + chrono::TimeDelta::milliseconds(500)).to_rfc3339();
+    let reminded = client
+        .post(format!("{base}/api/v1/tasks"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"title": "remind me", "reminders": [{"at": soon}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reminded.status(), 201);
     let task = create_task(client, &base, &token).await;
     let completed = client
         .post(format!("{base}/api/v1/tasks/{task}/complete"))
@@ -145,6 +155,8 @@ async fn exercise_memory_bus(client: &reqwest::Client) -> String {
             "event_consume_delay_seconds",
             "outbox_publish_delay_seconds",
             "realtime_sessions",
+            "reminder_lateness_seconds",
+            "notification_deliveries_total",
         ],
         Duration::from_secs(20),
     )
@@ -231,8 +243,6 @@ async fn alerts_and_dashboards_use_only_exported_metrics() {
     let output = Command::new("python3")
         .arg(root.join("scripts/check-metric-names.py"))
         .arg(&file)
-        // remove when the scheduler/notifier land
-        .env("TASKFLOW_METRICS_PENDING_REMINDERS", "1")
         .output()
         .expect("python3 is needed to run scripts/check-metric-names.py");
     let report = format!(
