@@ -174,9 +174,15 @@ impl Scheduler {
 /// Runs `scheduler` until `shutdown` resolves: fires what is due, sleeps until the next
 /// instant (or an announced earlier one, or the next poll), and again. Store errors are logged
 /// and retried after a pause; nothing is lost, the table is the truth.
-pub async fn run(
+pub async fn run(scheduler: Scheduler, shutdown: impl std::future::Future<Output = ()> + Unpin) {
+    run_reporting(scheduler, shutdown, None).await;
+}
+
+/// [`run`], also sending every round's [`FireReport`] to `reports` (for benchmarks).
+pub async fn run_reporting(
     mut scheduler: Scheduler,
     mut shutdown: impl std::future::Future<Output = ()> + Unpin,
+    reports: Option<tokio::sync::mpsc::UnboundedSender<FireReport>>,
 ) {
     let mut changes = scheduler.store.reminder_changes();
     let poll = scheduler.settings.poll_interval;
@@ -184,29 +190,37 @@ pub async fn run(
     metrics::counter!("reminders_fired_total").increment(0);
     metrics::counter!("reminders_late_total").increment(0);
     let mut last_poll = tokio::time::Instant::now();
-    let mut last_count = tokio::time::Instant::now() - Duration::from_secs(3600);
     if let Err(error) = scheduler.refresh().await {
         tracing::warn!(%error, "scheduler could not read the reminders table");
     }
-    loop {
-        if last_count.elapsed() >= Duration::from_secs(30) {
-            last_count = tokio::time::Instant::now();
-            if let Ok(pending) = scheduler.store.pending_reminder_count().await {
+    // Counting millions of pending rows takes a while: never in the firing loop.
+    let counter = scheduler.store.clone();
+    let gauge = tokio::spawn(async move {
+        loop {
+            if let Ok(pending) = counter.pending_reminder_count().await {
                 metrics::gauge!("reminders_pending").set(pending as f64);
             }
+            tokio::time::sleep(Duration::from_secs(30)).await;
         }
+    });
+    let _stop_gauge = AbortOnDrop(gauge);
+    loop {
         let now = scheduler.clock.now();
         if scheduler.next_wake().is_some_and(|at| at <= now) {
             match scheduler.fire_due().await {
-                Ok(report) if report.fired > 0 || report.orphaned > 0 => {
-                    tracing::debug!(
-                        fired = report.fired,
-                        skipped = report.skipped,
-                        orphaned = report.orphaned,
-                        "reminders fired"
-                    );
+                Ok(report) => {
+                    if report.fired > 0 || report.orphaned > 0 {
+                        tracing::debug!(
+                            fired = report.fired,
+                            skipped = report.skipped,
+                            orphaned = report.orphaned,
+                            "reminders fired"
+                        );
+                    }
+                    if let Some(reports) = &reports {
+                        let _ = reports.send(report);
+                    }
                 }
-                Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%error, "firing reminders failed; retrying");
                     tokio::select! {
@@ -242,5 +256,14 @@ pub async fn run(
             }
             () = &mut shutdown => return,
         }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

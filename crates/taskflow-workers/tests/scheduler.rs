@@ -1,5 +1,6 @@
 //! The reminder scheduler against real stores (SQLite and PostgreSQL), with an injected clock:
 //! nothing here sleeps. Each scenario runs on both backends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

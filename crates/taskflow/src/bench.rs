@@ -29,6 +29,8 @@ pub enum Benchmark {
     Recurrence,
     /// Task writes through the outbox to the in-process bus: events/s and commit-to-consume latency.
     Events,
+    /// Reminder firing: lateness, bursts, millions pending and restart after kill -9.
+    Reminders,
 }
 
 /// Options shared by the benchmarks.
@@ -50,6 +52,18 @@ pub struct BenchOptions {
     /// NATS server for `--backend nats`.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// `bench reminders`: reminders spread over `--spread-secs`.
+    #[arg(long, default_value_t = 3000)]
+    pub reminders: usize,
+    /// `bench reminders`: how many seconds the spread reminders cover.
+    #[arg(long, default_value_t = 30)]
+    pub spread_secs: u64,
+    /// `bench reminders`: reminders due in the same instant (one burst per round).
+    #[arg(long, default_value_t = 100_000)]
+    pub burst: usize,
+    /// `bench reminders`: reminders pending far ahead for the memory and restart phase (0 skips it).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub pending: usize,
 }
 
 /// Runs `which` and writes `<out_dir>/<name>.json`.
@@ -57,6 +71,10 @@ pub async fn run(which: Benchmark, options: BenchOptions) -> anyhow::Result<()> 
     let (name, result) = match which {
         Benchmark::Recurrence => ("recurrence", recurrence(&options).await?),
         Benchmark::Events => ("events", events(&options).await?),
+        Benchmark::Reminders => (
+            "reminders",
+            crate::bench_reminders::reminders(&options).await?,
+        ),
     };
     std::fs::create_dir_all(&options.out_dir)
         .with_context(|| format!("creating {}", options.out_dir.display()))?;
@@ -66,7 +84,7 @@ pub async fn run(which: Benchmark, options: BenchOptions) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }

@@ -643,6 +643,9 @@ impl Settings {
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database.url = redact_url(&self.database_url());
+        if shown.notifications.smtp.password.is_some() {
+            shown.notifications.smtp.password = Some(taskflow_notify::Secret::new("[redacted]"));
+        }
         #[cfg(feature = "dapr")]
         {
             let hide = |token: &mut Option<String>| {

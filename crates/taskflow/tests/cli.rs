@@ -85,6 +85,10 @@ fn config_prints_effective_settings_with_secrets_redacted() {
                 "a-very-secret-value-that-is-long-enough",
             ),
             ("TASKFLOW_RATE_LIMIT__USER_BURST", "7"),
+            (
+                "TASKFLOW_NOTIFICATIONS__SMTP__PASSWORD",
+                "smtp-password-do-not-print",
+            ),
         ],
     );
     assert!(
@@ -107,6 +111,10 @@ fn config_prints_effective_settings_with_secrets_redacted() {
     assert!(
         !text.contains("a-very-secret-value"),
         "secret leaked: {text}"
+    );
+    assert!(
+        !text.contains("smtp-password-do-not-print"),
+        "SMTP password leaked: {text}"
     );
 }
 
