@@ -156,9 +156,15 @@ test('a reminder reaches the bell, the feed and a browser notification live, wit
     window.sameDocument = true;
   });
 
+  // From here on the entry must come over the live stream, not from fetching the feed again.
+  const feedFetches = [];
+  page.on('request', (request) => {
+    if (new URL(request.url()).pathname === '/api/v1/notifications') feedFetches.push(request.url());
+  });
   const task = await taskRemindingAt(user, 'Stand-up', new Date(Date.now() + 2000));
   await page.locator('#bell-count', { hasText: '1' }).waitFor({ timeout: 10_000 });
   assert.equal(await page.evaluate(() => window.sameDocument), true, 'no reload');
+  assert.deepEqual(feedFetches, [], 'the feed was not fetched again');
   const { data: reminders } = await server.api(`/api/v1/tasks/${task.id}/reminders`, { token: user.token });
   assert.equal(reminders.items[0].state, 'sent');
   const { items: [entry] } = await feed(user);

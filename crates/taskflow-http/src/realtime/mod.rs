@@ -2,9 +2,10 @@
 //! (WebSocket), fed from the `task-updates` topic through the [`RealtimeHub`].
 //!
 //! # Messages
-//! Each update has a per-user `seq`, a `type` (`task.changed`; `notification.created` will use
-//! the same path) and `data` (for `task.changed` the event's data: `task_id`, `user_id`,
-//! `change` = `upserted` | `deleted`, `version`, `task` (null when deleted), `timestamp`).
+//! Each update has a per-user `seq`, a `type` (`task.changed` or `notification.created`) and
+//! `data` (for `task.changed` the event's data: `task_id`, `user_id`, `change` = `upserted` |
+//! `deleted`, `version`, `task` (null when deleted), `timestamp`; for `notification.created`:
+//! `user_id`, `timestamp` and the `notification` as the feed shows it).
 //! - SSE: `id: <seq>`, `event: <type>`, `data: <json>`; a comment every 15 s as heartbeat.
 //! - WebSocket: text frames `{"seq": …, "type": …, "data": …}`; a ping every 15 s.
 //!
