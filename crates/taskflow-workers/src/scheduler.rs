@@ -21,6 +21,9 @@ use taskflow_domain::Clock;
 use taskflow_domain::reminder::reminder_due_event;
 use taskflow_store::{ReminderStore, StoreError};
 
+/// How close to a reminder's instant the loop stops sleeping and yields until it arrives.
+const FINE_WAIT: Duration = Duration::from_millis(2);
+
 /// How a scheduler works.
 #[derive(Clone, Debug)]
 pub struct SchedulerSettings {
@@ -232,10 +235,16 @@ pub async fn run_reporting(
             continue;
         }
         let until_poll = poll.saturating_sub(last_poll.elapsed());
-        let sleep_for = scheduler
+        let until_next = scheduler
             .next_wake()
-            .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO))
-            .map_or(until_poll, |d| d.min(until_poll));
+            .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO));
+        // The timer has millisecond ticks and rounds up: for the last stretch, yield instead of
+        // sleeping, so a reminder fires within a fraction of a millisecond of its instant.
+        if until_next.is_some_and(|d| d <= FINE_WAIT) {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let sleep_for = until_next.map_or(until_poll, |d| (d - FINE_WAIT).min(until_poll));
         tokio::select! {
             () = tokio::time::sleep(sleep_for) => {
                 if last_poll.elapsed() >= poll {
