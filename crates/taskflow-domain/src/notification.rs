@@ -56,7 +56,17 @@ impl Notification {
                     "schema_version": 1,
                     "user_id": self.user_id,
                     "timestamp": self.created_at,
-                    "notification": self,
+                    // As the feed (`GET /api/v1/notifications`) shows it.
+                    "notification": {
+                        "id": self.id,
+                        "kind": self.kind,
+                        "title": self.title,
+                        "body": self.body,
+                        "task_id": self.task_id,
+                        "reminder_id": self.reminder_id,
+                        "created_at": self.created_at,
+                        "read_at": self.read_at,
+                    },
                 }),
             ),
         )

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use taskflow_domain::events::{CloudEvent, OutgoingEvent, Topic};
 use taskflow_testing::{TestApp, TestUser};
 
-fn schemas() -> HashMap<String, jsonschema::Validator> {
+/// A validator per event type, from `docs/events/`.
+pub fn schemas() -> HashMap<String, jsonschema::Validator> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/events");
     let mut validators = HashMap::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -29,7 +30,8 @@ fn schemas() -> HashMap<String, jsonschema::Validator> {
     validators
 }
 
-async fn all_events(app: &TestApp) -> Vec<(String, Value)> {
+/// Every event in the outbox, with its topic.
+pub async fn all_events(app: &TestApp) -> Vec<(String, Value)> {
     let mut events = Vec::new();
     for topic in Topic::ALL {
         for row in app

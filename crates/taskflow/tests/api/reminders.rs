@@ -76,6 +76,31 @@ async fn a_reminder_fires_at_its_instant_into_the_feed() {
     assert!(fired_at >= fire_at, "never early");
     assert!(first["late_ms"].as_i64().unwrap() < 1000, "{first}");
     assert_eq!(fired["items"][1]["state"], "scheduled");
+    // The reminder.due and notification.created events match their published schemas.
+    let validators = crate::events::schemas();
+    let events = crate::events::all_events(&app).await;
+    for wanted in [
+        "taskflow.reminder.due.v1",
+        "taskflow.notification.created.v1",
+    ] {
+        let found: Vec<&Value> = events
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e["type"] == wanted)
+            .collect();
+        assert_eq!(found.len(), 1, "{wanted}");
+        let errors: Vec<String> = validators[wanted]
+            .iter_errors(found[0])
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{wanted}: {errors:?} in {}", found[0]);
+    }
+    let due = events
+        .iter()
+        .find(|(_, e)| e["type"] == "taskflow.reminder.due.v1")
+        .unwrap();
+    assert_eq!(due.0, "reminders");
+    assert_eq!(due.1["data"]["title"], "Call the bank");
 
     // Read one, then all.
     let nid = entry["id"].as_str().unwrap();
