@@ -41,7 +41,7 @@ impl Default for SchedulerSettings {
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(30),
-            batch: 2000,
+            batch: 5000,
             horizon: 1000,
             poll_interval: Duration::from_secs(1),
         }

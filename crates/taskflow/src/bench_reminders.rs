@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
+use sqlx::ConnectOptions as _;
 use taskflow_domain::events::{TaskEventKind, task_events};
 use taskflow_domain::reminder::ReminderSpec;
 use taskflow_domain::{
@@ -287,7 +288,11 @@ async fn sqlite(dir: &Path) -> anyhow::Result<sqlx::SqlitePool> {
     let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
     Ok(sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(options.busy_timeout(Duration::from_secs(30)))
+        .connect_with(
+            options
+                .busy_timeout(Duration::from_secs(30))
+                .disable_statement_logging(),
+        )
         .await?)
 }
 
@@ -413,7 +418,8 @@ async fn pending_phase(options: &BenchOptions) -> anyhow::Result<Value> {
             .connect_with(
                 options
                     .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                    .busy_timeout(Duration::from_secs(30)),
+                    .busy_timeout(Duration::from_secs(30))
+                    .disable_statement_logging(),
             )
             .await?
     };

@@ -63,7 +63,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             lease_secs: 30,
-            batch: 2000,
+            batch: 5000,
             horizon: 1000,
             poll_interval_ms: 1000,
         }

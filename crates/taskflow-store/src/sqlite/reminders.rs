@@ -237,26 +237,34 @@ impl ReminderStore for SqliteStore {
         self.writes
             .write(move |conn| {
                 Box::pin(async move {
-                    let token = token.to_string();
-                    let mut events = Vec::with_capacity(fired.len());
-                    for (id, event) in fired {
-                        let updated = sqlx::query(
-                            "UPDATE reminders SET state = 'sent', fire_count = fire_count + 1,
-                                 fired_at = ?1,
-                                 late_ms = MAX(0, (?1 - fire_at) / 1000),
-                                 lease_token = NULL, lease_until = NULL, updated_at = ?1
-                             WHERE id = ?2 AND state = 'firing' AND lease_token = ?3",
-                        )
-                        .bind(micros(now))
-                        .bind(id.to_string())
-                        .bind(&token)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected();
-                        if updated == 1 {
-                            events.push(event);
-                        }
-                    }
+                    // One statement for the whole batch: the ids travel as one JSON array.
+                    let ids = serde_json::to_string(
+                        &fired
+                            .iter()
+                            .map(|(id, _)| id.to_string())
+                            .collect::<Vec<_>>(),
+                    )
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let updated: Vec<String> = sqlx::query_scalar(
+                        "UPDATE reminders SET state = 'sent', fire_count = fire_count + 1,
+                             fired_at = ?1,
+                             late_ms = MAX(0, (?1 - fire_at) / 1000),
+                             lease_token = NULL, lease_until = NULL, updated_at = ?1
+                         WHERE id IN (SELECT value FROM json_each(?2))
+                           AND state = 'firing' AND lease_token = ?3
+                         RETURNING id",
+                    )
+                    .bind(micros(now))
+                    .bind(ids)
+                    .bind(token.to_string())
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    let updated: std::collections::HashSet<String> = updated.into_iter().collect();
+                    let events: Vec<OutgoingEvent> = fired
+                        .into_iter()
+                        .filter(|(id, _)| updated.contains(&id.to_string()))
+                        .map(|(_, event)| event)
+                        .collect();
                     let seq = write_events(conn, &events).await?;
                     Ok((events.len() as u64, seq))
                 })
