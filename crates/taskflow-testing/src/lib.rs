@@ -366,6 +366,43 @@ pub fn run_python(script: &std::path::Path, args: &[&str], env: &[(&str, &str)])
     stdout
 }
 
+/// Starts `binary serve` (the `taskflow` binary under test) on 127.0.0.1:`port` in `dir`, without
+/// the caller's `TASKFLOW_*` variables, with rate limits off and `env` set, output discarded; waits
+/// until it accepts connections.
+pub fn start_taskflow(
+    binary: &str,
+    dir: &std::path::Path,
+    port: u16,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let mut command = std::process::Command::new(binary);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("TASKFLOW_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
+        .current_dir(dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("TASKFLOW_RATE_LIMIT__ENABLED", "false")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the taskflow binary");
+    wait_until_listening(&mut child, port, "see its log");
+    child
+}
+
+/// Kills `child` with SIGKILL (no chance to clean up) and reaps it.
+pub fn kill9(mut child: std::process::Child) {
+    std::process::Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    let _ = child.wait();
+}
+
 /// Waits until the `taskflow` process `child` accepts connections on 127.0.0.1:`port`; panics
 /// with `hint` (what to check) when it exits first or 30 s pass.
 pub fn wait_until_listening(child: &mut std::process::Child, port: u16, hint: &str) {

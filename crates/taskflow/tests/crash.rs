@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,31 +18,10 @@ const ROUNDS: usize = 4;
 const WRITERS: usize = 6;
 
 fn start(dir: &Path, port: u16) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_taskflow"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("TASKFLOW_") {
-            command.env_remove(key);
-        }
-    }
-    let mut child = command
-        .current_dir(dir)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("TASKFLOW_RATE_LIMIT__ENABLED", "false")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    taskflow_testing::wait_until_listening(&mut child, port, "see its log");
-    child
+    taskflow_testing::start_taskflow(env!("CARGO_BIN_EXE_taskflow"), dir, port, &[])
 }
 
-fn kill9(mut child: Child) {
-    Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
-}
+use taskflow_testing::kill9;
 
 /// What the clients saw acknowledged: task id → highest acknowledged version.
 type Acked = Arc<Mutex<HashMap<String, i64>>>;

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,42 +22,27 @@ use taskflow_store::{OutboxStore, Store};
 const REMINDERS: usize = 30;
 
 fn start(dir: &Path, port: u16) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_taskflow"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("TASKFLOW_") {
-            command.env_remove(key);
-        }
-    }
-    let mut child = command
-        .current_dir(dir)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("TASKFLOW_RATE_LIMIT__ENABLED", "false")
-        .env(
-            "TASKFLOW_NOTIFICATIONS__WEBHOOKS__ALLOW_PRIVATE_TARGETS",
-            "true",
-        )
-        .env(
-            "TASKFLOW_NOTIFICATIONS__WEBHOOK_RETRY__INITIAL_DELAY_SECS",
-            "1",
-        )
-        .env("TASKFLOW_NOTIFICATIONS__WEBHOOK_RETRY__MAX_DELAY_SECS", "1")
-        .env("TASKFLOW_NOTIFICATIONS__LEASE_SECS", "2")
-        .env("TASKFLOW_SCHEDULER__LEASE_SECS", "2")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    taskflow_testing::wait_until_listening(&mut child, port, "see its log");
-    child
+    taskflow_testing::start_taskflow(
+        env!("CARGO_BIN_EXE_taskflow"),
+        dir,
+        port,
+        &[
+            (
+                "TASKFLOW_NOTIFICATIONS__WEBHOOKS__ALLOW_PRIVATE_TARGETS",
+                "true",
+            ),
+            (
+                "TASKFLOW_NOTIFICATIONS__WEBHOOK_RETRY__INITIAL_DELAY_SECS",
+                "1",
+            ),
+            ("TASKFLOW_NOTIFICATIONS__WEBHOOK_RETRY__MAX_DELAY_SECS", "1"),
+            ("TASKFLOW_NOTIFICATIONS__LEASE_SECS", "2"),
+            ("TASKFLOW_SCHEDULER__LEASE_SECS", "2"),
+        ],
+    )
 }
 
-fn kill9(mut child: Child) {
-    Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
-}
+use taskflow_testing::kill9;
 
 /// Webhook requests received: (delivery id, reminder id).
 type Received = Arc<Mutex<Vec<(String, String)>>>;
