@@ -49,7 +49,8 @@ async fn varied_tasks(app: &TestApp, user: &TestUser) {
     let bodies = [
         json!({"title": "Pay rent, now; really", "description": "line one\nline two, with commas; and semicolons \\ backslash",
                "priority": "high", "tags": ["finance", "home"], "due_at": "2027-02-01T09:00:00+01:00",
-               "time_zone": "Europe/Berlin", "recurrence": {"rule": "FREQ=MONTHLY;BYMONTHDAY=1"}}),
+               "time_zone": "Europe/Berlin", "recurrence": {"rule": "FREQ=MONTHLY;BYMONTHDAY=1"},
+               "reminders": [{"before_due": "P1D"}, {"before_due": "PT1H30M"}]}),
         json!({"title": "Standup across DST", "priority": "medium", "tags": ["work"], "due_at": "2027-03-22T09:30:00+01:00",
                "time_zone": "Europe/Berlin", "recurrence": {"rule": "weekdays"}}),
         json!({"title": "Fortnightly review", "priority": "low", "due_at": "2027-01-05T18:00:00-05:00",
@@ -60,7 +61,8 @@ async fn varied_tasks(app: &TestApp, user: &TestUser) {
                "recurrence": {"rule": "FREQ=MONTHLY;BYDAY=-1FR", "ends": {"count": 5}}}),
         json!({"title": "Water plants", "due_at": "2027-01-10T18:00:00+01:00", "time_zone": "Europe/Berlin",
                "recurrence": {"rule": "FREQ=DAILY;INTERVAL=3", "anchor": "completion"}}),
-        json!({"title": "Someday urgent", "priority": "urgent", "tags": ["ideas", "big-plans"]}),
+        json!({"title": "Someday urgent", "priority": "urgent", "tags": ["ideas", "big-plans"],
+               "reminders": [{"at": "2030-01-01T08:00:00Z"}]}),
         json!({"title": "Done already", "priority": "low", "due_at": "2026-12-01T12:00:00Z"}),
     ];
     for body in bodies {

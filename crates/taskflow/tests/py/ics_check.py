@@ -105,6 +105,15 @@ def check(export_path, expected_path):
             same("COMPLETED", utc(todo.get("COMPLETED")), utc(task["completed_at"]).replace(microsecond=0))
         same("LAST-MODIFIED", utc(todo.get("LAST-MODIFIED")), utc(task["updated_at"]).replace(microsecond=0))
         same("SEQUENCE", int(todo.get("SEQUENCE")), task["version"] - 1)
+        # Reminders: relative ones as a negative duration before DUE, fixed ones as UTC instants.
+        triggers = sorted(str(a.get("TRIGGER").to_ical(), "utf-8") for a in todo.walk("VALARM"))
+        wanted = []
+        for reminder in task.get("reminders", []):
+            if "before_due" in reminder:
+                wanted.append("-" + reminder["before_due"])
+            else:
+                wanted.append(utc(reminder["at"]).strftime("%Y%m%dT%H%M%SZ"))
+        same("VALARM triggers", triggers, sorted(wanted))
         # Only the pending occurrence of a series carries DTSTART and RRULE.
         recurrence = task["recurrence"] if task["status"] == "pending" else None
         if recurrence is None:
