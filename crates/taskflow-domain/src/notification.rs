@@ -213,6 +213,48 @@ pub struct Delivery {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
+impl Delivery {
+    /// The event recording the outcome of attempt number `attempts` at `at`:
+    /// `notification.delivered`, or `notification.failed` with the error and whether the
+    /// delivery is now dead-lettered. Written with the attempt, on the `notifications` topic.
+    pub fn outcome_event(
+        &self,
+        attempts: u32,
+        at: DateTime<Utc>,
+        failure: Option<(&str, bool)>,
+    ) -> OutgoingEvent {
+        let mut data = serde_json::json!({
+            "schema_version": 1,
+            "delivery_id": self.id,
+            "reminder_id": self.reminder_id,
+            "task_id": self.task_id,
+            "user_id": self.user_id,
+            "channel": self.channel,
+            "attempts": attempts,
+            "timestamp": at,
+        });
+        let kind = match failure {
+            Some((error, dead)) => {
+                data["error"] = serde_json::Value::from(error);
+                data["dead"] = serde_json::Value::from(dead);
+                "notification.failed"
+            }
+            None => "notification.delivered",
+        };
+        OutgoingEvent::new(
+            Topic::Notifications,
+            CloudEvent::new(
+                kind,
+                Some(self.task_id.to_string()),
+                self.user_id,
+                at,
+                None,
+                data,
+            ),
+        )
+    }
+}
+
 /// One attempt of a delivery.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DeliveryAttempt {

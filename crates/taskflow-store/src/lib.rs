@@ -380,14 +380,16 @@ pub trait NotificationStore: Send + Sync {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<(uuid::Uuid, Vec<ClaimedDelivery>), StoreError>;
-    /// Records an attempt of a delivery held under claim `token` and its outcome. `false` when
-    /// the claim was lost (nothing recorded).
+    /// Records an attempt of a delivery held under claim `token`, its outcome and `events`
+    /// (`notification.delivered` / `notification.failed`) in one transaction. `false` when the
+    /// claim was lost (nothing recorded).
     async fn record_delivery_attempt(
         &self,
         token: uuid::Uuid,
         id: DeliveryId,
         attempt: &DeliveryAttempt,
         outcome: &DeliveryOutcome,
+        events: &[OutgoingEvent],
     ) -> Result<bool, StoreError>;
     /// The user's deliveries (optionally with one status), newest first, with their attempts.
     async fn deliveries(

@@ -343,6 +343,7 @@ async fn story(store: &dyn Store) {
                 webhook.id,
                 &attempt(1, at(21), "retry", Some("HTTP 500")),
                 &DeliveryOutcome::Retry(at(30)),
+                &[],
             )
             .await
             .unwrap()
@@ -354,6 +355,7 @@ async fn story(store: &dyn Store) {
                 webhook.id,
                 &attempt(1, at(21), "retry", Some("HTTP 500")),
                 &DeliveryOutcome::Retry(at(30)),
+                &[],
             )
             .await
             .unwrap()
@@ -372,6 +374,7 @@ async fn story(store: &dyn Store) {
                 email.id,
                 &attempt(1, at(22), "sent", None),
                 &DeliveryOutcome::Sent,
+                &[],
             )
             .await
             .unwrap()
@@ -389,13 +392,13 @@ async fn story(store: &dyn Store) {
     let dead = attempt(2, at(31), "dead", Some("HTTP 410"));
     assert!(
         store
-            .record_delivery_attempt(token, webhook.id, &dead, &DeliveryOutcome::Dead)
+            .record_delivery_attempt(token, webhook.id, &dead, &DeliveryOutcome::Dead, &[])
             .await
             .unwrap()
     );
     assert!(
         !store
-            .record_delivery_attempt(token, webhook.id, &dead, &DeliveryOutcome::Dead)
+            .record_delivery_attempt(token, webhook.id, &dead, &DeliveryOutcome::Dead, &[])
             .await
             .unwrap(),
         "the claim ended with the first record"
@@ -458,6 +461,7 @@ async fn story(store: &dyn Store) {
                 webhook.id,
                 &attempt(3, at(61), "sent", None),
                 &DeliveryOutcome::Sent,
+                &[],
             )
             .await
             .unwrap()
@@ -470,6 +474,7 @@ async fn story(store: &dyn Store) {
                 webhook.id,
                 &attempt(3, at(61), "deferred", None),
                 &DeliveryOutcome::Deferred(at(3600)),
+                &[],
             )
             .await
             .unwrap()

@@ -330,6 +330,13 @@ impl DeliveryWorker {
                 ),
             },
         };
+        let event = delivery.outcome_event(
+            attempt_number,
+            at,
+            error
+                .as_deref()
+                .map(|e| (e, matches!(outcome, DeliveryOutcome::Dead))),
+        );
         let recorded = self
             .store
             .record_delivery_attempt(
@@ -343,6 +350,7 @@ impl DeliveryWorker {
                     duration_ms,
                 },
                 &outcome,
+                &[event],
             )
             .await?;
         if recorded {

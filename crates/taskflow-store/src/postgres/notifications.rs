@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::notification::{
     Delivery, DeliveryAttempt, DeliveryStatus, Notification, NotificationPreferences, QuietWindow,
     WebhookEndpoint,
@@ -453,6 +454,7 @@ impl NotificationStore for PostgresStore {
         id: DeliveryId,
         attempt: &DeliveryAttempt,
         outcome: &DeliveryOutcome,
+        events: &[OutgoingEvent],
     ) -> Result<bool, StoreError> {
         let at = at_micros(attempt.at);
         let (status, next_at, sent_at, counts): (&str, _, _, i32) = match outcome {
@@ -503,7 +505,10 @@ impl NotificationStore for PostgresStore {
             .await
             .map_err(pg_error)?;
         }
+        // Events last: the outbox lock is then held only until the commit.
+        let seq = write_events(&mut tx, events).await?;
         tx.commit().await.map_err(pg_error)?;
+        self.announce(seq);
         crate::announce_reminders(&self.delivery_changes, next_at);
         Ok(true)
     }

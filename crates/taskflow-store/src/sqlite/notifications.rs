@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::notification::{
     Delivery, DeliveryAttempt, DeliveryStatus, Notification, NotificationPreferences, QuietWindow,
     WebhookEndpoint,
@@ -491,8 +492,9 @@ impl NotificationStore for SqliteStore {
         id: DeliveryId,
         attempt: &DeliveryAttempt,
         outcome: &DeliveryOutcome,
+        events: &[OutgoingEvent],
     ) -> Result<bool, StoreError> {
-        let (attempt, outcome) = (attempt.clone(), outcome.clone());
+        let (attempt, outcome, events) = (attempt.clone(), outcome.clone(), events.to_vec());
         let next = match &outcome {
             DeliveryOutcome::Retry(at) | DeliveryOutcome::Deferred(at) => Some(*at),
             _ => None,
@@ -543,7 +545,8 @@ impl NotificationStore for SqliteStore {
                         .execute(&mut *conn)
                         .await?;
                     }
-                    Ok((true, None))
+                    let seq = write_events(conn, &events).await?;
+                    Ok((true, seq))
                 })
             })
             .await?;

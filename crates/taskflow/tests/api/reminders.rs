@@ -440,6 +440,34 @@ async fn webhooks_are_signed_retried_with_backoff_and_dead_lettered() {
     }
     assert_eq!(ids.len(), 1, "one delivery id across retries");
     assert_eq!(ids.iter().next().unwrap(), delivery["id"].as_str().unwrap());
+    // Each attempt's outcome is an event on `notifications`, valid against its schema.
+    let validators = crate::events::schemas();
+    let outcomes: Vec<Value> = crate::events::all_events(&app)
+        .await
+        .into_iter()
+        .filter(|(topic, e)| topic == "notifications" && e["data"]["delivery_id"] == delivery["id"])
+        .map(|(_, e)| e)
+        .collect();
+    let kinds: Vec<(&str, Value)> = outcomes
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["data"]["dead"].clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("taskflow.notification.failed.v1", json!(false)),
+            ("taskflow.notification.failed.v1", json!(false)),
+            ("taskflow.notification.delivered.v1", Value::Null),
+        ]
+    );
+    for event in &outcomes {
+        let kind = event["type"].as_str().unwrap();
+        let errors: Vec<String> = validators[kind]
+            .iter_errors(event)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{kind}: {errors:?}");
+    }
 
     // A receiver that always fails ends dead-lettered; retrying gives it one more attempt.
     let other = app.register_user().await;
@@ -457,6 +485,15 @@ async fn webhooks_are_signed_retried_with_backoff_and_dead_lettered() {
     .await;
     assert_eq!(dead[0]["attempts"], 4);
     assert_eq!(broken.requests().len(), 4);
+    let last = crate::events::all_events(&app)
+        .await
+        .into_iter()
+        .rfind(|(_, e)| e["data"]["delivery_id"] == dead[0]["id"])
+        .unwrap()
+        .1;
+    assert_eq!(last["type"], "taskflow.notification.failed.v1");
+    assert_eq!(last["data"]["dead"], true);
+    assert_eq!(last["data"]["attempts"], 4);
     assert!(dead[0]["last_error"].as_str().unwrap().contains("500"));
     assert!(
         deliveries(&app, &user, "?status=dead").await.is_empty(),
