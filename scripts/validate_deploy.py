@@ -413,6 +413,20 @@ def check_terraform():
             ok(f"{name}: parses; {len(declared)} variables all declared and used; outputs: {', '.join(sorted(outputs))}")
 
 
+def check_dockerfile_inputs():
+    """The Dockerfile's dependency layer copies every crate's manifest, and the build gets the
+    web UI's sources (taskflow-web embeds web/ at compile time)."""
+    dockerfile = (ROOT / "deploy/Dockerfile").read_text()
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    for manifest in sorted((ROOT / "crates").glob("*/Cargo.toml")):
+        relative = manifest.relative_to(ROOT).as_posix()
+        if f"COPY {relative} {relative}" not in dockerfile:
+            fail(f"deploy/Dockerfile does not copy {relative} into the dependency layer")
+    if "COPY web web" not in dockerfile or "!web/" not in ignore:
+        fail("the image build does not get web/ (COPY web web and !web/ in .dockerignore)")
+    ok("Dockerfile copies every crate manifest and the web UI sources")
+
+
 def main(argv):
     promtool = argv[argv.index("--promtool") + 1] if "--promtool" in argv else None
     check_validators_bite()
@@ -421,6 +435,7 @@ def main(argv):
     check_readme()
     check_monitoring(promtool)
     check_terraform()
+    check_dockerfile_inputs()
     if failures:
         print(f"\n{len(failures)} problem(s) found")
         return 1
