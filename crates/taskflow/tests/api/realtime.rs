@@ -635,7 +635,11 @@ async fn a_slow_client_is_dropped_without_slowing_the_others() {
             Some(json!({ "description": format!("{i}{description}") })),
         )
         .await;
-        let event = fast.next().await;
+        let mut event = fast.next().await;
+        // Under load the task's creation can reach the hub after the sessions opened.
+        while i == 0 && event.data["task"]["description"] == "" {
+            event = fast.next().await;
+        }
         assert!(
             event.data["task"]["description"]
                 .as_str()
