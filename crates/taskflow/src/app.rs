@@ -207,6 +207,8 @@ pub async fn mcp_stdio(mut settings: Settings) -> anyhow::Result<()> {
 pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     load_secrets(&mut settings).await?;
     settings.ensure_jwt_secret()?;
+    // The metrics recorder first: workers record from their first moment.
+    let _ = taskflow_http::metrics::prometheus_handle();
     let roles = settings.roles()?;
     let store = open_store(&settings).await?;
     store.migrate().await.context("applying migrations")?;
