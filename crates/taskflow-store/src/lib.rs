@@ -537,8 +537,9 @@ pub trait ReminderStore: Send + Sync {
     fn reminder_changes(&self) -> tokio::sync::watch::Receiver<Option<DateTime<Utc>>>;
 }
 
-/// Announces that reminders now fire at `earliest` (or later) to sleeping schedulers.
-pub(crate) fn announce_reminders(
+/// Announces on `changes` that work (reminders, deliveries) is now due at `earliest`, waking
+/// sleeping schedulers and notifiers.
+pub(crate) fn announce_earliest(
     changes: &tokio::sync::watch::Sender<Option<DateTime<Utc>>>,
     earliest: Option<DateTime<Utc>>,
 ) {

@@ -283,13 +283,16 @@ async fn burst_phase(options: &BenchOptions) -> anyhow::Result<Value> {
     }))
 }
 
-async fn sqlite(dir: &Path) -> anyhow::Result<sqlx::SqlitePool> {
+/// One direct connection to the benchmark's database in `dir` (outside the store, to seed and
+/// inspect it).
+async fn sqlite(dir: &Path, read_only: bool) -> anyhow::Result<sqlx::SqlitePool> {
     let url = format!("sqlite://{}/taskflow.db", dir.display());
     let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
     Ok(sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(
             options
+                .read_only(read_only)
                 .busy_timeout(Duration::from_secs(30))
                 .disable_statement_logging(),
         )
@@ -298,7 +301,7 @@ async fn sqlite(dir: &Path) -> anyhow::Result<sqlx::SqlitePool> {
 
 /// Makes every scheduled reminder due at `now` (the burst), directly in the database.
 async fn reschedule_all(dir: &Path, now: DateTime<Utc>) -> anyhow::Result<u64> {
-    let pool = sqlite(dir).await?;
+    let pool = sqlite(dir, false).await?;
     let moved =
         sqlx::query("UPDATE reminders SET fire_at = ?, remind_at = ? WHERE state = 'scheduled'")
             .bind(now.timestamp_micros())
@@ -311,7 +314,7 @@ async fn reschedule_all(dir: &Path, now: DateTime<Utc>) -> anyhow::Result<u64> {
 }
 
 async fn count_state(dir: &Path, state: &str) -> anyhow::Result<i64> {
-    let pool = sqlite(dir).await?;
+    let pool = sqlite(dir, false).await?;
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reminders WHERE state = ?")
         .bind(state)
         .fetch_one(&pool)
@@ -410,19 +413,7 @@ async fn pending_phase(options: &BenchOptions) -> anyhow::Result<Value> {
 
     // Millions of reminders far ahead (one per millisecond from tomorrow on), written directly.
     let started = Instant::now();
-    let pool = {
-        let url = format!("sqlite://{}/taskflow.db", dir.display());
-        let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
-        sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(
-                options
-                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                    .busy_timeout(Duration::from_secs(30))
-                    .disable_statement_logging(),
-            )
-            .await?
-    };
+    let pool = sqlite(&dir, false).await?;
     let tomorrow = (Utc::now() + TimeDelta::days(1)).timestamp_micros();
     let chunk = 500_000usize;
     let mut written = 0usize;
@@ -471,14 +462,7 @@ async fn pending_phase(options: &BenchOptions) -> anyhow::Result<Value> {
     let restarted = Utc::now();
     let restarted_at = Instant::now();
     let mut server = spawn_server(&dir, port)?;
-    let reader = {
-        let url = format!("sqlite://{}/taskflow.db?mode=ro", dir.display());
-        let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
-        sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.read_only(true))
-            .await?
-    };
+    let reader = sqlite(&dir, true).await?;
     let fired_at: Option<i64> = loop {
         let fired: Option<Option<i64>> = sqlx::query_scalar(
             "SELECT fired_at FROM reminders WHERE task_id = ? AND state = 'sent'",

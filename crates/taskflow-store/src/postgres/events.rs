@@ -287,7 +287,7 @@ impl ConsumerStore for PostgresStore {
         tx.commit().await.map_err(pg_error)?;
         let (seq, earliest_delivery) = written;
         self.announce(seq);
-        crate::announce_reminders(&self.delivery_changes, earliest_delivery);
+        crate::announce_earliest(&self.delivery_changes, earliest_delivery);
         Ok(true)
     }
 

@@ -509,7 +509,7 @@ impl NotificationStore for PostgresStore {
         let seq = write_events(&mut tx, events).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
-        crate::announce_reminders(&self.delivery_changes, next_at);
+        crate::announce_earliest(&self.delivery_changes, next_at);
         Ok(true)
     }
 
@@ -592,7 +592,7 @@ impl NotificationStore for PostgresStore {
         .await
         .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
-        crate::announce_reminders(&self.delivery_changes, Some(now));
+        crate::announce_earliest(&self.delivery_changes, Some(now));
         Ok(Delivery {
             status: DeliveryStatus::Pending,
             next_attempt_at: now,

@@ -301,7 +301,7 @@ impl ReminderStore for PostgresStore {
         .await
         .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
-        crate::announce_reminders(&self.reminder_changes, Some(fire_at));
+        crate::announce_earliest(&self.reminder_changes, Some(fire_at));
         Ok(Reminder {
             state: ReminderState::Scheduled,
             fire_at,

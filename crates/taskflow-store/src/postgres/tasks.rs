@@ -144,7 +144,7 @@ impl TaskStore for PostgresStore {
         let seq = write_events(&mut tx, events).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
-        crate::announce_reminders(&self.reminder_changes, earliest);
+        crate::announce_earliest(&self.reminder_changes, earliest);
         Ok(())
     }
 
@@ -220,7 +220,7 @@ impl TaskStore for PostgresStore {
         let seq = write_events(&mut tx, &all_events).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
-        crate::announce_reminders(&self.reminder_changes, earliest);
+        crate::announce_earliest(&self.reminder_changes, earliest);
         Ok(created)
     }
 

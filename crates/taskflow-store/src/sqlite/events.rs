@@ -307,7 +307,7 @@ impl ConsumerStore for SqliteStore {
             })
             .await
             .map(|(fresh, earliest_delivery)| {
-                crate::announce_reminders(&self.delivery_changes, earliest_delivery);
+                crate::announce_earliest(&self.delivery_changes, earliest_delivery);
                 fresh
             })
     }

@@ -551,7 +551,7 @@ impl NotificationStore for SqliteStore {
             })
             .await?;
         if held {
-            crate::announce_reminders(&self.delivery_changes, next);
+            crate::announce_earliest(&self.delivery_changes, next);
         }
         Ok(held)
     }
@@ -633,7 +633,7 @@ impl NotificationStore for SqliteStore {
                 })
             })
             .await?;
-        crate::announce_reminders(&self.delivery_changes, Some(now));
+        crate::announce_earliest(&self.delivery_changes, Some(now));
         Ok(delivery)
     }
 

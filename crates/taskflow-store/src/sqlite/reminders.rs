@@ -339,7 +339,7 @@ impl ReminderStore for SqliteStore {
                 })
             })
             .await?;
-        crate::announce_reminders(&self.reminder_changes, Some(fire_at));
+        crate::announce_earliest(&self.reminder_changes, Some(fire_at));
         Ok(reminder)
     }
 

@@ -121,7 +121,7 @@ impl TaskStore for SqliteStore {
                 })
             })
             .await
-            .map(|earliest| crate::announce_reminders(&self.reminder_changes, earliest))
+            .map(|earliest| crate::announce_earliest(&self.reminder_changes, earliest))
     }
 
     async fn task(&self, user: UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -204,7 +204,7 @@ impl TaskStore for SqliteStore {
             })
             .await
             .map(|(created, earliest)| {
-                crate::announce_reminders(&self.reminder_changes, earliest);
+                crate::announce_earliest(&self.reminder_changes, earliest);
                 created
             })
     }
