@@ -212,9 +212,11 @@ SCHEMAS = {
     **{f"taskflow.task.{k}.v1": envelope(f"taskflow.task.{k}.v1", task_event(k))
        for k in ["created", "updated", "completed", "reopened", "skipped", "deleted"]},
     "taskflow.task.changed.v1": envelope("taskflow.task.changed.v1", TASK_CHANGED),
-    "taskflow.reminder.scheduled.v1": envelope("taskflow.reminder.scheduled.v1", reminder_event()),
+    "taskflow.reminder.scheduled.v1": envelope("taskflow.reminder.scheduled.v1", reminder_event(
+        ["event_type", "fire_at"], {"event_type": {"const": "reminder.scheduled"}, "fire_at": INSTANT})),
     "taskflow.reminder.cancelled.v1": envelope("taskflow.reminder.cancelled.v1", reminder_event(
-        ["reason"], {"reason": {"enum": ["completed", "deleted", "rescheduled", "snoozed", "series_cancelled"]}})),
+        ["event_type", "reason"], {"event_type": {"const": "reminder.cancelled"},
+                                   "reason": {"enum": ["task_closed", "task_deleted", "replanned"]}})),
     "taskflow.reminder.due.v1": envelope("taskflow.reminder.due.v1", reminder_event(
         ["event_type", "time_zone", "fire_at", "fired_at", "fire_count", "late_by_ms"],
         {"event_type": {"const": "reminder.due"}, "time_zone": {"type": "string", "minLength": 1},

@@ -393,6 +393,105 @@ pub fn reminder_due_event(
     )
 }
 
+/// Why a pending reminder was cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelReason {
+    /// Its task was completed or skipped.
+    TaskClosed,
+    /// Its task was deleted.
+    TaskDeleted,
+    /// The task's plan or due date changed, so this instant is no longer wanted.
+    Replanned,
+}
+
+impl CancelReason {
+    /// The name events carry.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::TaskClosed => "task_closed",
+            Self::TaskDeleted => "task_deleted",
+            Self::Replanned => "replanned",
+        }
+    }
+
+    /// Why `task`'s reminders no longer wanted by it are cancelled.
+    pub fn for_task(task: &Task) -> Self {
+        if task.status == TaskStatus::Pending {
+            Self::Replanned
+        } else {
+            Self::TaskClosed
+        }
+    }
+}
+
+/// The `reminder.scheduled` event of a reminder of `task` that now waits to fire at `fire_at`
+/// (its planned instant `remind_at`, or a later one after a snooze), written at `at`.
+pub fn reminder_scheduled_event(
+    task: &Task,
+    reminder_id: ReminderId,
+    remind_at: DateTime<Utc>,
+    fire_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+    traceparent: Option<String>,
+) -> OutgoingEvent {
+    OutgoingEvent::new(
+        Topic::Reminders,
+        CloudEvent::new(
+            "reminder.scheduled",
+            Some(task.id.to_string()),
+            task.user_id,
+            at,
+            traceparent,
+            serde_json::json!({
+                "event_type": "reminder.scheduled",
+                "schema_version": 1,
+                "reminder_id": reminder_id,
+                "task_id": task.id,
+                "user_id": task.user_id,
+                "title": task.title.as_str(),
+                "due_at": task.due_at,
+                "remind_at": remind_at,
+                "fire_at": fire_at,
+                "timestamp": at,
+            }),
+        ),
+    )
+}
+
+/// The `reminder.cancelled` event of a pending reminder of `task` that will not fire, written
+/// at `at`.
+pub fn reminder_cancelled_event(
+    task: &Task,
+    reminder_id: ReminderId,
+    remind_at: DateTime<Utc>,
+    reason: CancelReason,
+    at: DateTime<Utc>,
+    traceparent: Option<String>,
+) -> OutgoingEvent {
+    OutgoingEvent::new(
+        Topic::Reminders,
+        CloudEvent::new(
+            "reminder.cancelled",
+            Some(task.id.to_string()),
+            task.user_id,
+            at,
+            traceparent,
+            serde_json::json!({
+                "event_type": "reminder.cancelled",
+                "schema_version": 1,
+                "reminder_id": reminder_id,
+                "task_id": task.id,
+                "user_id": task.user_id,
+                "title": task.title.as_str(),
+                "due_at": task.due_at,
+                "remind_at": remind_at,
+                "reason": reason.as_str(),
+                "timestamp": at,
+            }),
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -426,6 +426,9 @@ pub struct Task {
     pub version: i64,
     /// When to remind the owner; carried to every next occurrence.
     pub reminders: ReminderPlan,
+    /// The UID of the iCalendar VTODO this task was imported from, kept so that exports
+    /// show the same UID (carried to every next occurrence, as one VTODO is one series).
+    pub ical_uid: Option<String>,
 }
 
 /// The validated fields of a task to create.
@@ -510,6 +513,7 @@ impl Task {
             completed_at: None,
             version: 1,
             reminders: new.reminders,
+            ical_uid: None,
         };
         if let Some(spec) = new.recurrence {
             task.start_series(spec)?;

@@ -1,7 +1,7 @@
 //! Tasks as iCalendar (RFC 5545) VTODOs, written and read with the `icalendar` crate.
 //!
 //! Export ([`calendar_for`]): one VTODO per task with `UID` `<task id>@taskflow` (stable for
-//! the task's life), `SUMMARY`, `DESCRIPTION`, `DUE` in the task's zone (`TZID` = its IANA
+//! the task's life; an imported task keeps the UID it came with, see [`export_uids`]), `SUMMARY`, `DESCRIPTION`, `DUE` in the task's zone (`TZID` = its IANA
 //! name), `PRIORITY` mapped onto 1–9 ([`priority_to_ical`]), `CATEGORIES` (tags), `STATUS`
 //! (+ `COMPLETED`), `CREATED`, `LAST-MODIFIED`, `SEQUENCE` (version − 1), and for the pending
 //! occurrence of a repeating task `DTSTART` (the series start, local) with `RRULE` (a date-only `UNTIL` is written as
@@ -14,6 +14,8 @@
 //! Reminders map onto VALARM ([`alarm_for`], [`reminder_from_alarm`]): a reminder before the
 //! due date is a relative trigger `TRIGGER;RELATED=END:-PT1H` (for a VTODO, END is the due
 //! date), one at a fixed instant an absolute trigger `TRIGGER;VALUE=DATE-TIME:…Z`.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone as _, Utc};
 use icalendar::{Alarm, Calendar, Component, EventLike, Property, Todo, TodoStatus};
@@ -39,6 +41,31 @@ pub const DATE_ONLY_DUE_TIME: NaiveTime = match NaiveTime::from_hms_opt(23, 59, 
 /// The UID of a task: `<task id>@taskflow`.
 pub fn task_uid(id: TaskId) -> String {
     format!("{id}{UID_SUFFIX}")
+}
+
+/// The UIDs `tasks` are exported under, in their order. A task imported from a VTODO keeps
+/// that VTODO's UID, so the calendar it came from recognises it; as one VTODO stands for a
+/// whole series, of several occurrences sharing an imported UID only the latest keeps it
+/// (a UID names one component of a calendar). Every other task gets [`task_uid`].
+pub fn export_uids(tasks: &[Task]) -> Vec<String> {
+    let mut latest: HashMap<&str, (u32, TaskId)> = HashMap::new();
+    for task in tasks {
+        if let Some(uid) = task.ical_uid.as_deref() {
+            let entry = latest
+                .entry(uid)
+                .or_insert((task.occurrence_index, task.id));
+            if task.occurrence_index > entry.0 {
+                *entry = (task.occurrence_index, task.id);
+            }
+        }
+    }
+    tasks
+        .iter()
+        .map(|task| match task.ical_uid.as_deref() {
+            Some(uid) if latest.get(uid).is_some_and(|&(_, id)| id == task.id) => uid.to_owned(),
+            _ => task_uid(task.id),
+        })
+        .collect()
 }
 
 /// The task id in one of our UIDs.
@@ -194,10 +221,10 @@ pub fn export_rule(rule: &RecurrenceRule, zone: TimeZone) -> String {
     }
 }
 
-/// The VTODO of one task, stamped at `now`.
-pub fn todo_for(task: &Task, now: DateTime<Utc>) -> Todo {
+/// The VTODO of one task exported under `uid`, stamped at `now`.
+pub fn todo_for(task: &Task, uid: &str, now: DateTime<Utc>) -> Todo {
     let mut todo = Todo::new();
-    todo.uid(&task_uid(task.id))
+    todo.uid(uid)
         .timestamp(now)
         .summary(task.title.as_str())
         .created(task.created_at)
@@ -258,8 +285,8 @@ pub fn calendar_for(tasks: &[Task], name: &str, now: DateTime<Utc>) -> String {
     calendar.append_property(Property::new("PRODID", PRODID));
     calendar.name(name);
     calendar.ttl(&chrono::Duration::hours(1));
-    for task in tasks {
-        calendar.push(todo_for(task, now));
+    for (task, uid) in tasks.iter().zip(export_uids(tasks)) {
+        calendar.push(todo_for(task, &uid, now));
     }
     calendar.done().to_string()
 }
@@ -721,6 +748,29 @@ mod tests {
         assert!(
             !text.contains("RRULE") && !text.contains("DTSTART"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn an_imported_uid_names_only_the_latest_occurrence_of_its_series() {
+        let now = Utc.with_ymd_and_hms(2027, 3, 1, 12, 0, 0).unwrap();
+        let mut first = repeating_task(now);
+        first.ical_uid = Some("standup@other.example".into());
+        let change = first.completed(now).unwrap().unwrap();
+        let next = change.next_occurrence.expect("the series goes on");
+        assert_eq!(
+            next.ical_uid, first.ical_uid,
+            "the UID travels with the series"
+        );
+        let plain = repeating_task(now);
+        let tasks = [next.clone(), change.task.clone(), plain.clone()];
+        assert_eq!(
+            export_uids(&tasks),
+            [
+                "standup@other.example".to_owned(),
+                task_uid(change.task.id),
+                task_uid(plain.id),
+            ]
         );
     }
 

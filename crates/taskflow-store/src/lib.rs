@@ -539,6 +539,28 @@ pub trait ReminderStore: Send + Sync {
 
 /// Announces on `changes` that work (reminders, deliveries) is now due at `earliest`, waking
 /// sleeping schedulers and notifiers.
+/// What reconciling a task's reminders with its plan did, inside the task's transaction.
+#[derive(Debug, Default)]
+pub(crate) struct ReminderSync {
+    /// The earliest newly scheduled instant (announced to schedulers after the commit).
+    pub earliest: Option<DateTime<Utc>>,
+    /// `reminder.scheduled` / `reminder.cancelled` events, written with the task's events.
+    pub events: Vec<taskflow_domain::events::OutgoingEvent>,
+}
+
+impl ReminderSync {
+    /// Adds what another reconciliation in the same transaction did.
+    pub fn merge(&mut self, other: ReminderSync) {
+        self.earliest = self.earliest.into_iter().chain(other.earliest).min();
+        self.events.extend(other.events);
+    }
+}
+
+/// The trace context a command's events carry, for the events its side effects cause.
+pub(crate) fn trace_of(events: &[taskflow_domain::events::OutgoingEvent]) -> Option<&str> {
+    events.iter().find_map(|e| e.event.traceparent.as_deref())
+}
+
 pub(crate) fn announce_earliest(
     changes: &tokio::sync::watch::Sender<Option<DateTime<Utc>>>,
     earliest: Option<DateTime<Utc>>,

@@ -402,6 +402,9 @@ pub struct TaskRecord {
     /// scheduled reminders are derived from it again; those already past are not scheduled.
     #[serde(default)]
     pub reminders: taskflow_domain::ReminderPlan,
+    /// UID of the iCalendar VTODO the task was imported from (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ical_uid: Option<String>,
 }
 
 const DTSTART_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.f";
@@ -436,6 +439,7 @@ impl TaskRecord {
             completed_at: task.completed_at,
             version: task.version,
             reminders: task.reminders.clone(),
+            ical_uid: task.ical_uid.clone(),
         }
     }
 
@@ -469,6 +473,13 @@ impl TaskRecord {
                 );
             }
         };
+        if let Some(uid) = &self.ical_uid
+            && (uid.trim().is_empty()
+                || uid.chars().count() > 255
+                || uid.chars().any(char::is_control))
+        {
+            return Err("ical_uid: 1 to 255 characters without control characters".into());
+        }
         let mut seen = HashSet::new();
         if let Some(tag) = self.tags.iter().find(|t| !seen.insert(t.as_str())) {
             return Err(format!("tags: `{tag}` appears twice"));
@@ -491,6 +502,7 @@ impl TaskRecord {
             completed_at: self.completed_at,
             version: self.version,
             reminders: self.reminders.clone(),
+            ical_uid: self.ical_uid.clone(),
         })
     }
 }

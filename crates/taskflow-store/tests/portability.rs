@@ -287,7 +287,8 @@ async fn fill(store: &dyn Store) -> Filled {
     tasks.push(completed);
 
     // A series: the first occurrence completed, the second skipped, the third pending.
-    let first = new_task(
+    // Imported from a calendar: its VTODO's UID goes with every occurrence.
+    let mut first = new_task(
         &owner,
         "Water the plants 🌱",
         "every other day",
@@ -297,6 +298,7 @@ async fn fill(store: &dyn Store) -> Filled {
         Some(("FREQ=DAILY;INTERVAL=2", Anchor::Due)),
         at(40),
     );
+    first.ical_uid = Some("plants-19970901T130000Z-123401@example.com".into());
     store.insert_task(&first, &[]).await.unwrap();
     let change = first.completed(at(41)).unwrap().unwrap();
     let second = change.next_occurrence.clone().expect("a next occurrence");

@@ -154,10 +154,9 @@ impl Fixture {
             .await
             .expect("outbox")
             .into_iter()
-            .map(|r| {
-                let event: Value = serde_json::from_str(&r.payload).unwrap();
-                event["data"].clone()
-            })
+            .map(|r| serde_json::from_str::<Value>(&r.payload).unwrap())
+            .filter(|event| event["type"] == "taskflow.reminder.due.v1")
+            .map(|event| event["data"].clone())
             .collect()
     }
 }

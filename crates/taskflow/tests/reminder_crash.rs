@@ -187,6 +187,9 @@ async fn reminders_fire_exactly_once_across_kill_9() {
     let mut late = 0;
     for record in &events {
         let event: Value = serde_json::from_str(&record.payload).unwrap();
+        if event["type"] != "taskflow.reminder.due.v1" {
+            continue;
+        }
         *fired
             .entry(event["data"]["reminder_id"].as_str().unwrap().to_owned())
             .or_default() += 1;

@@ -319,6 +319,7 @@ async fn import_one(
         Err(e) => return skip("invalid_field", format!("{}: {}", e.field, e.message)),
     };
     task.id = id;
+    task.ical_uid = Some(todo.uid.clone());
     if let Some(at) = todo.completed_at {
         task.status = TaskStatus::Completed;
         task.completed_at = Some(at.min(now));

@@ -162,7 +162,7 @@ async fn insert(conn: &mut PgConnection, record: &Record) -> Result<(), StoreErr
             .map_err(pg_error)?;
         }
         Record::Task(task) => {
-            super::tasks::insert_row(conn, &task.to_task().map_err(invalid)?, false).await?;
+            super::tasks::insert_row(conn, &task.to_task().map_err(invalid)?, false, None).await?;
         }
         Record::Audit(entry) => {
             sqlx::query(

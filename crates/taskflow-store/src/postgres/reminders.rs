@@ -7,21 +7,25 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::reminder::{
-    DueReminder, PAST_GRACE, Reminder, ReminderState, wanted_reminders,
+    CancelReason, DueReminder, PAST_GRACE, Reminder, ReminderState, reminder_cancelled_event,
+    reminder_scheduled_event, wanted_reminders,
 };
 use taskflow_domain::{ReminderId, Task, TaskId, UserId};
 
 use super::events::write_events;
 use super::{PostgresStore, at_micros, pg_error};
+use crate::ReminderSync;
 use crate::error::StoreError;
 use crate::{ReminderClaim, ReminderStore};
 
 /// Reconciles the reminders of `task` with its plan inside the caller's transaction (see the
-/// SQLite backend's twin for the rules). Returns the earliest newly scheduled instant.
+/// SQLite backend's twin for the rules). Returns the earliest newly scheduled instant and an
+/// event per change, carrying `trace`.
 pub(super) async fn sync_reminders(
     conn: &mut PgConnection,
     task: &Task,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
+    trace: Option<&str>,
+) -> Result<ReminderSync, StoreError> {
     let now = at_micros(task.updated_at);
     let wanted = wanted_reminders(task);
     let pending: Vec<(uuid::Uuid, String, DateTime<Utc>)> = sqlx::query_as(
@@ -32,39 +36,52 @@ pub(super) async fn sync_reminders(
     .fetch_all(&mut *conn)
     .await
     .map_err(pg_error)?;
-    let stale: Vec<uuid::Uuid> = pending
+    let stale: Vec<(uuid::Uuid, DateTime<Utc>)> = pending
         .iter()
         .filter(|(_, key, remind_at)| {
             !wanted
                 .iter()
                 .any(|w| &w.key == key && at_micros(w.remind_at) == *remind_at)
         })
-        .map(|(id, _, _)| *id)
+        .map(|(id, _, remind_at)| (*id, *remind_at))
         .collect();
+    let mut sync = ReminderSync::default();
     if !stale.is_empty() {
+        let ids: Vec<uuid::Uuid> = stale.iter().map(|(id, _)| *id).collect();
         sqlx::query(
             "UPDATE reminders SET state = 'cancelled', lease_token = NULL, lease_until = NULL,
                  updated_at = $1 WHERE id = ANY($2)",
         )
         .bind(now)
-        .bind(&stale)
+        .bind(&ids)
         .execute(&mut *conn)
         .await
         .map_err(pg_error)?;
+        let reason = CancelReason::for_task(task);
+        sync.events.extend(stale.iter().map(|(id, remind_at)| {
+            reminder_cancelled_event(
+                task,
+                ReminderId::from_uuid(*id),
+                *remind_at,
+                reason,
+                now,
+                trace.map(str::to_owned),
+            )
+        }));
     }
-    let mut earliest: Option<DateTime<Utc>> = None;
     for planned in wanted {
         if planned.remind_at < now - PAST_GRACE {
             continue;
         }
         let remind_at = at_micros(planned.remind_at);
-        let changed = sqlx::query(
+        let scheduled: Option<uuid::Uuid> = sqlx::query_scalar(
             "INSERT INTO reminders (id, user_id, task_id, key, remind_at, fire_at, state,
                                     created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $5, 'scheduled', $6, $6)
              ON CONFLICT (task_id, key, remind_at) DO UPDATE
                  SET state = 'scheduled', fire_at = excluded.fire_at, updated_at = excluded.updated_at
-                 WHERE reminders.state = 'cancelled'",
+                 WHERE reminders.state = 'cancelled'
+             RETURNING id",
         )
         .bind(ReminderId::new().as_uuid())
         .bind(task.user_id.as_uuid())
@@ -72,33 +89,56 @@ pub(super) async fn sync_reminders(
         .bind(&planned.key)
         .bind(remind_at)
         .bind(now)
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await
-        .map_err(pg_error)?
-        .rows_affected();
-        if changed > 0 {
-            earliest = Some(earliest.map_or(remind_at, |e| e.min(remind_at)));
+        .map_err(pg_error)?;
+        if let Some(id) = scheduled {
+            sync.earliest = Some(sync.earliest.map_or(remind_at, |e| e.min(remind_at)));
+            sync.events.push(reminder_scheduled_event(
+                task,
+                ReminderId::from_uuid(id),
+                remind_at,
+                remind_at,
+                now,
+                trace.map(str::to_owned),
+            ));
         }
     }
-    Ok(earliest)
+    Ok(sync)
 }
 
-/// Cancels every pending reminder of a deleted task inside the caller's transaction.
+/// Cancels every pending reminder of a deleted task inside the caller's transaction,
+/// returning a `reminder.cancelled` event per reminder.
 pub(super) async fn cancel_task_reminders(
     conn: &mut PgConnection,
-    task: TaskId,
+    task: &Task,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
+    trace: Option<&str>,
+) -> Result<Vec<OutgoingEvent>, StoreError> {
+    let now = at_micros(now);
+    let cancelled: Vec<(uuid::Uuid, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE reminders SET state = 'cancelled', lease_token = NULL, lease_until = NULL,
-             updated_at = $1 WHERE task_id = $2 AND state IN ('scheduled', 'firing')",
+             updated_at = $1 WHERE task_id = $2 AND state IN ('scheduled', 'firing')
+         RETURNING id, remind_at",
     )
-    .bind(at_micros(now))
-    .bind(task.as_uuid())
-    .execute(&mut *conn)
+    .bind(now)
+    .bind(task.id.as_uuid())
+    .fetch_all(&mut *conn)
     .await
     .map_err(pg_error)?;
-    Ok(())
+    Ok(cancelled
+        .into_iter()
+        .map(|(id, remind_at)| {
+            reminder_cancelled_event(
+                task,
+                ReminderId::from_uuid(id),
+                remind_at,
+                CancelReason::TaskDeleted,
+                now,
+                trace.map(str::to_owned),
+            )
+        })
+        .collect())
 }
 
 fn reminder_from_row(row: &PgRow) -> Result<Reminder, StoreError> {
@@ -300,7 +340,20 @@ impl ReminderStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
+        let task_row = sqlx::query(&format!(
+            "SELECT {} FROM tasks t WHERE t.id = $1",
+            super::rows::TASK_COLUMNS
+        ))
+        .bind(reminder.task_id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        let task = super::rows::task_from_row(&task_row)?;
+        let event =
+            reminder_scheduled_event(&task, reminder.id, reminder.remind_at, fire_at, now, None);
+        let seq = write_events(&mut tx, &[event]).await?;
         tx.commit().await.map_err(pg_error)?;
+        self.announce(seq);
         crate::announce_earliest(&self.reminder_changes, Some(fire_at));
         Ok(Reminder {
             state: ReminderState::Scheduled,

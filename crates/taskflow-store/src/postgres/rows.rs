@@ -16,7 +16,7 @@ use crate::error::StoreError;
 pub(crate) const TASK_COLUMNS: &str = "t.id, t.user_id, t.title, t.description, t.status, \
      t.priority, t.tags, t.due_at, t.time_zone, t.recurrence_rule, t.recurrence_anchor, \
      t.recurrence_dtstart, t.series_id, t.occurrence_index, t.created_at, t.updated_at, \
-     t.completed_at, t.version, t.reminders";
+     t.completed_at, t.version, t.reminders, t.ical_uid";
 
 fn zone(row: &PgRow) -> Result<TimeZone, StoreError> {
     let zone: String = row.try_get("time_zone")?;
@@ -78,6 +78,7 @@ pub(crate) fn task_from_row(row: &PgRow) -> Result<Task, StoreError> {
         version: row.try_get("version")?,
         reminders: serde_json::from_value(row.try_get("reminders")?)
             .map_err(|e| StoreError::Corrupt(format!("tasks.reminders: {e}")))?,
+        ical_uid: row.try_get("ical_uid")?,
     })
 }
 

@@ -2,7 +2,7 @@
 //! column); listings are keyset-paged on the same total orders as the SQLite backend.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{SeriesId, Task, TaskId, UserId};
@@ -11,6 +11,7 @@ use super::events::write_events;
 use super::reminders::{cancel_task_reminders, sync_reminders};
 use super::rows::{TASK_COLUMNS, anchor_name, task_from_row};
 use super::{PostgresStore, at_micros, clamp_micros, pg_error};
+use crate::ReminderSync;
 use crate::error::StoreError;
 use crate::query::{
     Cursor, CursorKey, SortDirection, SortField, TagMode, TaskPage, TaskQuery, title_key,
@@ -55,14 +56,15 @@ async fn write_tags(conn: &mut PgConnection, task: &Task) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Inserts `task`, its tags and its reminders. With `skip_existing_occurrence`, a task whose
-/// (series, index) already exists is not inserted and `None` is returned; otherwise the
-/// earliest reminder instant it scheduled, if any.
+/// Inserts `task`, its tags and its reminders (their events carry `trace`). With
+/// `skip_existing_occurrence`, a task whose (series, index) already exists is not inserted and
+/// `None` is returned; otherwise what scheduling its reminders did.
 pub(super) async fn insert_row(
     conn: &mut PgConnection,
     task: &Task,
     skip_existing_occurrence: bool,
-) -> Result<Option<Option<DateTime<Utc>>>, StoreError> {
+    trace: Option<&str>,
+) -> Result<Option<ReminderSync>, StoreError> {
     let conflict = if skip_existing_occurrence {
         " ON CONFLICT (series_id, occurrence_index) WHERE series_id IS NOT NULL DO NOTHING"
     } else {
@@ -73,8 +75,8 @@ pub(super) async fn insert_row(
         "INSERT INTO tasks (id, user_id, title, title_key, description, status, priority, tags,
                             due_at, time_zone, recurrence_rule, recurrence_anchor, recurrence_dtstart,
                             series_id, occurrence_index, created_at, updated_at, completed_at, version,
-                            reminders)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20){conflict}"
+                            reminders, ical_uid)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21){conflict}"
     ))
     .bind(task.id.as_uuid())
     .bind(task.user_id.as_uuid())
@@ -96,6 +98,7 @@ pub(super) async fn insert_row(
     .bind(task.completed_at.map(at_micros))
     .bind(task.version)
     .bind(reminders_json(task))
+    .bind(task.ical_uid.as_deref())
     .execute(&mut *conn)
     .await
     .map_err(pg_error)?
@@ -106,9 +109,9 @@ pub(super) async fn insert_row(
     }
     write_tags(conn, task).await?;
     if task.reminders.is_empty() {
-        return Ok(Some(None));
+        return Ok(Some(ReminderSync::default()));
     }
-    Ok(Some(sync_reminders(conn, task).await?))
+    Ok(Some(sync_reminders(conn, task, trace).await?))
 }
 
 fn reminders_json(task: &Task) -> serde_json::Value {
@@ -140,11 +143,15 @@ async fn lock_version(
 impl TaskStore for PostgresStore {
     async fn insert_task(&self, task: &Task, events: &[OutgoingEvent]) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let earliest = insert_row(&mut tx, task, false).await?.flatten();
-        let seq = write_events(&mut tx, events).await?;
+        let sync = insert_row(&mut tx, task, false, crate::trace_of(events))
+            .await?
+            .unwrap_or_default();
+        let mut all_events = events.to_vec();
+        all_events.extend(sync.events);
+        let seq = write_events(&mut tx, &all_events).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
-        crate::announce_earliest(&self.reminder_changes, earliest);
+        crate::announce_earliest(&self.reminder_changes, sync.earliest);
         Ok(())
     }
 
@@ -206,21 +213,24 @@ impl TaskStore for PostgresStore {
         .await
         .map_err(pg_error)?;
         write_tags(&mut tx, task).await?;
-        let mut earliest = sync_reminders(&mut tx, task).await?;
+        let mut sync = sync_reminders(&mut tx, task, crate::trace_of(events)).await?;
         let mut created = false;
         // Rows first, events last: the outbox lock is then held only until the commit.
         let mut all_events = events.to_vec();
+        all_events.append(&mut sync.events);
         if let Some((next, next_events)) = next_occurrence
-            && let Some(next_earliest) = insert_row(&mut tx, next, true).await?
+            && let Some(next_sync) =
+                insert_row(&mut tx, next, true, crate::trace_of(next_events)).await?
         {
             created = true;
-            earliest = earliest.into_iter().chain(next_earliest).min();
             all_events.extend_from_slice(next_events);
+            sync.merge(next_sync);
+            all_events.append(&mut sync.events);
         }
         let seq = write_events(&mut tx, &all_events).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
-        crate::announce_earliest(&self.reminder_changes, earliest);
+        crate::announce_earliest(&self.reminder_changes, sync.earliest);
         Ok(created)
     }
 
@@ -268,8 +278,11 @@ impl TaskStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
-        cancel_task_reminders(&mut tx, id, Utc::now()).await?;
-        let seq = write_events(&mut tx, &events_for(&task)).await?;
+        let mut events = events_for(&task);
+        let cancelled =
+            cancel_task_reminders(&mut tx, &task, Utc::now(), crate::trace_of(&events)).await?;
+        events.extend(cancelled);
+        let seq = write_events(&mut tx, &events).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
         Ok(())

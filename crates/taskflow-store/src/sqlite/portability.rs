@@ -152,7 +152,7 @@ async fn insert(conn: &mut SqliteConnection, record: &Record) -> Result<(), Stor
             .map_err(|e| super::unique_violation(e, &[("access_tokens.token_hash", "access_tokens_hash")]))?;
         }
         Record::Task(task) => {
-            super::tasks::insert_row(conn, &task.to_task().map_err(invalid)?, false).await?;
+            super::tasks::insert_row(conn, &task.to_task().map_err(invalid)?, false, None).await?;
         }
         Record::Audit(entry) => {
             sqlx::query(

@@ -7,24 +7,28 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::reminder::{
-    DueReminder, PAST_GRACE, Reminder, ReminderState, wanted_reminders,
+    CancelReason, DueReminder, PAST_GRACE, Reminder, ReminderState, reminder_cancelled_event,
+    reminder_scheduled_event, wanted_reminders,
 };
 use taskflow_domain::{ReminderId, Task, TaskId, UserId};
 
 use super::SqliteStore;
 use super::events::write_events;
 use super::rows::{instant, micros, optional_instant, parse_id};
+use crate::ReminderSync;
 use crate::error::StoreError;
 use crate::{ReminderClaim, ReminderStore};
 
 /// Reconciles the reminders of `task` with its plan inside the caller's transaction: entries
 /// the plan no longer asks for are cancelled, new ones scheduled (a cancelled entry that is
 /// wanted again is rescheduled; a sent one stays sent). Instants more than
-/// [`PAST_GRACE`] before the write are not scheduled. Returns the earliest newly scheduled instant.
+/// [`PAST_GRACE`] before the write are not scheduled. Returns the earliest newly scheduled
+/// instant and a `reminder.scheduled` / `reminder.cancelled` event per change, carrying `trace`.
 pub(super) async fn sync_reminders(
     conn: &mut SqliteConnection,
     task: &Task,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
+    trace: Option<&str>,
+) -> Result<ReminderSync, StoreError> {
     let now = task.updated_at;
     let wanted = wanted_reminders(task);
     let task_id = task.id.to_string();
@@ -35,6 +39,8 @@ pub(super) async fn sync_reminders(
     .bind(&task_id)
     .fetch_all(&mut *conn)
     .await?;
+    let mut sync = ReminderSync::default();
+    let reason = CancelReason::for_task(task);
     for (id, key, remind_at) in &pending {
         let still_wanted = wanted
             .iter()
@@ -48,20 +54,28 @@ pub(super) async fn sync_reminders(
             .bind(id)
             .execute(&mut *conn)
             .await?;
+            sync.events.push(reminder_cancelled_event(
+                task,
+                parse_id(id, "reminders.id")?,
+                instant(*remind_at, "reminders.remind_at")?,
+                reason,
+                now,
+                trace.map(str::to_owned),
+            ));
         }
     }
-    let mut earliest: Option<DateTime<Utc>> = None;
     for planned in wanted {
         if planned.remind_at < now - PAST_GRACE {
             continue;
         }
-        let changed = sqlx::query(
+        let scheduled: Option<String> = sqlx::query_scalar(
             "INSERT INTO reminders (id, user_id, task_id, key, remind_at, fire_at, state,
                                     created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, 'scheduled', ?, ?)
              ON CONFLICT (task_id, key, remind_at) DO UPDATE
                  SET state = 'scheduled', fire_at = excluded.fire_at, updated_at = excluded.updated_at
-                 WHERE reminders.state = 'cancelled'",
+                 WHERE reminders.state = 'cancelled'
+             RETURNING id",
         )
         .bind(ReminderId::new().to_string())
         .bind(task.user_id.to_string())
@@ -71,31 +85,56 @@ pub(super) async fn sync_reminders(
         .bind(micros(planned.remind_at))
         .bind(micros(now))
         .bind(micros(now))
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if changed > 0 {
-            earliest = Some(earliest.map_or(planned.remind_at, |e| e.min(planned.remind_at)));
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(id) = scheduled {
+            sync.earliest = Some(
+                sync.earliest
+                    .map_or(planned.remind_at, |e| e.min(planned.remind_at)),
+            );
+            sync.events.push(reminder_scheduled_event(
+                task,
+                parse_id(&id, "reminders.id")?,
+                planned.remind_at,
+                planned.remind_at,
+                now,
+                trace.map(str::to_owned),
+            ));
         }
     }
-    Ok(earliest)
+    Ok(sync)
 }
 
-/// Cancels every pending reminder of a deleted task inside the caller's transaction.
+/// Cancels every pending reminder of a deleted task inside the caller's transaction,
+/// returning a `reminder.cancelled` event per reminder.
 pub(super) async fn cancel_task_reminders(
     conn: &mut SqliteConnection,
-    task: TaskId,
+    task: &Task,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
+    trace: Option<&str>,
+) -> Result<Vec<OutgoingEvent>, StoreError> {
+    let cancelled: Vec<(String, i64)> = sqlx::query_as(
         "UPDATE reminders SET state = 'cancelled', lease_token = NULL, lease_until = NULL,
-             updated_at = ? WHERE task_id = ? AND state IN ('scheduled', 'firing')",
+             updated_at = ? WHERE task_id = ? AND state IN ('scheduled', 'firing')
+         RETURNING id, remind_at",
     )
     .bind(micros(now))
-    .bind(task.to_string())
-    .execute(&mut *conn)
+    .bind(task.id.to_string())
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(())
+    cancelled
+        .into_iter()
+        .map(|(id, remind_at)| {
+            Ok(reminder_cancelled_event(
+                task,
+                parse_id(&id, "reminders.id")?,
+                instant(remind_at, "reminders.remind_at")?,
+                CancelReason::TaskDeleted,
+                now,
+                trace.map(str::to_owned),
+            ))
+        })
+        .collect()
 }
 
 pub(super) fn reminder_from_row(row: &SqliteRow) -> Result<Reminder, StoreError> {
@@ -327,6 +366,20 @@ impl ReminderStore for SqliteStore {
                     .bind(id.to_string())
                     .execute(&mut *conn)
                     .await?;
+                    let task_row = sqlx::query("SELECT * FROM tasks WHERE id = ?")
+                        .bind(reminder.task_id.to_string())
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    let task = super::rows::task_from_row(&task_row)?;
+                    let event = reminder_scheduled_event(
+                        &task,
+                        reminder.id,
+                        reminder.remind_at,
+                        fire_at,
+                        now,
+                        None,
+                    );
+                    let seq = write_events(conn, &[event]).await?;
                     Ok((
                         Reminder {
                             state: ReminderState::Scheduled,
@@ -334,7 +387,7 @@ impl ReminderStore for SqliteStore {
                             updated_at: now,
                             ..reminder
                         },
-                        None,
+                        seq,
                     ))
                 })
             })

@@ -99,6 +99,7 @@ pub(crate) fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
         completed_at: optional_instant(row.try_get("completed_at")?, "tasks.completed_at")?,
         version: row.try_get("version")?,
         reminders: reminders_from_text(&row.try_get::<String, _>("reminders")?)?,
+        ical_uid: row.try_get("ical_uid")?,
     })
 }
 

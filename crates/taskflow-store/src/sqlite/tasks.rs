@@ -1,7 +1,6 @@
 //! Tasks on SQLite: writes keep `task_tags` and the FTS index in step; listings are keyset-paged.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{SeriesId, Task, TaskId, UserId};
@@ -10,6 +9,7 @@ use super::SqliteStore;
 use super::events::write_events;
 use super::reminders::{cancel_task_reminders, sync_reminders};
 use super::rows::{anchor_name, dtstart_text, micros, reminders_text, task_from_row};
+use crate::ReminderSync;
 use crate::error::StoreError;
 use crate::query::{
     Cursor, CursorKey, SortDirection, SortField, TagMode, TaskPage, TaskQuery, title_key,
@@ -50,13 +50,15 @@ async fn write_tags(
     Ok(())
 }
 
-/// Inserts `task`, its tags and its reminders. With `skip_existing_occurrence`, a task whose
-/// (series, index) already exists is not inserted and `None` is returned.
+/// Inserts `task`, its tags and its reminders (their events carry `trace`). With
+/// `skip_existing_occurrence`, a task whose (series, index) already exists is not inserted and
+/// `None` is returned.
 pub(super) async fn insert_row(
     conn: &mut SqliteConnection,
     task: &Task,
     skip_existing_occurrence: bool,
-) -> Result<Option<(i64, Option<DateTime<Utc>>)>, StoreError> {
+    trace: Option<&str>,
+) -> Result<Option<(i64, ReminderSync)>, StoreError> {
     let conflict = if skip_existing_occurrence {
         " ON CONFLICT (series_id, occurrence_index) WHERE series_id IS NOT NULL DO NOTHING"
     } else {
@@ -67,8 +69,8 @@ pub(super) async fn insert_row(
         "INSERT INTO tasks (id, user_id, title, title_key, description, status, priority, tags,
                             due_at, time_zone, recurrence_rule, recurrence_anchor, recurrence_dtstart,
                             series_id, occurrence_index, created_at, updated_at, completed_at, version,
-                            reminders)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict} RETURNING seq"
+                            reminders, ical_uid)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){conflict} RETURNING seq"
     ))
     .bind(task.id.to_string())
     .bind(task.user_id.to_string())
@@ -90,6 +92,7 @@ pub(super) async fn insert_row(
     .bind(task.completed_at.map(micros))
     .bind(task.version)
     .bind(reminders_text(&task.reminders))
+    .bind(task.ical_uid.as_deref())
     .fetch_optional(&mut *conn)
     .await
     .map_err(|e| {
@@ -101,11 +104,11 @@ pub(super) async fn insert_row(
     if let Some(seq) = seq {
         write_tags(conn, seq, task, true).await?;
         if !task.reminders.is_empty() {
-            let earliest = sync_reminders(conn, task).await?;
-            return Ok(Some((seq, earliest)));
+            let sync = sync_reminders(conn, task, trace).await?;
+            return Ok(Some((seq, sync)));
         }
     }
-    Ok(seq.map(|seq| (seq, None)))
+    Ok(seq.map(|seq| (seq, ReminderSync::default())))
 }
 
 #[async_trait]
@@ -115,9 +118,14 @@ impl TaskStore for SqliteStore {
         self.writes
             .write(move |conn| {
                 Box::pin(async move {
-                    let earliest = insert_row(conn, &task, false).await?.and_then(|(_, e)| e);
+                    let sync = insert_row(conn, &task, false, crate::trace_of(&events))
+                        .await?
+                        .map(|(_, sync)| sync)
+                        .unwrap_or_default();
+                    let mut events = events;
+                    events.extend(sync.events);
                     let seq = write_events(conn, &events).await?;
-                    Ok((earliest, seq))
+                    Ok((sync.earliest, seq))
                 })
             })
             .await
@@ -189,17 +197,21 @@ impl TaskStore for SqliteStore {
                 .execute(&mut *conn)
                 .await?;
                 write_tags(conn, seq, task, false).await?;
-                let mut earliest = sync_reminders(conn, task).await?;
-                let mut last_event = write_events(conn, &events).await?;
+                let mut sync = sync_reminders(conn, task, crate::trace_of(&events)).await?;
+                let mut written = events.clone();
+                written.append(&mut sync.events);
                 let mut created = false;
                 if let Some((next, next_events)) = next
-                    && let Some((_, next_earliest)) = insert_row(conn, &next, true).await?
+                    && let Some((_, next_sync)) =
+                        insert_row(conn, &next, true, crate::trace_of(&next_events)).await?
                 {
                     created = true;
-                    earliest = earliest.into_iter().chain(next_earliest).min();
-                    last_event = write_events(conn, &next_events).await?.or(last_event);
+                    written.extend(next_events);
+                    sync.merge(next_sync);
+                    written.append(&mut sync.events);
                 }
-                    Ok(((created, earliest), last_event))
+                let last_event = write_events(conn, &written).await?;
+                    Ok(((created, sync.earliest), last_event))
                 })
             })
             .await
@@ -254,8 +266,16 @@ impl TaskStore for SqliteStore {
                         .bind(seq)
                         .execute(&mut *conn)
                         .await?;
-                    cancel_task_reminders(conn, id, chrono::Utc::now()).await?;
-                    let last_event = write_events(conn, &events_for(&task)).await?;
+                    let mut events = events_for(&task);
+                    let cancelled = cancel_task_reminders(
+                        conn,
+                        &task,
+                        chrono::Utc::now(),
+                        crate::trace_of(&events),
+                    )
+                    .await?;
+                    events.extend(cancelled);
+                    let last_event = write_events(conn, &events).await?;
                     Ok(((), last_event))
                 })
             })

@@ -149,7 +149,8 @@ async fn the_export_is_independently_parsed_expanded_and_round_trips_through_imp
     );
     assert!(out.contains("ok 8 VTODOs, 5 recurrences expanded"), "{out}");
 
-    // Importing into another account keeps every field (UIDs are new: they name tasks).
+    // Importing into another account keeps every field, the UIDs included: the calendar the
+    // VTODOs came from recognises them in the re-export.
     let bob = app.register_user().await;
     let report = expect_json(import(&app, &bob, exported.clone()).await, 200).await;
     assert_eq!(report["imported"].as_array().unwrap().len(), 8, "{report}");
@@ -192,6 +193,87 @@ async fn the_export_is_independently_parsed_expanded_and_round_trips_through_imp
     for path in [ics, json_file, bob_ics] {
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// The VTODO blocks of an export, unfolded, keyed by UID.
+fn vtodos_by_uid(ics: &str) -> Vec<(String, String)> {
+    let unfolded = ics.replace("\r\n ", "");
+    unfolded
+        .split("BEGIN:VTODO")
+        .skip(1)
+        .map(|block| {
+            let uid = block
+                .lines()
+                .find_map(|l| l.strip_prefix("UID:"))
+                .expect("every VTODO has a UID")
+                .to_owned();
+            (uid, block.to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_imported_vtodo_keeps_its_uid_in_exports_and_the_series_pending_occurrence_carries_it() {
+    let app = TestApp::spawn().await;
+    let ann = app.register_user().await;
+    let body = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Other App//EN\r\n\
+         BEGIN:VTODO\r\nUID:plants-7f3a@other.example\r\nSUMMARY:Water the plants\r\n\
+         DUE:20270105T090000Z\r\nRRULE:FREQ=DAILY\r\nEND:VTODO\r\n\
+         BEGIN:VTODO\r\nUID:once-1@other.example\r\nSUMMARY:Call the bank\r\nEND:VTODO\r\n\
+         END:VCALENDAR\r\n";
+    let report = expect_json(import(&app, &ann, body).await, 200).await;
+    assert_eq!(report["imported"].as_array().unwrap().len(), 2, "{report}");
+    let plants = report["imported"][0]["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let uids: Vec<String> = vtodos_by_uid(&export(&app, &ann).await)
+        .into_iter()
+        .map(|(uid, _)| uid)
+        .collect();
+    assert_eq!(
+        uids.iter()
+            .filter(|u| u.ends_with("@other.example"))
+            .count(),
+        2,
+        "{uids:?}"
+    );
+    assert!(uids.contains(&"plants-7f3a@other.example".to_owned()));
+    assert!(uids.contains(&"once-1@other.example".to_owned()));
+
+    // Completing the occurrence moves the series on: the calendar's VTODO (same UID) is now
+    // the pending next occurrence, and the completed one is exported under its own UID.
+    let done = app
+        .authed(
+            Method::POST,
+            &format!("/api/v1/tasks/{plants}/complete"),
+            &ann,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    let todos = vtodos_by_uid(&export(&app, &ann).await);
+    assert_eq!(todos.len(), 3);
+    let with_uid: Vec<&(String, String)> = todos
+        .iter()
+        .filter(|(uid, _)| uid == "plants-7f3a@other.example")
+        .collect();
+    assert_eq!(with_uid.len(), 1, "a UID names one VTODO: {todos:?}");
+    let pending = &with_uid[0].1;
+    assert!(pending.contains("STATUS:NEEDS-ACTION"), "{pending}");
+    assert!(pending.contains("RRULE:FREQ=DAILY"), "{pending}");
+    let completed_uid = format!("{plants}@taskflow");
+    let (_, completed) = todos
+        .iter()
+        .find(|(uid, _)| *uid == completed_uid)
+        .expect("the completed occurrence has its own UID");
+    assert!(completed.contains("STATUS:COMPLETED"), "{completed}");
+
+    // Importing the calendar app's file again still creates nothing.
+    let again = expect_json(import(&app, &ann, body).await, 200).await;
+    assert!(again["imported"].as_array().unwrap().is_empty(), "{again}");
 }
 
 #[tokio::test]

@@ -80,6 +80,25 @@ async fn eventually<F: AsyncFn() -> bool>(what: &str, check: F) {
     }
 }
 
+/// The id of the third occurrence of `series` (the one skipping the second created).
+async fn series_after_skip(app: &TestApp, user: &TestUser, series: &str) -> String {
+    let series = send(
+        app,
+        user,
+        Method::GET,
+        &format!("/api/v1/series/{series}"),
+        None,
+    )
+    .await;
+    let third = series["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["occurrence_index"] == 2)
+        .expect("a third occurrence");
+    third["id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn every_produced_event_matches_its_schema_and_each_change_has_one_event_per_topic() {
     let app = TestApp::spawn().await;
@@ -89,7 +108,7 @@ async fn every_produced_event_matches_its_schema_and_each_change_has_one_event_p
         .create_task(
             &user,
             json!({"title": "Evented", "due_at": "2027-01-04T09:00:00Z", "tags": ["a"],
-            "recurrence": {"rule": "daily"}}),
+            "recurrence": {"rule": "daily"}, "reminders": [{"before_due": "PT1H"}]}),
         )
         .await;
     let id = task["id"].as_str().unwrap();
@@ -176,6 +195,34 @@ async fn every_produced_event_matches_its_schema_and_each_change_has_one_event_p
             "taskflow.task.skipped.v1", // skip the next occurrence …
             "taskflow.task.created.v1", // … which creates the one after
             "taskflow.task.deleted.v1",
+        ]
+    );
+    // Each change to the reminders is an event on `reminders`, in the task's transaction.
+    let reminder_events: Vec<(String, &str, Value)> = events
+        .iter()
+        .filter(|(topic, _)| topic == "reminders")
+        .map(|(_, e)| {
+            (
+                e["data"]["task_id"].as_str().unwrap().to_owned(),
+                e["type"].as_str().unwrap(),
+                e["data"]["reason"].clone(),
+            )
+        })
+        .collect();
+    let first = id.to_owned();
+    let after_next = series_after_skip(&app, &user, task["series_id"].as_str().unwrap()).await;
+    let scheduled = "taskflow.reminder.scheduled.v1";
+    let cancelled = "taskflow.reminder.cancelled.v1";
+    assert_eq!(
+        reminder_events,
+        vec![
+            (first.clone(), scheduled, Value::Null),          // create
+            (first.clone(), cancelled, json!("task_closed")), // complete …
+            (next.clone(), scheduled, Value::Null),           // … the next occurrence's
+            (first.clone(), scheduled, Value::Null),          // reopen
+            (next.clone(), cancelled, json!("task_closed")),  // skip …
+            (after_next, scheduled, Value::Null),             // … the one after
+            (first, cancelled, json!("task_deleted")),        // delete
         ]
     );
     let updates = events

@@ -269,6 +269,20 @@ async fn snoozing_fires_again_and_closing_a_task_cancels() {
     .await;
     let snoozed = expect_json(snooze(&user, json!({"for": "PT1S"})).await.unwrap(), 200).await;
     assert_eq!(snoozed["state"], "scheduled");
+    // The snooze is a `reminder.scheduled` event at the new instant, valid by its schema.
+    let validators = crate::events::schemas();
+    let moved: Vec<Value> = crate::events::all_events(&app)
+        .await
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| {
+            e["type"] == "taskflow.reminder.scheduled.v1"
+                && e["data"]["reminder_id"] == reminder.as_str()
+                && e["data"]["fire_at"] == snoozed["fire_at"]
+        })
+        .collect();
+    assert_eq!(moved.len(), 1, "{snoozed}");
+    assert!(validators["taskflow.reminder.scheduled.v1"].is_valid(&moved[0]));
     let feed = feed_with(&app, &user, 2).await;
     assert_eq!(feed["items"][0]["reminder_id"], reminder.as_str());
     let reminders = get(&app, &user, &format!("/api/v1/tasks/{id}/reminders")).await;

@@ -54,6 +54,7 @@ def normal(todo):
     start = todo.get("DTSTART")
     alarms = sorted(str(a.get("TRIGGER").to_ical(), "utf-8") for a in todo.walk("VALARM"))
     return {
+        "uid": str(todo.get("UID")),
         "summary": str(todo.get("SUMMARY")),
         "description": str(todo.get("DESCRIPTION", "")),
         "due": utc(due).isoformat() if due is not None else None,
