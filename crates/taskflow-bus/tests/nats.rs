@@ -25,10 +25,8 @@ use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
 use taskflow_store::{ConsumerEffect, Store};
 use tokio_util::sync::CancellationToken;
 
-/// How long the outage test keeps its broker down. The issue asks for 30 s; the test uses a
-/// few seconds to stay fast (the mechanism — relay backoff, client reconnect, resubscription,
-/// redelivery — is the same; raise this to 30 to reproduce the issue's scenario exactly).
-const OUTAGE: Duration = Duration::from_secs(4);
+/// How long the outage test keeps its broker down (the issue's scenario: 30 s under writes).
+const OUTAGE: Duration = Duration::from_secs(30);
 
 const START_HINT: &str = "start it with: start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log";
 
@@ -676,13 +674,13 @@ async fn a_broker_outage_loses_nothing_and_the_backlog_drains() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop_writing.cancel();
     writer.await.unwrap();
-    let written: Vec<String> = written.lock().unwrap().clone();
+    let mut written: Vec<String> = written.lock().unwrap().clone();
     assert!(
         written.len() > during,
         "events were written during the outage"
     );
 
-    let expected: HashSet<&String> = written.iter().collect();
+    let expected: HashSet<String> = written.iter().cloned().collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let unpublished = store.outbox_backlog().await.unwrap().unpublished;
@@ -697,6 +695,42 @@ async fn a_broker_outage_loses_nothing_and_the_backlog_drains() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Lag is back to normal: a fresh event is consumed promptly again.
+    let mut lags = Vec::new();
+    for n in 0..10 {
+        let event = CloudEvent::new(
+            "outage.test",
+            None,
+            UserId::new(),
+            chrono::Utc::now(),
+            None,
+            serde_json::json!({ "after": n }),
+        );
+        let id = event.id.clone();
+        let started = tokio::time::Instant::now();
+        store
+            .enqueue_events(&[OutgoingEvent {
+                topic: "task-events".to_owned(),
+                event,
+            }])
+            .await
+            .unwrap();
+        while !recorder.effects.lock().unwrap().contains_key(&id) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "a fresh event was not consumed after the outage"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        lags.push(started.elapsed());
+        written.push(id);
+    }
+    lags.sort();
+    assert!(
+        lags[lags.len() / 2] < Duration::from_millis(500),
+        "commit-to-consume lag after the outage: {lags:?}"
+    );
+    let expected: HashSet<&String> = written.iter().collect();
     // Let any late redelivery arrive before checking "once".
     tokio::time::sleep(Duration::from_secs(3)).await;
     shutdown.cancel();
@@ -715,10 +749,11 @@ async fn a_broker_outage_loses_nothing_and_the_backlog_drains() {
     );
     assert!(recorder.calls.load(Ordering::SeqCst) as usize >= written.len());
     eprintln!(
-        "outage of {OUTAGE:?}: {} events written ({} before the outage), {} handler calls, {backlog} in the outbox mid-outage",
+        "outage of {OUTAGE:?}: {} events written ({} before the outage), {} handler calls, {backlog} in the outbox mid-outage, lag afterwards {:?} (median)",
         written.len(),
         during,
-        recorder.calls.load(Ordering::SeqCst)
+        recorder.calls.load(Ordering::SeqCst),
+        lags[lags.len() / 2]
     );
     assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
     nats.delete_topic("task-events").await.unwrap();
