@@ -15,6 +15,7 @@
 pub mod backends;
 pub mod conformance;
 pub mod consumer;
+pub mod outbox_bench;
 pub mod relay;
 
 use std::any::Any;

@@ -88,22 +88,7 @@ pub async fn run(which: Benchmark, options: BenchOptions) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub(crate) fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
+pub(crate) use taskflow_bus::outbox_bench::{median, millis, percentile};
 
 /// Occurrences per second of chaining `next_after` for one rule on this thread.
 fn occurrences_per_second(schedule: &Schedule, window: Duration) -> anyhow::Result<f64> {
@@ -330,62 +315,12 @@ fn uuid_like() -> String {
     hex::encode(taskflow_http::auth::random_bytes::<8>())
 }
 
-/// Commit and consume instants per task id; latency = consumed − committed (the writer notes
-/// its commit when `insert_task` returns, i.e. when the write is acknowledged).
-#[derive(Default)]
-struct LatencyRecorder {
-    committed: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
-    consumed: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
-}
-
-impl LatencyRecorder {
-    fn clear(&self) {
-        if let (Ok(mut c), Ok(mut d)) = (self.committed.lock(), self.consumed.lock()) {
-            c.clear();
-            d.clear();
-        }
-    }
-
-    fn samples(&self) -> Vec<Duration> {
-        let (Ok(committed), Ok(consumed)) = (self.committed.lock(), self.consumed.lock()) else {
-            return Vec::new();
-        };
-        let mut samples: Vec<Duration> = committed
-            .iter()
-            .filter_map(|(id, at)| {
-                consumed
-                    .get(id)
-                    .map(|seen| seen.saturating_duration_since(*at))
-            })
-            .collect();
-        samples.sort();
-        samples
-    }
-}
-
-#[async_trait::async_trait]
-impl taskflow_bus::consumer::EventHandler for LatencyRecorder {
-    async fn handle(
-        &self,
-        event: &taskflow_domain::events::CloudEvent,
-    ) -> Result<(), taskflow_bus::consumer::HandlerError> {
-        let seen = Instant::now();
-        if let (Some(id), Ok(mut consumed)) = (event.data["task_id"].as_str(), self.consumed.lock())
-        {
-            consumed.insert(id.to_owned(), seen);
-        }
-        Ok(())
-    }
-}
-
 async fn events(options: &BenchOptions) -> anyhow::Result<Value> {
-    use std::sync::atomic::Ordering;
     use taskflow_bus::backends::memory::MemoryBus;
-    use taskflow_bus::consumer::{ConsumerRunner, RetryPolicy};
-    use taskflow_bus::relay::{OutboxRelay, RelaySettings};
+    use taskflow_bus::outbox_bench;
     use taskflow_bus::{EventBus, TopicNames};
-    use taskflow_domain::events::{TaskEventKind, Topic, task_events};
-    use taskflow_domain::{NewTask, Task, TimeZone, Title, User, UserId};
+    #[cfg(feature = "nats")]
+    use taskflow_domain::events::Topic;
 
     const GOAL_EVENTS_PER_SECOND: f64 = 25_000.0;
     // The goals: p99 ≤ 2 ms in-process, ≤ 5 ms through NATS (at 10 000 events/s).
@@ -401,199 +336,71 @@ async fn events(options: &BenchOptions) -> anyhow::Result<Value> {
     };
     let store = crate::app::open_store(&settings).await?;
     store.migrate().await?;
-    let clock: Arc<dyn taskflow_domain::Clock> = Arc::new(SystemClock);
     let names = TopicNames {
         prefix: format!("bench-{}-", uuid_like()),
         ..TopicNames::default()
     };
-    let (bus, cleanup): (Arc<dyn EventBus>, Option<futures_cleanup::Step>) =
-        match options.backend.as_str() {
-            "memory" => (Arc::new(MemoryBus::new(store.clone(), names.clone())), None),
-            #[cfg(feature = "nats")]
-            "nats" => {
-                let settings = taskflow_bus::backends::nats::NatsSettings {
-                    url: options.nats_url.clone(),
-                    stream_prefix: names.prefix.trim_end_matches('-').replace('-', "_"),
-                    ..Default::default()
-                };
-                let bus =
-                    Arc::new(taskflow_bus::backends::nats::NatsBus::connect(&settings).await?);
-                let streams = bus.clone();
-                let topics: Vec<String> = [Topic::TaskEvents, Topic::TaskUpdates]
-                    .iter()
-                    .map(|t| names.physical(t.name()))
-                    .collect();
-                let cleanup: futures_cleanup::Step = Box::new(move || {
-                    Box::pin(async move {
-                        for topic in topics {
-                            let _ = streams.delete_topic(&topic).await;
-                        }
-                    })
-                });
-                (bus, Some(cleanup))
-            }
-            #[cfg(feature = "kafka")]
-            "kafka" => {
-                let settings = taskflow_bus::backends::kafka::KafkaSettings {
-                    brokers: options.kafka_brokers.clone(),
-                    client_id: "taskflow-bench".into(),
-                    ..Default::default()
-                };
-                taskflow_bus::backends::kafka::create_topics(
-                    &settings,
-                    &settings.topic_specs(&names),
-                )
-                .await?;
-                // Topics of its own (unique prefix), left on the broker: run it against a
-                // throwaway broker such as tansu with in-memory storage.
-                let bus = Arc::new(taskflow_bus::backends::kafka::KafkaBus::new(settings)?);
-                (bus, None)
-            }
-            other => anyhow::bail!(
-                "bench events supports --backend memory, nats or kafka (a build with the `kafka` feature), not `{other}`"
-            ),
-        };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(
-        OutboxRelay::new(
-            store.clone(),
-            bus.clone(),
-            names.clone(),
-            clock.clone(),
-            RelaySettings::default(),
-        )
-        .run(shutdown.clone()),
-    );
-    let recorder = Arc::new(LatencyRecorder::default());
-    tokio::spawn(
-        ConsumerRunner::new(
-            "bench",
-            Topic::TaskUpdates.name(),
-            bus.clone(),
-            store.clone(),
-            names.clone(),
-            clock,
-            recorder.clone(),
-            RetryPolicy::task_updates(),
-        )
-        .run(shutdown.clone()),
-    );
-    let backend_name = bus.name();
-    let user = User {
-        id: UserId::new(),
-        email: taskflow_domain::Email::parse("bench@example.com")
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-        display_name: None,
-        time_zone: TimeZone::UTC,
-        is_admin: false,
-        created_at: Utc::now(),
-    };
-    store.create_user(&user, "").await?;
-    let write = {
-        let store = store.clone();
-        let recorder = recorder.clone();
-        move |i: u64| {
-            let store = store.clone();
-            let recorder = recorder.clone();
-            async move {
-                let now = Utc::now();
-                let new = NewTask {
-                    title: Title::parse(&format!("bench {i}"))
-                        .map_err(|e| anyhow::anyhow!("{e}"))?,
-                    description: Default::default(),
-                    priority: Default::default(),
-                    tags: Default::default(),
-                    due_at: None,
-                    time_zone: None,
-                    recurrence: None,
-                    reminders: Default::default(),
-                };
-                let task = Task::create(user.id, TimeZone::UTC, new, now)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let events = task_events(TaskEventKind::Created, &task, now, None);
-                store.insert_task(&task, &events).await?;
-                if let Ok(mut committed) = recorder.committed.lock() {
-                    committed.insert(task.id.to_string(), Instant::now());
-                }
-                anyhow::Ok(())
-            }
-        }
-    };
-
-    // Throughput: 32 concurrent writers for a few seconds, each write acknowledged after its commit.
-    println!(
-        "sustained writes through the outbox ({} bus, SQLite synchronous=FULL):",
-        bus.name()
-    );
-    let mut rates = Vec::new();
-    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    for _ in 0..options.rounds {
-        let started = Instant::now();
-        let window = Duration::from_secs(2);
-        let mut writers = tokio::task::JoinSet::new();
-        for _ in 0..32 {
-            let write = write.clone();
-            let counter = counter.clone();
-            writers.spawn(async move {
-                let mut written = 0u64;
-                while started.elapsed() < window {
-                    write(counter.fetch_add(1, Ordering::Relaxed)).await?;
-                    written += 1;
-                }
-                anyhow::Ok(written)
+    let (bus, cleanup): (Arc<dyn EventBus>, Option<futures_cleanup::Step>) = match options
+        .backend
+        .as_str()
+    {
+        "memory" => (Arc::new(MemoryBus::new(store.clone(), names.clone())), None),
+        #[cfg(feature = "nats")]
+        "nats" => {
+            let settings = taskflow_bus::backends::nats::NatsSettings {
+                url: options.nats_url.clone(),
+                stream_prefix: names.prefix.trim_end_matches('-').replace('-', "_"),
+                ..Default::default()
+            };
+            let bus = Arc::new(taskflow_bus::backends::nats::NatsBus::connect(&settings).await?);
+            let streams = bus.clone();
+            let topics: Vec<String> = [Topic::TaskEvents, Topic::TaskUpdates]
+                .iter()
+                .map(|t| names.physical(t.name()))
+                .collect();
+            let cleanup: futures_cleanup::Step = Box::new(move || {
+                Box::pin(async move {
+                    for topic in topics {
+                        let _ = streams.delete_topic(&topic).await;
+                    }
+                })
             });
+            (bus, Some(cleanup))
         }
-        let mut writes = 0;
-        while let Some(result) = writers.join_next().await {
-            writes += result??;
+        #[cfg(feature = "kafka")]
+        "kafka" => {
+            let settings = taskflow_bus::backends::kafka::KafkaSettings {
+                brokers: options.kafka_brokers.clone(),
+                client_id: "taskflow-bench".into(),
+                ..Default::default()
+            };
+            taskflow_bus::backends::kafka::create_topics(&settings, &settings.topic_specs(&names))
+                .await?;
+            // Topics of its own (unique prefix), left on the broker: run it against a
+            // throwaway broker such as tansu with in-memory storage.
+            let bus = Arc::new(taskflow_bus::backends::kafka::KafkaBus::new(settings)?);
+            (bus, None)
         }
-        let events_per_second = (writes * 2) as f64 / started.elapsed().as_secs_f64();
-        rates.push(events_per_second);
+        other => anyhow::bail!(
+            "bench events supports --backend memory, nats or kafka (a build with the `kafka` feature), not `{other}`"
+        ),
+    };
+    let backend_name = bus.name();
+    println!("sustained writes through the outbox ({backend_name} bus, SQLite synchronous=FULL):");
+    let figures =
+        outbox_bench::measure(store.clone(), bus, names, options.rounds, async || {}).await;
+    if let Some(cleanup) = cleanup {
+        cleanup().await;
     }
-    let events_per_second = median(&mut rates);
+    let figures = figures.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let events_per_second = figures.events_per_second;
     println!(
         "  {events_per_second:.0} events/s committed (2 events per task write), {:.2}× the goal of {GOAL_EVENTS_PER_SECOND}",
         events_per_second / GOAL_EVENTS_PER_SECOND
     );
-
-    // Latency at a paced rate: the lower of 10 000 events/s and 80 % of what was sustained.
-    let target = (events_per_second * 0.8).min(10_000.0);
-    let writes_per_second = (target / 2.0).max(1.0);
-    let mut p50s = Vec::new();
-    let mut p99s = Vec::new();
-    for _ in 0..options.rounds {
-        // Let the consumer drain, then measure only this round.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        recorder.clear();
-        let interval = Duration::from_secs_f64(32.0 / writes_per_second);
-        let started = Instant::now();
-        let mut writers = tokio::task::JoinSet::new();
-        for w in 0..32u32 {
-            let write = write.clone();
-            let counter = counter.clone();
-            writers.spawn(async move {
-                let mut next = tokio::time::Instant::now() + interval.mul_f64(f64::from(w) / 32.0);
-                while started.elapsed() < Duration::from_secs(2) {
-                    tokio::time::sleep_until(next).await;
-                    next += interval;
-                    write(counter.fetch_add(1, Ordering::Relaxed)).await?;
-                }
-                anyhow::Ok(())
-            });
-        }
-        while let Some(result) = writers.join_next().await {
-            result??;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let samples = recorder.samples();
-        p50s.push(millis(percentile(&samples, 50.0)));
-        p99s.push(millis(percentile(&samples, 99.0)));
-    }
-    shutdown.cancel();
-    if let Some(cleanup) = cleanup {
-        cleanup().await;
-    }
-    let (p50, p99) = (median(&mut p50s), median(&mut p99s));
+    let (p50, p99, writes_per_second) =
+        (figures.p50_ms, figures.p99_ms, figures.latency_rate / 2.0);
+    let rates = figures.events_per_second_rounds;
     println!(
         "  commit-to-consume at {:.0} events/s: p50 {p50:.2} ms, p99 {p99:.2} ms (goal p99 ≤ {goal_p99_ms} ms at 10 000/s)",
         writes_per_second * 2.0

@@ -159,7 +159,9 @@ struct Shared {
 
 impl Shared {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap()
+        self.inner
+            .lock()
+            .expect("the double's state lock is not poisoned")
     }
 
     fn append(&self, pubsub: &str, topic: &str, envelope: Value) {
@@ -187,7 +189,7 @@ impl DaprDouble {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
-                .unwrap(),
+                .expect("an HTTP client for deliveries"),
             inner: Mutex::new(Inner::default()),
             wake: watch::channel(0).0,
             stop: CancellationToken::new(),
@@ -196,8 +198,10 @@ impl DaprDouble {
             .route("/v1.0/publish/{pubsub}/{*topic}", post(publish))
             .route("/v1.0/secrets/{store}/{key}", get(secret))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free local port for the double");
+        let addr = listener.local_addr().expect("the double's local address");
         let stop = shared.stop.clone();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router)

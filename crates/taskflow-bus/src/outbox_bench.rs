@@ -1,0 +1,259 @@
+//! Sustained task writes through the outbox to a bus: events per second and commit-to-consume
+//! latency. One measurement for every backend, so their figures compare: `taskflow bench
+//! events` runs it on the in-process, NATS and Kafka buses, the `dapr_events` bench binary of
+//! this crate on the Dapr bus against the local sidecar double.
+//!
+//! Each write creates a task through [`Store::insert_task`] with its two events
+//! (`task.created` on `task-events`, `task.changed` on `task-updates`) and counts as
+//! acknowledged when that call returns, i.e. once its transaction is durable. The relay
+//! publishes the outbox to `bus`; a consumer of `task-updates` notes when each task's update
+//! arrives. Latency is arrival − acknowledgement.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use taskflow_domain::events::{CloudEvent, TaskEventKind, Topic, task_events};
+use taskflow_domain::{Clock, NewTask, SystemClock, Task, TimeZone, Title, User, UserId};
+use taskflow_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{ConsumerRunner, EventHandler, HandlerError, RetryPolicy};
+use crate::relay::{OutboxRelay, RelaySettings};
+use crate::{EventBus, TopicNames};
+
+/// Concurrent writers in the throughput phase.
+pub const WRITERS: u32 = 32;
+
+/// How long each round writes.
+pub const ROUND: Duration = Duration::from_secs(2);
+
+/// Highest paced rate of the latency phase (the goals are stated at it).
+pub const LATENCY_RATE_CAP: f64 = 10_000.0;
+
+/// What one measurement found (each figure the median of its rounds).
+#[derive(Clone, Debug)]
+pub struct Figures {
+    /// Events per second committed by [`WRITERS`] writers going as fast as they can.
+    pub events_per_second: f64,
+    /// The throughput of every round.
+    pub events_per_second_rounds: Vec<f64>,
+    /// The paced rate of the latency rounds: 80 % of the throughput, at most [`LATENCY_RATE_CAP`].
+    pub latency_rate: f64,
+    /// Median over rounds of the commit-to-consume p50, in milliseconds.
+    pub p50_ms: f64,
+    /// Median over rounds of the commit-to-consume p99, in milliseconds.
+    pub p99_ms: f64,
+}
+
+/// The median of `values` (sorted in place); NaN when empty.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The `p`-th percentile of `sorted` (nearest rank); zero when empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Milliseconds of `d`.
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Acknowledgement and arrival instants per task id.
+#[derive(Default)]
+struct LatencyRecorder {
+    committed: Mutex<HashMap<String, Instant>>,
+    consumed: Mutex<HashMap<String, Instant>>,
+}
+
+impl LatencyRecorder {
+    fn clear(&self) {
+        if let (Ok(mut c), Ok(mut d)) = (self.committed.lock(), self.consumed.lock()) {
+            c.clear();
+            d.clear();
+        }
+    }
+
+    fn samples(&self) -> Vec<Duration> {
+        let (Ok(committed), Ok(consumed)) = (self.committed.lock(), self.consumed.lock()) else {
+            return Vec::new();
+        };
+        let mut samples: Vec<Duration> = committed
+            .iter()
+            .filter_map(|(id, at)| {
+                consumed
+                    .get(id)
+                    .map(|seen| seen.saturating_duration_since(*at))
+            })
+            .collect();
+        samples.sort();
+        samples
+    }
+}
+
+#[async_trait]
+impl EventHandler for LatencyRecorder {
+    async fn handle(&self, event: &CloudEvent) -> Result<(), HandlerError> {
+        let seen = Instant::now();
+        if let (Some(id), Ok(mut consumed)) = (event.data["task_id"].as_str(), self.consumed.lock())
+        {
+            consumed.insert(id.to_owned(), seen);
+        }
+        Ok(())
+    }
+}
+
+/// A failed measurement.
+pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Measures `rounds` throughput rounds and `rounds` latency rounds of task writes into `store`
+/// (migrated; a user is created) relayed to `bus` under `names`. `started` is called once the
+/// relay and the consumer run (the Dapr bench attaches its sidecar double then).
+pub async fn measure(
+    store: Arc<dyn Store>,
+    bus: Arc<dyn EventBus>,
+    names: TopicNames,
+    rounds: usize,
+    started: impl AsyncFnOnce(),
+) -> Result<Figures, BenchError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    tokio::spawn(
+        OutboxRelay::new(
+            store.clone(),
+            bus.clone(),
+            names.clone(),
+            clock.clone(),
+            RelaySettings::default(),
+        )
+        .run(shutdown.clone()),
+    );
+    let recorder = Arc::new(LatencyRecorder::default());
+    tokio::spawn(
+        ConsumerRunner::new(
+            "bench",
+            Topic::TaskUpdates.name(),
+            bus.clone(),
+            store.clone(),
+            names.clone(),
+            clock,
+            recorder.clone(),
+            RetryPolicy::task_updates(),
+        )
+        .run(shutdown.clone()),
+    );
+    started().await;
+    let user = User {
+        id: UserId::new(),
+        email: taskflow_domain::Email::parse(&format!("bench-{}@example.com", UserId::new()))?,
+        display_name: None,
+        time_zone: TimeZone::UTC,
+        is_admin: false,
+        created_at: Utc::now(),
+    };
+    store.create_user(&user, "").await?;
+    let user_id = user.id;
+    let counter = Arc::new(AtomicU64::new(0));
+    let write = {
+        let (store, recorder, counter) = (store.clone(), recorder.clone(), counter.clone());
+        move || {
+            let (store, recorder) = (store.clone(), recorder.clone());
+            let i = counter.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let now = Utc::now();
+                let new = NewTask {
+                    title: Title::parse(&format!("bench {i}"))?,
+                    description: Default::default(),
+                    priority: Default::default(),
+                    tags: Default::default(),
+                    due_at: None,
+                    time_zone: None,
+                    recurrence: None,
+                    reminders: Default::default(),
+                };
+                let task = Task::create(user_id, TimeZone::UTC, new, now)?;
+                let events = task_events(TaskEventKind::Created, &task, now, None);
+                store.insert_task(&task, &events).await?;
+                if let Ok(mut committed) = recorder.committed.lock() {
+                    committed.insert(task.id.to_string(), Instant::now());
+                }
+                Ok::<(), BenchError>(())
+            }
+        }
+    };
+
+    // Throughput: the writers go as fast as their acknowledgements allow.
+    let mut rates = Vec::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let mut writers = tokio::task::JoinSet::new();
+        for _ in 0..WRITERS {
+            let write = write.clone();
+            writers.spawn(async move {
+                let mut written = 0u64;
+                while started.elapsed() < ROUND {
+                    write().await?;
+                    written += 1;
+                }
+                Ok::<u64, BenchError>(written)
+            });
+        }
+        let mut writes = 0;
+        while let Some(result) = writers.join_next().await {
+            writes += result??;
+        }
+        rates.push((writes * 2) as f64 / started.elapsed().as_secs_f64());
+    }
+    let events_per_second = median(&mut rates.clone());
+
+    // Latency at a paced rate the bus keeps up with.
+    let latency_rate = (events_per_second * 0.8).min(LATENCY_RATE_CAP);
+    let writes_per_second = (latency_rate / 2.0).max(1.0);
+    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        // Let the consumer drain, then measure only this round.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        recorder.clear();
+        let interval = Duration::from_secs_f64(f64::from(WRITERS) / writes_per_second);
+        let started = Instant::now();
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..WRITERS {
+            let write = write.clone();
+            writers.spawn(async move {
+                let mut next = tokio::time::Instant::now()
+                    + interval.mul_f64(f64::from(w) / f64::from(WRITERS));
+                while started.elapsed() < ROUND {
+                    tokio::time::sleep_until(next).await;
+                    next += interval;
+                    write().await?;
+                }
+                Ok::<(), BenchError>(())
+            });
+        }
+        while let Some(result) = writers.join_next().await {
+            result??;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let samples = recorder.samples();
+        p50s.push(millis(percentile(&samples, 50.0)));
+        p99s.push(millis(percentile(&samples, 99.0)));
+    }
+    Ok(Figures {
+        events_per_second,
+        events_per_second_rounds: rates,
+        latency_rate: writes_per_second * 2.0,
+        p50_ms: median(&mut p50s),
+        p99_ms: median(&mut p99s),
+    })
+}
