@@ -571,6 +571,27 @@ impl EventHandler for Recorder {
     }
 }
 
+/// Writes one event carrying `data` to the outbox (`task-events`) and returns its id.
+async fn enqueue_outage_event(store: &Arc<dyn Store>, data: serde_json::Value) -> String {
+    let event = CloudEvent::new(
+        "outage.test",
+        None,
+        UserId::new(),
+        chrono::Utc::now(),
+        None,
+        data,
+    );
+    let id = event.id.clone();
+    store
+        .enqueue_events(&[OutgoingEvent {
+            topic: "task-events".to_owned(),
+            event,
+        }])
+        .await
+        .unwrap();
+    id
+}
+
 #[tokio::test]
 async fn a_broker_outage_loses_nothing_and_the_backlog_drains() {
     let mut server = OwnServer::start_new().await;
@@ -627,22 +648,7 @@ async fn a_broker_outage_loses_nothing_and_the_backlog_drains() {
         tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.is_cancelled() {
-                let event = CloudEvent::new(
-                    "outage.test",
-                    None,
-                    UserId::new(),
-                    chrono::Utc::now(),
-                    None,
-                    serde_json::json!({ "n": n }),
-                );
-                let id = event.id.clone();
-                store
-                    .enqueue_events(&[OutgoingEvent {
-                        topic: "task-events".to_owned(),
-                        event,
-                    }])
-                    .await
-                    .unwrap();
+                let id = enqueue_outage_event(&store, serde_json::json!({ "n": n })).await;
                 written.lock().unwrap().push(id);
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -698,23 +704,8 @@ async fn a_broker_outage_loses_nothing_and_the_backlog_drains() {
     // Lag is back to normal: a fresh event is consumed promptly again.
     let mut lags = Vec::new();
     for n in 0..10 {
-        let event = CloudEvent::new(
-            "outage.test",
-            None,
-            UserId::new(),
-            chrono::Utc::now(),
-            None,
-            serde_json::json!({ "after": n }),
-        );
-        let id = event.id.clone();
         let started = tokio::time::Instant::now();
-        store
-            .enqueue_events(&[OutgoingEvent {
-                topic: "task-events".to_owned(),
-                event,
-            }])
-            .await
-            .unwrap();
+        let id = enqueue_outage_event(&store, serde_json::json!({ "after": n })).await;
         while !recorder.effects.lock().unwrap().contains_key(&id) {
             assert!(
                 started.elapsed() < Duration::from_secs(10),

@@ -424,6 +424,44 @@ impl CancelReason {
     }
 }
 
+/// An event of `kind` (`reminder.scheduled` or `reminder.cancelled`) about one reminder of
+/// `task`: the fields both share, plus `extra`'s.
+fn reminder_change_event(
+    kind: &str,
+    task: &Task,
+    reminder_id: ReminderId,
+    remind_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+    traceparent: Option<String>,
+    extra: serde_json::Value,
+) -> OutgoingEvent {
+    let mut data = serde_json::json!({
+        "event_type": kind,
+        "schema_version": 1,
+        "reminder_id": reminder_id,
+        "task_id": task.id,
+        "user_id": task.user_id,
+        "title": task.title.as_str(),
+        "due_at": task.due_at,
+        "remind_at": remind_at,
+        "timestamp": at,
+    });
+    if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
+        data.extend(extra);
+    }
+    OutgoingEvent::new(
+        Topic::Reminders,
+        CloudEvent::new(
+            kind,
+            Some(task.id.to_string()),
+            task.user_id,
+            at,
+            traceparent,
+            data,
+        ),
+    )
+}
+
 /// The `reminder.scheduled` event of a reminder of `task` that now waits to fire at `fire_at`
 /// (its planned instant `remind_at`, or a later one after a snooze), written at `at`.
 pub fn reminder_scheduled_event(
@@ -434,27 +472,14 @@ pub fn reminder_scheduled_event(
     at: DateTime<Utc>,
     traceparent: Option<String>,
 ) -> OutgoingEvent {
-    OutgoingEvent::new(
-        Topic::Reminders,
-        CloudEvent::new(
-            "reminder.scheduled",
-            Some(task.id.to_string()),
-            task.user_id,
-            at,
-            traceparent,
-            serde_json::json!({
-                "event_type": "reminder.scheduled",
-                "schema_version": 1,
-                "reminder_id": reminder_id,
-                "task_id": task.id,
-                "user_id": task.user_id,
-                "title": task.title.as_str(),
-                "due_at": task.due_at,
-                "remind_at": remind_at,
-                "fire_at": fire_at,
-                "timestamp": at,
-            }),
-        ),
+    reminder_change_event(
+        "reminder.scheduled",
+        task,
+        reminder_id,
+        remind_at,
+        at,
+        traceparent,
+        serde_json::json!({ "fire_at": fire_at }),
     )
 }
 
@@ -468,27 +493,14 @@ pub fn reminder_cancelled_event(
     at: DateTime<Utc>,
     traceparent: Option<String>,
 ) -> OutgoingEvent {
-    OutgoingEvent::new(
-        Topic::Reminders,
-        CloudEvent::new(
-            "reminder.cancelled",
-            Some(task.id.to_string()),
-            task.user_id,
-            at,
-            traceparent,
-            serde_json::json!({
-                "event_type": "reminder.cancelled",
-                "schema_version": 1,
-                "reminder_id": reminder_id,
-                "task_id": task.id,
-                "user_id": task.user_id,
-                "title": task.title.as_str(),
-                "due_at": task.due_at,
-                "remind_at": remind_at,
-                "reason": reason.as_str(),
-                "timestamp": at,
-            }),
-        ),
+    reminder_change_event(
+        "reminder.cancelled",
+        task,
+        reminder_id,
+        remind_at,
+        at,
+        traceparent,
+        serde_json::json!({ "reason": reason.as_str() }),
     )
 }
 
