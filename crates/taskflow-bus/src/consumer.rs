@@ -11,6 +11,7 @@ use taskflow_domain::Clock;
 use taskflow_domain::events::{CloudEvent, OutgoingEvent, dead_letter_topic};
 use taskflow_store::{DeadLetter, Store};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::{BusError, EventBus, Received, TopicNames};
 
@@ -193,18 +194,55 @@ impl ConsumerRunner {
         if let Ok(age) = (self.clock.now() - event.time).to_std() {
             metrics::histogram!("event_consume_delay_seconds", &labels).record(age.as_secs_f64());
         }
+        let span = self.consume_span(&event);
+        self.handle_with_retries(received, &event, &labels, shutdown)
+            .instrument(span)
+            .await
+    }
+
+    /// The consumer span `consume <topic> <group>` of one event: a child of the event's
+    /// `traceparent`, so the consumer's work joins the trace of the request that caused it.
+    fn consume_span(&self, event: &CloudEvent) -> tracing::Span {
+        let span = tracing::info_span!(
+            "consume",
+            otel.name = %format_args!("consume {} {}", self.topic, self.group),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = self.bus.name(),
+            messaging.destination.name = %self.topic,
+            messaging.consumer.group.name = %self.group,
+            messaging.message.id = %event.id,
+            cloudevents.event_type = %event.event_type,
+            cloudevents.event_subject = event.subject.as_deref().unwrap_or(""),
+        );
+        if let Some(traceparent) = &event.traceparent {
+            taskflow_trace::set_remote_parent(&span, traceparent);
+        }
+        span
+    }
+
+    /// Runs the handler until it succeeds or the policy gives up (then dead-letters); `false`
+    /// when shutdown interrupted it.
+    async fn handle_with_retries(
+        &self,
+        received: &Received,
+        event: &CloudEvent,
+        labels: &[(&'static str, String); 2],
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut attempt = 1;
         loop {
-            match self.handler.handle(&event).await {
+            match self.handler.handle(event).await {
                 Ok(()) => {
-                    metrics::counter!("events_consumed_total", &labels).increment(1);
+                    metrics::counter!("events_consumed_total", labels).increment(1);
                     return true;
                 }
                 Err(error) => {
-                    metrics::counter!("event_handler_failures_total", &labels).increment(1);
+                    metrics::counter!("event_handler_failures_total", labels).increment(1);
                     if attempt >= self.policy.attempts {
+                        tracing::Span::current().record("otel.status_code", "ERROR");
                         return self
-                            .dead_letter(received, Some(&event), &error.0, attempt, shutdown)
+                            .dead_letter(received, Some(event), &error.0, attempt, shutdown)
                             .await;
                     }
                     let wait = self.policy.backoff(attempt);

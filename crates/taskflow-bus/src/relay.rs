@@ -5,10 +5,46 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use taskflow_domain::Clock;
-use taskflow_store::Store;
+use taskflow_store::{OutboxRecord, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::{BusError, EventBus, Message, TopicNames};
+
+/// What the relay's spans read from an event's payload.
+#[derive(serde::Deserialize)]
+struct TraceFields {
+    traceparent: Option<String>,
+    subject: Option<String>,
+}
+
+/// The producer span `publish <topic>` of one outbox row: a child of the event's
+/// `traceparent` (the request that wrote it), ending when the row is marked published.
+fn publish_span(row: &OutboxRecord, physical_topic: &str, backend: &'static str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {}", row.topic),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = backend,
+        messaging.destination.name = physical_topic,
+        messaging.message.id = %row.event_id,
+        cloudevents.event_type = %row.event_type,
+        cloudevents.event_subject = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    if let Ok(fields) = serde_json::from_str::<TraceFields>(&row.payload) {
+        if let Some(subject) = &fields.subject {
+            span.record("cloudevents.event_subject", subject.as_str());
+        }
+        if let Some(traceparent) = &fields.traceparent {
+            taskflow_trace::set_remote_parent(&span, traceparent);
+        }
+    }
+    span
+}
 
 /// Relay tuning.
 #[derive(Clone, Debug)]
@@ -79,7 +115,18 @@ impl OutboxRelay {
                 payload: row.payload.clone().into_bytes(),
             })
             .collect();
-        self.bus.publish(&messages).await?;
+        let spans: Vec<tracing::Span> = rows
+            .iter()
+            .zip(&messages)
+            .map(|(row, message)| publish_span(row, &message.topic, self.bus.name()))
+            .collect();
+        if let Err(error) = self.bus.publish(&messages).await {
+            for span in &spans {
+                span.record("otel.status_code", "ERROR");
+                span.record("error", tracing::field::display(&error));
+            }
+            return Err(error);
+        }
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         self.store.mark_published(&seqs, self.clock.now()).await?;
         let now = self.clock.now();

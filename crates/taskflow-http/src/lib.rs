@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request};
+use axum::http::HeaderName;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
@@ -86,16 +86,15 @@ pub fn router_with(state: AppState, options: RouterOptions) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn(metrics::record_request))
         .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(error::ApiError::Internal("handler panicked".into()))
+            axum::response::IntoResponse::into_response(error::ApiError::Internal(
+                "handler panicked".into(),
+            ))
         }))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(trace::request_span)
+                .on_response(trace::record_response),
+        )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)

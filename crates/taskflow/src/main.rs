@@ -31,7 +31,7 @@ struct Cli {
     /// Folder for the embedded database and generated secrets.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
-    /// Log format: pretty or json.
+    /// Log format: pretty (or text) or json.
     #[arg(long, global = true)]
     log_format: Option<String>,
     /// Roles to run, comma-separated: api, relay, audit (default: all).
@@ -133,7 +133,13 @@ fn main() -> ExitCode {
         print!("{}", settings.to_redacted_toml());
         return ExitCode::SUCCESS;
     }
-    telemetry::init(&settings.log);
+    let telemetry = match telemetry::init(&settings.log, &settings.telemetry) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("taskflow: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -167,6 +173,8 @@ fn main() -> ExitCode {
             Command::Config => Ok(()),
         }
     });
+    // Outside `block_on`: the exporter's HTTP client blocks while it flushes.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -22,6 +22,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Logging.
     pub log: LogSettings,
+    /// OpenTelemetry traces.
+    pub telemetry: TelemetrySettings,
     /// Authentication.
     pub auth: AuthSettings,
     /// Request budgets.
@@ -109,6 +111,98 @@ impl Default for NotificationSettings {
             concurrency: 16,
             poll_interval_ms: 1000,
         }
+    }
+}
+
+/// `[telemetry]`: OpenTelemetry traces, exported over OTLP/HTTP when an endpoint is set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://otel-collector:4318` (spans go to
+    /// `<url>/v1/traces`). Empty: nothing is exported, but trace ids still travel through events
+    /// and appear in JSON logs.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// OTLP transport; `http/protobuf` is the one built in.
+    pub protocol: String,
+    /// Share of new traces recorded and exported (0.0 … 1.0); a request that continues a trace
+    /// follows the caller's sampling decision.
+    pub sampling_ratio: f64,
+    /// Seconds one export request may take.
+    pub export_timeout_secs: u64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            service_name: "taskflow".into(),
+            protocol: "http/protobuf".into(),
+            sampling_ratio: 1.0,
+            export_timeout_secs: 10,
+        }
+    }
+}
+
+impl TelemetrySettings {
+    /// Where spans are posted (`<otlp_endpoint>/v1/traces`), or `None` when export is off.
+    pub fn traces_endpoint(&self) -> Option<String> {
+        let base = self.otlp_endpoint.trim().trim_end_matches('/');
+        if base.is_empty() {
+            None
+        } else if base.ends_with("/v1/traces") {
+            Some(base.to_owned())
+        } else {
+            Some(format!("{base}/v1/traces"))
+        }
+    }
+
+    /// Checks the endpoint, protocol, name and ratio.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key, message: String| Err(SettingsError::Invalid { key, message });
+        let endpoint = self.otlp_endpoint.trim();
+        if !endpoint.is_empty() {
+            let usable = url::Url::parse(endpoint).ok().filter(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host_str().is_some_and(|h| !h.is_empty())
+                    && url.query().is_none()
+            });
+            if usable.is_none() {
+                return invalid(
+                    "telemetry.otlp_endpoint",
+                    format!(
+                        "`{}` is not an OTLP/HTTP URL; use the collector's base URL such as http://otel-collector:4318, or leave it empty to export nothing",
+                        redact_url(&self.otlp_endpoint)
+                    ),
+                );
+            }
+        }
+        if self.protocol != "http/protobuf" {
+            return invalid(
+                "telemetry.protocol",
+                format!(
+                    "`{}` is not available; use `http/protobuf` (OTLP over HTTP, port 4318 on most collectors)",
+                    self.protocol
+                ),
+            );
+        }
+        if self.service_name.trim().is_empty() {
+            return invalid(
+                "telemetry.service_name",
+                "name the service, e.g. `taskflow`".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            return invalid(
+                "telemetry.sampling_ratio",
+                "use a share from 0.0 (no new traces) to 1.0 (every trace)".into(),
+            );
+        }
+        if self.export_timeout_secs == 0 || self.export_timeout_secs > 300 {
+            return invalid("telemetry.export_timeout_secs", "use 1 to 300".into());
+        }
+        Ok(())
     }
 }
 
@@ -294,7 +388,8 @@ pub struct DatabaseSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
-    /// `pretty` (human-readable) or `json`.
+    /// `pretty` (human-readable; `text` is the same) or `json` (one object per line, with
+    /// `trace_id` and `span_id` inside a span).
     pub format: String,
     /// A `tracing` filter such as `info` or `taskflow=debug,info`; `RUST_LOG` overrides it.
     pub level: String,
@@ -307,6 +402,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("./taskflow-data"),
             database: DatabaseSettings::default(),
             log: LogSettings::default(),
+            telemetry: TelemetrySettings::default(),
             auth: AuthSettings::default(),
             rate_limit: RateLimitSettings::default(),
             shutdown_grace_secs: 30,
@@ -480,11 +576,11 @@ impl Settings {
                 message: "use `full` (durable across power loss) or `normal`".into(),
             });
         }
-        if !matches!(self.log.format.as_str(), "pretty" | "json") {
+        if !matches!(self.log.format.as_str(), "pretty" | "text" | "json") {
             return Err(SettingsError::Invalid {
                 key: "log.format",
                 message: format!(
-                    "`{}` is not a log format; use `pretty` or `json`",
+                    "`{}` is not a log format; use `pretty` (or `text`) or `json`",
                     self.log.format
                 ),
             });
@@ -565,6 +661,7 @@ impl Settings {
                 message: "use 1 to 100".into(),
             });
         }
+        self.telemetry.validate()?;
         self.rate_limit
             .validate()
             .map_err(|message| SettingsError::Invalid {
@@ -643,6 +740,7 @@ impl Settings {
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database.url = redact_url(&self.database_url());
+        shown.telemetry.otlp_endpoint = redact_url(&self.telemetry.otlp_endpoint);
         if shown.notifications.smtp.password.is_some() {
             shown.notifications.smtp.password = Some(taskflow_notify::Secret::new("[redacted]"));
         }
@@ -750,6 +848,95 @@ mod tests {
         s = Settings::default();
         s.log.format = "xml".into();
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn telemetry_settings_are_checked() {
+        let valid = |change: &dyn Fn(&mut TelemetrySettings)| {
+            let mut s = Settings::default();
+            change(&mut s.telemetry);
+            s.validate().map_err(|e| e.to_string())
+        };
+        assert!(valid(&|_| {}).is_ok());
+        assert_eq!(Settings::default().telemetry.traces_endpoint(), None);
+        for endpoint in [
+            "http://127.0.0.1:4318",
+            "https://collector.example/otlp/",
+            "http://collector:4318/v1/traces",
+        ] {
+            assert!(
+                valid(&|t| t.otlp_endpoint = endpoint.into()).is_ok(),
+                "{endpoint}"
+            );
+        }
+        for endpoint in [
+            "collector:4318",
+            "127.0.0.1:4318",
+            "grpc://collector:4317",
+            "http://",
+            "http://collector:4318?x=1",
+            "not a url",
+        ] {
+            let message = valid(&|t| t.otlp_endpoint = endpoint.into()).unwrap_err();
+            assert!(
+                message.contains("telemetry.otlp_endpoint")
+                    && message.contains("http://otel-collector:4318"),
+                "{endpoint}: {message}"
+            );
+        }
+        let message = valid(&|t| t.protocol = "grpc".into()).unwrap_err();
+        assert!(message.contains("http/protobuf"), "{message}");
+        for ratio in [-0.1, 1.5, f64::NAN] {
+            let message = valid(&|t| t.sampling_ratio = ratio).unwrap_err();
+            assert!(message.contains("telemetry.sampling_ratio"), "{message}");
+        }
+        assert!(valid(&|t| t.sampling_ratio = 0.0).is_ok());
+        assert!(valid(&|t| t.service_name = " ".into()).is_err());
+        assert!(valid(&|t| t.export_timeout_secs = 0).is_err());
+    }
+
+    #[test]
+    fn the_traces_path_is_appended_once() {
+        let mut t = TelemetrySettings {
+            otlp_endpoint: "http://collector:4318/".into(),
+            ..TelemetrySettings::default()
+        };
+        assert_eq!(
+            t.traces_endpoint().as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        t.otlp_endpoint = "https://gateway/otlp/v1/traces".into();
+        assert_eq!(
+            t.traces_endpoint().as_deref(),
+            Some("https://gateway/otlp/v1/traces")
+        );
+    }
+
+    #[test]
+    fn telemetry_comes_from_the_file_and_is_redacted() {
+        let dir = std::env::temp_dir().join(format!("taskflow-settings-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("taskflow.toml");
+        std::fs::write(
+            &file,
+            "[telemetry]\notlp_endpoint = \"http://user:hunter2@collector:4318\"\nsampling_ratio = 0.25\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &CliOverrides::default()).unwrap();
+        assert_eq!(s.telemetry.sampling_ratio, 0.25);
+        assert_eq!(s.telemetry.service_name, "taskflow");
+        let shown = s.to_redacted_toml();
+        assert!(
+            shown.contains("[telemetry]") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        std::fs::write(&file, "[telemetry]\notlp_endpoint = \"collector\"\n").unwrap();
+        let error = Settings::load(Some(&file), &CliOverrides::default()).unwrap_err();
+        assert!(
+            error.to_string().contains("telemetry.otlp_endpoint"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[cfg(feature = "dapr")]
