@@ -99,7 +99,7 @@ RENDER_CASES = [
 # Value sets the chart must refuse: (label, values, words the error must contain).
 REFUSE_CASES = [
     ("in-memory bus with several Deployments", {"bus": {"backend": "memory"}, "dapr": {"enabled": False}}, "memory"),
-    ("two relays", {"components": {"relay": {"replicas": 2}}}, "relay"),
+    ("an autoscaled relay", {"components": {"relay": {"autoscaling": {"enabled": True}}}}, "relay"),
     ("consumers beyond the partitions", {"bus": {"partitions": 3}}, "partitions"),
     ("Dapr bus without Dapr", {"dapr": {"enabled": False}}, "dapr.enabled"),
     ("unknown bus", {"bus": {"backend": "rabbitmq"}, "dapr": {"enabled": False}}, "bus.backend"),

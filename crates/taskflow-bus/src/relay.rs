@@ -71,12 +71,26 @@ impl Default for RelaySettings {
 }
 
 /// Moves outbox rows to the bus.
+///
+/// Several processes may run a relay on one database: only the one that leads
+/// ([`taskflow_store::OutboxStore::lead_outbox_relay`]) publishes; the others stand by, ask for
+/// the lead once per poll interval, and take over when the leader goes away.
 pub struct OutboxRelay {
     store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
     names: TopicNames,
     clock: Arc<dyn Clock>,
     settings: RelaySettings,
+    lead: std::sync::Mutex<Lead>,
+}
+
+/// What this relay knows about its lead.
+#[derive(Clone, Copy, Debug, Default)]
+struct Lead {
+    /// It led at its last check.
+    leading: bool,
+    /// A standby asks again no sooner than this.
+    next_attempt: Option<tokio::time::Instant>,
 }
 
 impl OutboxRelay {
@@ -94,11 +108,39 @@ impl OutboxRelay {
             names,
             clock,
             settings,
+            lead: std::sync::Mutex::new(Lead::default()),
         }
     }
 
-    /// Publishes one batch; returns how many rows it published.
+    /// Whether this relay may publish now: asks the store on every call while leading (the
+    /// store checks the lead is still held), once per poll interval while standing by.
+    async fn leads(&self) -> Result<bool, BusError> {
+        let now = tokio::time::Instant::now();
+        let before = *self.lead.lock().unwrap_or_else(|e| e.into_inner());
+        if !before.leading && before.next_attempt.is_some_and(|at| now < at) {
+            return Ok(false);
+        }
+        let leading = self.store.lead_outbox_relay().await?;
+        if leading != before.leading {
+            if leading {
+                tracing::info!("this process now leads the outbox relay");
+            } else {
+                tracing::info!("another process leads the outbox relay; standing by");
+            }
+        }
+        metrics::gauge!("outbox_relay_leader").set(if leading { 1.0 } else { 0.0 });
+        *self.lead.lock().unwrap_or_else(|e| e.into_inner()) = Lead {
+            leading,
+            next_attempt: (!leading).then(|| now + self.settings.poll_interval),
+        };
+        Ok(leading)
+    }
+
+    /// Publishes one batch if this relay leads; returns how many rows it published.
     pub async fn tick(&self) -> Result<usize, BusError> {
+        if !self.leads().await? {
+            return Ok(0);
+        }
         let rows = self
             .store
             .unpublished_events(self.settings.batch_size)
@@ -164,8 +206,14 @@ impl OutboxRelay {
     }
 
     /// Runs until `shutdown`: drains the outbox whenever a commit announces rows, polls as a
-    /// fallback, backs off exponentially while the broker is unavailable, prunes hourly.
+    /// fallback, backs off exponentially while the broker is unavailable, prunes hourly. Gives
+    /// the lead up when it stops.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.relay_until(&shutdown).await;
+        self.store.resign_outbox_relay().await;
+    }
+
+    async fn relay_until(&self, shutdown: &CancellationToken) {
         let mut commits = self.store.outbox_commits();
         let mut backoff = Duration::from_millis(100);
         let mut last_prune = tokio::time::Instant::now();

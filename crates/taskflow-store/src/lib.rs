@@ -252,6 +252,16 @@ pub trait OutboxStore: Send + Sync {
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError>;
     /// Changes whenever a transaction that wrote outbox rows commits (value: the newest seq).
     fn outbox_commits(&self) -> tokio::sync::watch::Receiver<i64>;
+    /// Whether this process leads the outbox relay now, taking the lead when it is free.
+    ///
+    /// At most one process leads at a time, so several relays never publish a row twice
+    /// concurrently and per-key order holds. On PostgreSQL the leader holds a session advisory
+    /// lock on a connection of its own, checked on every call: the lock goes with the session
+    /// the moment the leader's process dies or its connection breaks, and the next call of a
+    /// standby takes over. The embedded SQLite store has one process and always leads.
+    async fn lead_outbox_relay(&self) -> Result<bool, StoreError>;
+    /// Gives the lead up (on shutdown), so a standby takes over without waiting.
+    async fn resign_outbox_relay(&self);
 }
 
 /// One entry of a task's audit history.

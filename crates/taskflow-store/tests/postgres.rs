@@ -561,3 +561,72 @@ async fn search_ranks_title_matches_first_and_never_fails_on_odd_terms() {
     }
     store.close().await;
 }
+
+/// The backend process holding the relay lead's advisory lock on `db`, if any.
+async fn relay_leader_pid(db: &TestDb) -> Option<i32> {
+    let key = taskflow_store::postgres::RELAY_LOCK;
+    let mut conn = db.admin_connection().await;
+    let pid = sqlx::query_scalar(
+        "SELECT pid FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1
+           AND classid::bigint = $1 AND objid::bigint = $2
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(key >> 32)
+    .bind(key & 0xffff_ffff)
+    .fetch_optional(&mut conn)
+    .await
+    .unwrap();
+    let _ = conn.close().await;
+    pid
+}
+
+#[tokio::test]
+async fn one_process_leads_the_outbox_relay_and_a_standby_takes_over_when_it_goes() {
+    let db = TestDb::create().await;
+    let stores = [db.store().await, db.store().await, db.store().await];
+    stores[0].migrate().await.expect("migrate");
+
+    assert!(stores[0].lead_outbox_relay().await.unwrap());
+    assert!(
+        stores[0].lead_outbox_relay().await.unwrap(),
+        "the leader keeps the lead"
+    );
+    assert!(!stores[1].lead_outbox_relay().await.unwrap());
+    assert!(!stores[2].lead_outbox_relay().await.unwrap());
+
+    // Resigning hands the lead on at once.
+    stores[0].resign_outbox_relay().await;
+    assert!(stores[1].lead_outbox_relay().await.unwrap());
+    assert!(!stores[0].lead_outbox_relay().await.unwrap());
+    assert!(!stores[2].lead_outbox_relay().await.unwrap());
+
+    // The leader's session ends under it (its process died, the server cut it off): it notices
+    // at its next check, and a standby takes the lead.
+    let pid = relay_leader_pid(&db)
+        .await
+        .expect("a session holds the lead");
+    let mut admin = db.admin_connection().await;
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(terminated);
+    let _ = admin.close().await;
+    // The standby asks first: the old leader has not noticed yet, but the lock went with its
+    // session.
+    assert!(
+        stores[2].lead_outbox_relay().await.unwrap(),
+        "a standby took over"
+    );
+    assert!(
+        !stores[1].lead_outbox_relay().await.unwrap(),
+        "the old leader noticed it lost the lead"
+    );
+    assert_ne!(relay_leader_pid(&db).await, Some(pid));
+    for store in &stores {
+        store.resign_outbox_relay().await;
+        store.close().await;
+    }
+}

@@ -4,11 +4,11 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection, Row};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{TaskId, UserId};
 
-use super::{OUTBOX_LOCK, PostgresStore, at_micros, pg_error};
+use super::{OUTBOX_LOCK, PostgresStore, RELAY_LOCK, at_micros, pg_error};
 use crate::error::StoreError;
 use crate::{
     AuditEntry, ConsumerEffect, ConsumerStore, DeadLetter, OutboxBacklog, OutboxRecord, OutboxStore,
@@ -109,6 +109,10 @@ pub(super) fn dead_letter_from_row(row: &PgRow) -> Result<DeadLetter, StoreError
         replayed_at: row.try_get("replayed_at")?,
     })
 }
+
+/// A leader whose connection does not answer a ping within this long gives the lead up (the
+/// server may already have ended its session and let a standby take over).
+const LEADER_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 const OUTBOX_COLUMNS: &str = "seq, event_id, topic, partition_key, event_type, payload, created_at";
 
@@ -232,6 +236,50 @@ impl OutboxStore for PostgresStore {
 
     fn outbox_commits(&self) -> tokio::sync::watch::Receiver<i64> {
         self.outbox_commits.subscribe()
+    }
+
+    async fn lead_outbox_relay(&self) -> Result<bool, StoreError> {
+        let mut leader = self.relay_leader.lock().await;
+        if let Some(conn) = leader.as_mut() {
+            // Still the leader while the session holding the lock is alive.
+            let ping = sqlx::query("SELECT 1").execute(&mut *conn);
+            match tokio::time::timeout(LEADER_PING_TIMEOUT, ping).await {
+                Ok(Ok(_)) => return Ok(true),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "outbox relay lost its leader connection; the lead is free");
+                    *leader = None;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "outbox relay's leader connection does not answer; giving the lead up"
+                    );
+                    *leader = None;
+                }
+            }
+        }
+        let connect = self.connect_options.connect();
+        let mut conn = tokio::time::timeout(LEADER_PING_TIMEOUT * 5, connect)
+            .await
+            .map_err(|_| StoreError::Unavailable("connecting for the relay lead timed out".into()))?
+            .map_err(pg_error)?;
+        let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(pg_error)?;
+        if won {
+            *leader = Some(conn);
+        } else {
+            let _ = conn.close().await;
+        }
+        Ok(won)
+    }
+
+    async fn resign_outbox_relay(&self) {
+        if let Some(conn) = self.relay_leader.lock().await.take() {
+            // Closing the session releases its advisory lock.
+            let _ = conn.close().await;
+        }
     }
 }
 

@@ -19,6 +19,10 @@
 //!   built-in table of Latin diacritics) with a GIN index. Terms are prefix-matched (`term:*`,
 //!   all must match) and ranked with `ts_rank_cd`; the listing's score is the *negated* rank so
 //!   that, as with SQLite's BM25, lower is better and ascending relevance means best first.
+//! - **One relay at a time.** The outbox relay leader holds a session advisory lock
+//!   ([`RELAY_LOCK`]) on a dedicated connection; standbys try to take it and stay idle while
+//!   they cannot. The lock is released with the leader's session (process death, broken
+//!   connection), so a standby takes over at its next attempt.
 //! - **Migrations** run under a session advisory lock ([`MIGRATION_LOCK`]) on a dedicated
 //!   connection, so several processes may call [`Store::migrate`] at once.
 //!
@@ -57,6 +61,10 @@ pub const MIGRATION_LOCK: i64 = 0x7466_6d69_6772_6174;
 
 /// Transaction advisory lock key that orders outbox writers (`'tfoutbox'` as ASCII).
 pub const OUTBOX_LOCK: i64 = 0x7466_6f75_7462_6f78;
+
+/// Session advisory lock key held by the outbox relay leader (`'tfrelayl'` as ASCII), on a
+/// connection of its own outside the pool (see [`crate::OutboxStore::lead_outbox_relay`]).
+pub const RELAY_LOCK: i64 = 0x7466_7265_6c61_796c;
 
 /// How to reach the PostgreSQL server.
 #[derive(Clone, Debug)]
@@ -101,6 +109,10 @@ pub struct PostgresStore {
     reminder_changes: Arc<tokio::sync::watch::Sender<Option<DateTime<Utc>>>>,
     /// Earliest instant of deliveries this process created or rescheduled; wakes its notifiers.
     delivery_changes: Arc<tokio::sync::watch::Sender<Option<DateTime<Utc>>>>,
+    /// How the pool connects; the relay leader opens its own connection with it.
+    connect_options: PgConnectOptions,
+    /// The connection holding [`RELAY_LOCK`] while this process leads the outbox relay.
+    relay_leader: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
 }
 
 impl PostgresStore {
@@ -117,7 +129,7 @@ impl PostgresStore {
             .min_connections(settings.min_connections)
             .acquire_timeout(settings.acquire_timeout)
             .idle_timeout(Some(settings.idle_timeout))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
         Ok(Self {
@@ -125,6 +137,8 @@ impl PostgresStore {
             outbox_commits: Arc::new(tokio::sync::watch::channel(0).0),
             reminder_changes: Arc::new(tokio::sync::watch::channel(None).0),
             delivery_changes: Arc::new(tokio::sync::watch::channel(None).0),
+            connect_options: options,
+            relay_leader: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 

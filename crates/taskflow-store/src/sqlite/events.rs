@@ -251,6 +251,13 @@ impl OutboxStore for SqliteStore {
     fn outbox_commits(&self) -> tokio::sync::watch::Receiver<i64> {
         self.outbox_commits.subscribe()
     }
+
+    async fn lead_outbox_relay(&self) -> Result<bool, StoreError> {
+        // One process owns the database file.
+        Ok(true)
+    }
+
+    async fn resign_outbox_relay(&self) {}
 }
 
 #[async_trait]

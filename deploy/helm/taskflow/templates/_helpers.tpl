@@ -125,8 +125,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and $spec.autoscaling.enabled (gt (int $spec.autoscaling.maxReplicas) (int $.Values.bus.partitions)) (has "api" $spec.roles | not) -}}
 {{- fail (printf "components.%s.autoscaling.maxReplicas (%v) exceeds bus.partitions (%v): extra consumers would sit idle" $component $spec.autoscaling.maxReplicas $.Values.bus.partitions) -}}
 {{- end -}}
-{{- if and (has "relay" $spec.roles) (or (gt (int $spec.replicas) 1) $spec.autoscaling.enabled) -}}
-{{- fail (printf "components.%s runs the relay: keep replicas at 1 and autoscaling off (one relay keeps commit order)" $component) -}}
+{{- if and (has "relay" $spec.roles) $spec.autoscaling.enabled (has "api" $spec.roles | not) -}}
+{{- fail (printf "components.%s runs the relay: autoscaling it adds nothing (one relay leads, the others stand by); set replicas instead" $component) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
