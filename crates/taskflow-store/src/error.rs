@@ -24,6 +24,9 @@ pub enum StoreError {
     /// Anything else from the driver.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// Anything else from the embedded SQLite driver.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 impl StoreError {

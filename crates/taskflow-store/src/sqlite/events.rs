@@ -2,75 +2,103 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension as _, Row, params};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{TaskId, UserId};
 
 use super::SqliteStore;
 use super::rows::micros;
+use super::tasks::query_all;
 use crate::error::StoreError;
 use crate::{
     AuditEntry, ConsumerEffect, ConsumerStore, DeadLetter, OutboxBacklog, OutboxRecord, OutboxStore,
 };
 
-/// Appends `events` to the outbox inside the caller's transaction; returns the last seq written.
-pub(crate) async fn write_events(
-    conn: &mut SqliteConnection,
-    events: &[OutgoingEvent],
-) -> Result<Option<i64>, StoreError> {
-    if events.is_empty() {
-        return Ok(None);
-    }
-    // One multi-row statement: every statement is a round trip to SQLite's worker thread.
-    let mut sql = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, created_at) ",
-    );
-    let mut payloads = Vec::with_capacity(events.len());
-    for outgoing in events {
-        payloads.push(
-            serde_json::to_string(&outgoing.event)
-                .map_err(|e| StoreError::Corrupt(format!("event does not serialise: {e}")))?,
-        );
-    }
-    sql.push_values(
-        events.iter().zip(payloads),
-        |mut row, (outgoing, payload)| {
-            row.push_bind(outgoing.event.id.clone())
-                .push_bind(outgoing.topic.clone())
-                .push_bind(outgoing.event.partitionkey.clone())
-                .push_bind(outgoing.event.event_type.clone())
-                .push_bind(payload)
-                .push_bind(micros(outgoing.event.time));
-        },
-    );
-    sql.push(" RETURNING seq");
-    let seqs: Vec<i64> = sql.build_query_scalar().fetch_all(&mut *conn).await?;
-    Ok(seqs.into_iter().max())
+/// An outbox row ready to insert: the event already serialised.
+pub(crate) struct SerializedEvent {
+    event_id: String,
+    topic: String,
+    partition_key: String,
+    event_type: String,
+    payload: String,
+    created_at: i64,
 }
 
-async fn insert_outbox_row(
-    conn: &mut SqliteConnection,
+/// Serialises `events` for [`write_serialized`] (outside the writer thread where possible).
+pub(crate) fn serialize_events(
+    events: &[OutgoingEvent],
+) -> Result<Vec<SerializedEvent>, StoreError> {
+    events
+        .iter()
+        .map(|outgoing| {
+            Ok(SerializedEvent {
+                event_id: outgoing.event.id.clone(),
+                topic: outgoing.topic.clone(),
+                partition_key: outgoing.event.partitionkey.clone(),
+                event_type: outgoing.event.event_type.clone(),
+                payload: serde_json::to_string(&outgoing.event)
+                    .map_err(|e| StoreError::Corrupt(format!("event does not serialise: {e}")))?,
+                created_at: micros(outgoing.event.time),
+            })
+        })
+        .collect()
+}
+
+/// Appends serialised events to the outbox inside the caller's transaction; returns the last
+/// seq written.
+pub(crate) fn write_serialized(
+    conn: &Connection,
+    events: &[SerializedEvent],
+) -> Result<Option<i64>, StoreError> {
+    let mut last = None;
+    for event in events {
+        last = Some(insert_outbox_row(
+            conn,
+            &event.event_id,
+            &event.topic,
+            &event.partition_key,
+            &event.event_type,
+            &event.payload,
+            event.created_at,
+        )?);
+    }
+    Ok(last)
+}
+
+/// Appends `events` to the outbox inside the caller's transaction; returns the last seq written.
+pub(crate) fn write_events(
+    conn: &Connection,
+    events: &[OutgoingEvent],
+) -> Result<Option<i64>, StoreError> {
+    write_serialized(conn, &serialize_events(events)?)
+}
+
+fn insert_outbox_row(
+    conn: &Connection,
     event_id: &str,
     topic: &str,
     partition_key: &str,
     event_type: &str,
     payload: &str,
-    at: DateTime<Utc>,
+    at_micros: i64,
 ) -> Result<i64, StoreError> {
-    let seq = sqlx::query_scalar(
-        "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, created_at)
-         VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
-    )
-    .bind(event_id)
-    .bind(topic)
-    .bind(partition_key)
-    .bind(event_type)
-    .bind(payload)
-    .bind(micros(at))
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(seq)
+    Ok(conn
+        .prepare_cached(
+            "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, created_at)
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+        )?
+        .query_row(
+            params![
+                event_id,
+                topic,
+                partition_key,
+                event_type,
+                payload,
+                at_micros
+            ],
+            |row| row.get(0),
+        )?)
 }
 
 fn instant(value: i64) -> Result<DateTime<Utc>, StoreError> {
@@ -78,35 +106,35 @@ fn instant(value: i64) -> Result<DateTime<Utc>, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("instant out of range: {value}")))
 }
 
-fn outbox_from_row(row: &SqliteRow) -> Result<OutboxRecord, StoreError> {
+fn outbox_from_row(row: &Row<'_>) -> Result<OutboxRecord, StoreError> {
     Ok(OutboxRecord {
-        seq: row.try_get("seq")?,
-        event_id: row.try_get("event_id")?,
-        topic: row.try_get("topic")?,
-        partition_key: row.try_get("partition_key")?,
-        event_type: row.try_get("event_type")?,
-        payload: row.try_get("payload")?,
-        created_at: instant(row.try_get("created_at")?)?,
+        seq: row.get("seq")?,
+        event_id: row.get("event_id")?,
+        topic: row.get("topic")?,
+        partition_key: row.get("partition_key")?,
+        event_type: row.get("event_type")?,
+        payload: row.get("payload")?,
+        created_at: instant(row.get("created_at")?)?,
     })
 }
 
-pub(super) fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
-    let id: String = row.try_get("id")?;
-    let attempts: i64 = row.try_get("attempts")?;
+pub(super) fn dead_letter_from_row(row: &Row<'_>) -> Result<DeadLetter, StoreError> {
+    let id: String = row.get("id")?;
+    let attempts: i64 = row.get("attempts")?;
     Ok(DeadLetter {
         id: id
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("dead_letters.id: {id}")))?,
-        consumer: row.try_get("consumer")?,
-        topic: row.try_get("topic")?,
-        event_id: row.try_get("event_id")?,
-        event_type: row.try_get("event_type")?,
-        payload: row.try_get("payload")?,
-        error: row.try_get("error")?,
+        consumer: row.get("consumer")?,
+        topic: row.get("topic")?,
+        event_id: row.get("event_id")?,
+        event_type: row.get("event_type")?,
+        payload: row.get("payload")?,
+        error: row.get("error")?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        created_at: instant(row.try_get("created_at")?)?,
+        created_at: instant(row.get("created_at")?)?,
         replayed_at: row
-            .try_get::<Option<i64>, _>("replayed_at")?
+            .get::<_, Option<i64>>("replayed_at")?
             .map(instant)
             .transpose()?,
     })
@@ -115,22 +143,22 @@ pub(super) fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter, StoreE
 #[async_trait]
 impl OutboxStore for SqliteStore {
     async fn enqueue_events(&self, events: &[OutgoingEvent]) -> Result<(), StoreError> {
-        let events = events.to_vec();
+        let events = serialize_events(events)?;
         self.writes
-            .write(move |conn| {
-                Box::pin(async move { Ok(((), write_events(conn, &events).await?)) })
-            })
+            .write(move |conn| Ok(((), write_serialized(conn, &events)?)))
             .await
     }
 
     async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?")
-                .bind(i64::from(limit))
-                .fetch_all(&self.reader)
-                .await
-                .map_err(StoreError::from_sqlx)?;
-        rows.iter().map(outbox_from_row).collect()
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT * FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?",
+                &[Value::Integer(i64::from(limit))],
+                outbox_from_row,
+            )
+        })
+        .await
     }
 
     async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -140,20 +168,12 @@ impl OutboxStore for SqliteStore {
         let seqs = seqs.to_vec();
         self.writes
             .write(move |conn| {
-                Box::pin(async move {
-                    for chunk in seqs.chunks(500) {
-                        let placeholders = vec!["?"; chunk.len()].join(",");
-                        let sql = format!(
-                            "UPDATE outbox SET published_at = ? WHERE seq IN ({placeholders})"
-                        );
-                        let mut query = sqlx::query(&sql).bind(micros(at));
-                        for seq in chunk {
-                            query = query.bind(seq);
-                        }
-                        query.execute(&mut *conn).await?;
-                    }
-                    Ok(((), None))
-                })
+                let mut update =
+                    conn.prepare_cached("UPDATE outbox SET published_at = ? WHERE seq = ?")?;
+                for seq in seqs {
+                    update.execute([micros(at), seq])?;
+                }
+                Ok(((), None))
             })
             .await
     }
@@ -164,27 +184,34 @@ impl OutboxStore for SqliteStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM outbox WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?")
-                .bind(topic)
-                .bind(after_seq)
-                .bind(i64::from(limit))
-                .fetch_all(&self.reader)
-                .await
-                .map_err(StoreError::from_sqlx)?;
-        rows.iter().map(outbox_from_row).collect()
+        let topic = topic.to_owned();
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT * FROM outbox WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?",
+                &[
+                    Value::Text(topic),
+                    Value::Integer(after_seq),
+                    Value::Integer(i64::from(limit)),
+                ],
+                outbox_from_row,
+            )
+        })
+        .await
     }
 
     async fn consumer_offset(&self, group: &str, topic: &str) -> Result<i64, StoreError> {
-        let seq: Option<i64> = sqlx::query_scalar(
-            "SELECT seq FROM consumer_offsets WHERE consumer_group = ? AND topic = ?",
-        )
-        .bind(group)
-        .bind(topic)
-        .fetch_optional(&self.reader)
+        let (group, topic) = (group.to_owned(), topic.to_owned());
+        self.read(move |conn| {
+            let seq: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT seq FROM consumer_offsets WHERE consumer_group = ? AND topic = ?",
+                )?
+                .query_row([group, topic], |row| row.get(0))
+                .optional()?;
+            Ok(seq.unwrap_or(0))
+        })
         .await
-        .map_err(StoreError::from_sqlx)?;
-        Ok(seq.unwrap_or(0))
     }
 
     async fn commit_consumer_offset(
@@ -196,18 +223,12 @@ impl OutboxStore for SqliteStore {
         let (group, topic) = (group.to_owned(), topic.to_owned());
         self.writes
             .write(move |conn| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO consumer_offsets (consumer_group, topic, seq) VALUES (?, ?, ?)
-                         ON CONFLICT (consumer_group, topic) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-                    )
-                    .bind(&group)
-                    .bind(&topic)
-                    .bind(seq)
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(((), None))
-                })
+                conn.prepare_cached(
+                    "INSERT INTO consumer_offsets (consumer_group, topic, seq) VALUES (?, ?, ?)
+                     ON CONFLICT (consumer_group, topic) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                )?
+                .execute(params![group, topic, seq])?;
+                Ok(((), None))
             })
             .await
     }
@@ -215,37 +236,32 @@ impl OutboxStore for SqliteStore {
     async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.writes
             .write(move |conn| {
-                Box::pin(async move {
-                    let deleted = sqlx::query(
+                let deleted = conn
+                    .prepare_cached(
                         "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < ?
                            AND NOT EXISTS (SELECT 1 FROM consumer_offsets c WHERE c.topic = outbox.topic AND c.seq < outbox.seq)",
-                    )
-                    .bind(micros(before))
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-                    sqlx::query("DELETE FROM processed_events WHERE processed_at < ?")
-                        .bind(micros(before))
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok((deleted, None))
-                })
+                    )?
+                    .execute([micros(before)])?;
+                conn.prepare_cached("DELETE FROM processed_events WHERE processed_at < ?")?
+                    .execute([micros(before)])?;
+                Ok((deleted as u64, None))
             })
             .await
     }
 
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        Ok(OutboxBacklog {
-            unpublished: row.try_get("n")?,
-            oldest_unpublished_at: row
-                .try_get::<Option<i64>, _>("oldest")?
-                .map(instant)
-                .transpose()?,
+        self.read(|conn| {
+            let (unpublished, oldest): (i64, Option<i64>) = conn
+                .prepare_cached(
+                    "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL",
+                )?
+                .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(OutboxBacklog {
+                unpublished,
+                oldest_unpublished_at: oldest.map(instant).transpose()?,
+            })
         })
+        .await
     }
 
     fn outbox_commits(&self) -> tokio::sync::watch::Receiver<i64> {
@@ -273,44 +289,38 @@ impl ConsumerStore for SqliteStore {
             (consumer.to_owned(), event_id.to_owned(), effect.clone());
         self.writes
             .write(move |conn| {
-                Box::pin(async move {
-                    let fresh = sqlx::query(
+                let fresh = conn
+                    .prepare_cached(
                         "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?)
                          ON CONFLICT (consumer, event_id) DO NOTHING",
-                    )
-                    .bind(&consumer)
-                    .bind(&event_id)
-                    .bind(micros(now))
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    if !fresh {
-                        return Ok(((false, None), None));
+                    )?
+                    .execute(params![consumer, event_id, micros(now)])?
+                    == 1;
+                if !fresh {
+                    return Ok(((false, None), None));
+                }
+                let mut written = (None, None);
+                match &effect {
+                    ConsumerEffect::Nothing => {}
+                    ConsumerEffect::Notify(plan) => {
+                        written = super::notifications::apply_plan(conn, plan)?;
                     }
-                    let mut written = (None, None);
-                    match &effect {
-                        ConsumerEffect::Nothing => {}
-                        ConsumerEffect::Notify(plan) => {
-                            written = super::notifications::apply_plan(conn, plan).await?;
-                        }
-                        ConsumerEffect::Audit(entry) => {
-                            sqlx::query(
-                                "INSERT INTO audit_log (event_id, user_id, task_id, event_type, occurred_at, data)
-                                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
-                            )
-                            .bind(&entry.event_id)
-                            .bind(entry.user_id.to_string())
-                            .bind(entry.task_id.to_string())
-                            .bind(&entry.event_type)
-                            .bind(micros(entry.occurred_at))
-                            .bind(entry.data.to_string())
-                            .execute(&mut *conn)
-                            .await?;
-                        }
+                    ConsumerEffect::Audit(entry) => {
+                        conn.prepare_cached(
+                            "INSERT INTO audit_log (event_id, user_id, task_id, event_type, occurred_at, data)
+                             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+                        )?
+                        .execute(params![
+                            entry.event_id,
+                            entry.user_id.to_string(),
+                            entry.task_id.to_string(),
+                            entry.event_type,
+                            micros(entry.occurred_at),
+                            entry.data.to_string(),
+                        ])?;
                     }
-                    Ok(((true, written.1), written.0))
-                })
+                }
+                Ok(((true, written.1), written.0))
             })
             .await
             .map(|(fresh, earliest_delivery)| {
@@ -324,40 +334,41 @@ impl ConsumerStore for SqliteStore {
         letter: &DeadLetter,
         notice: &OutgoingEvent,
     ) -> Result<(), StoreError> {
-        let (letter, notice) = (letter.clone(), notice.clone());
+        let letter = letter.clone();
+        let notice = serialize_events(std::slice::from_ref(notice))?;
         self.writes
             .write(move |conn| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO dead_letters (id, consumer, topic, event_id, event_type, payload, error, attempts, created_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(letter.id.to_string())
-                    .bind(&letter.consumer)
-                    .bind(&letter.topic)
-                    .bind(&letter.event_id)
-                    .bind(&letter.event_type)
-                    .bind(&letter.payload)
-                    .bind(&letter.error)
-                    .bind(i64::from(letter.attempts))
-                    .bind(micros(letter.created_at))
-                    .execute(&mut *conn)
-                    .await?;
-                    let last = write_events(conn, std::slice::from_ref(&notice)).await?;
-                    Ok(((), last))
-                })
+                conn.prepare_cached(
+                    "INSERT INTO dead_letters (id, consumer, topic, event_id, event_type, payload, error, attempts, created_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )?
+                .execute(params![
+                    letter.id.to_string(),
+                    letter.consumer,
+                    letter.topic,
+                    letter.event_id,
+                    letter.event_type,
+                    letter.payload,
+                    letter.error,
+                    i64::from(letter.attempts),
+                    micros(letter.created_at),
+                ])?;
+                let last = write_serialized(conn, &notice)?;
+                Ok(((), last))
             })
             .await
     }
 
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM dead_letters ORDER BY created_at DESC, id DESC LIMIT ?")
-                .bind(i64::from(limit))
-                .fetch_all(&self.reader)
-                .await
-                .map_err(StoreError::from_sqlx)?;
-        rows.iter().map(dead_letter_from_row).collect()
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT * FROM dead_letters ORDER BY created_at DESC, id DESC LIMIT ?",
+                &[Value::Integer(i64::from(limit))],
+                dead_letter_from_row,
+            )
+        })
+        .await
     }
 
     async fn replay_dead_letter(
@@ -367,36 +378,30 @@ impl ConsumerStore for SqliteStore {
     ) -> Result<DeadLetter, StoreError> {
         self.writes
             .write(move |conn| {
-                Box::pin(async move {
-                    let row = sqlx::query("SELECT * FROM dead_letters WHERE id = ?")
-                        .bind(id.to_string())
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                    let mut letter = dead_letter_from_row(&row.ok_or(StoreError::NotFound)?)?;
-                    let event: serde_json::Value = serde_json::from_str(&letter.payload)
-                        .map_err(|e| StoreError::Corrupt(format!("dead letter payload: {e}")))?;
-                    let partition_key = event["partitionkey"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let seq = insert_outbox_row(
-                        conn,
-                        &letter.event_id,
-                        &letter.topic,
-                        &partition_key,
-                        &letter.event_type,
-                        &letter.payload,
-                        now,
-                    )
-                    .await?;
-                    sqlx::query("UPDATE dead_letters SET replayed_at = ? WHERE id = ?")
-                        .bind(micros(now))
-                        .bind(id.to_string())
-                        .execute(&mut *conn)
-                        .await?;
-                    letter.replayed_at = Some(now);
-                    Ok((letter, Some(seq)))
-                })
+                let mut letter = conn
+                    .prepare_cached("SELECT * FROM dead_letters WHERE id = ?")?
+                    .query_row([id.to_string()], |row| Ok(dead_letter_from_row(row)))
+                    .optional()?
+                    .ok_or(StoreError::NotFound)??;
+                let event: serde_json::Value = serde_json::from_str(&letter.payload)
+                    .map_err(|e| StoreError::Corrupt(format!("dead letter payload: {e}")))?;
+                let partition_key = event["partitionkey"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let seq = insert_outbox_row(
+                    conn,
+                    &letter.event_id,
+                    &letter.topic,
+                    &partition_key,
+                    &letter.event_type,
+                    &letter.payload,
+                    micros(now),
+                )?;
+                conn.prepare_cached("UPDATE dead_letters SET replayed_at = ? WHERE id = ?")?
+                    .execute(params![micros(now), id.to_string()])?;
+                letter.replayed_at = Some(now);
+                Ok((letter, Some(seq)))
             })
             .await
     }
@@ -407,35 +412,35 @@ impl ConsumerStore for SqliteStore {
         task: Option<TaskId>,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE user_id = ? AND (? IS NULL OR task_id = ?) ORDER BY seq LIMIT ?",
-        )
-        .bind(user.to_string())
-        .bind(task.map(|t| t.to_string()))
-        .bind(task.map(|t| t.to_string()))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT * FROM audit_log WHERE user_id = ?1 AND (?2 IS NULL OR task_id = ?2) ORDER BY seq LIMIT ?3",
+                &[
+                    Value::Text(user.to_string()),
+                    task.map_or(Value::Null, |t| Value::Text(t.to_string())),
+                    Value::Integer(i64::from(limit)),
+                ],
+                |row| {
+                    let user_id: String = row.get("user_id")?;
+                    let task_id: String = row.get("task_id")?;
+                    let data: String = row.get("data")?;
+                    Ok(AuditEntry {
+                        event_id: row.get("event_id")?,
+                        user_id: user_id
+                            .parse()
+                            .map_err(|_| StoreError::Corrupt("audit_log.user_id".into()))?,
+                        task_id: task_id
+                            .parse()
+                            .map_err(|_| StoreError::Corrupt("audit_log.task_id".into()))?,
+                        event_type: row.get("event_type")?,
+                        occurred_at: instant(row.get("occurred_at")?)?,
+                        data: serde_json::from_str(&data)
+                            .map_err(|e| StoreError::Corrupt(format!("audit_log.data: {e}")))?,
+                    })
+                },
+            )
+        })
         .await
-        .map_err(StoreError::from_sqlx)?;
-        rows.iter()
-            .map(|row| {
-                let user_id: String = row.try_get("user_id")?;
-                let task_id: String = row.try_get("task_id")?;
-                let data: String = row.try_get("data")?;
-                Ok(AuditEntry {
-                    event_id: row.try_get("event_id")?,
-                    user_id: user_id
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt("audit_log.user_id".into()))?,
-                    task_id: task_id
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt("audit_log.task_id".into()))?,
-                    event_type: row.try_get("event_type")?,
-                    occurred_at: instant(row.try_get("occurred_at")?)?,
-                    data: serde_json::from_str(&data)
-                        .map_err(|e| StoreError::Corrupt(format!("audit_log.data: {e}")))?,
-                })
-            })
-            .collect()
     }
 }

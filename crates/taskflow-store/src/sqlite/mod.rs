@@ -1,32 +1,39 @@
 //! The embedded default: one SQLite file in WAL mode.
 //!
-//! Writes go through a pool of exactly one connection, so write transactions queue in the
-//! application instead of failing with `SQLITE_BUSY`; reads use a separate pool and run
-//! concurrently with the writer (WAL readers never block it). Commits use `synchronous=FULL`
-//! by default, so an acknowledged write survives a crash of the process or the machine.
+//! Writes go to one writer thread that group-commits them ([`connection`]): write
+//! transactions queue in the application instead of failing with `SQLITE_BUSY`, and writes
+//! that arrive together share one durable commit. Reads run on separate read-only connections
+//! concurrently with the writer (WAL readers never block it). Commits use `synchronous=FULL` by
+//! default, so an acknowledged write survives a crash of the process or the machine.
+//!
+//! Queries go through rusqlite with cached prepared statements; sqlx is used only to run the
+//! versioned migrations (`migrations/sqlite/`), so databases keep sqlx's migration table.
 
 mod calendar;
+mod connection;
 mod events;
 mod notifications;
 mod portability;
 mod reminders;
 mod rows;
 mod tasks;
-mod writer;
 
-use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use rusqlite::{Connection, OptionalExtension as _, params};
+use sqlx::ConnectOptions as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use taskflow_domain::{Email, TokenId, User, UserId};
 
 use crate::error::StoreError;
 use crate::{AccessToken, Store, TokenStore, UserStore};
+use connection::{ConnectionOptions, Readers, Writer};
 use rows::{micros, user_from_row};
+
+pub use connection::MAX_BATCH;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -37,7 +44,7 @@ pub struct SqliteSettings {
     pub url: String,
     /// Connections for reads.
     pub read_connections: u32,
-    /// Wait at most this long for a connection.
+    /// Wait at most this long for a lock another process holds.
     pub acquire_timeout: Duration,
     /// `FULL` (default: durable across power loss) or `NORMAL` (durable across process crashes only).
     pub synchronous_full: bool,
@@ -58,10 +65,12 @@ impl SqliteSettings {
 /// A [`Store`] on one SQLite file.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    /// How each connection is opened (also for migrations and exports).
+    options: ConnectionOptions,
+    /// Read-only connections.
+    readers: Readers,
     /// Group-committing access to the writer connection.
-    writes: writer::Writer,
+    writes: Writer,
     /// Newest committed outbox seq; wakes the relay and in-process consumers.
     outbox_commits: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
     /// Earliest instant of newly scheduled reminders; wakes sleeping schedulers.
@@ -73,66 +82,82 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database. Does not migrate: call [`Store::migrate`].
     pub async fn connect(settings: &SqliteSettings) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(&settings.url)
-            .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(if settings.synchronous_full {
-                SqliteSynchronous::Full
-            } else {
-                SqliteSynchronous::Normal
-            })
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5))
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16000");
-        if let Some(parent) = Path::new(options.get_filename()).parent()
+        let path = connection::database_path(&settings.url)?;
+        if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create folder {}: {e}", parent.display()))
             })?;
         }
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options.clone())
+        let options = ConnectionOptions {
+            path,
+            synchronous_full: settings.synchronous_full,
+            busy_timeout: settings.acquire_timeout,
+        };
+        let (writer, readers) = {
+            let options = options.clone();
+            let read_connections = settings.read_connections as usize;
+            tokio::task::spawn_blocking(move || {
+                // The writer first: it creates the file and switches it to WAL, which the
+                // read-only connections need.
+                let writer = connection::open(&options, true)?;
+                let readers = Readers::start(&options, read_connections)?;
+                Ok::<_, StoreError>((writer, readers))
+            })
             .await
-            .map_err(StoreError::from_sqlx)?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(settings.read_connections.max(1))
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(StoreError::from_sqlx)?;
+            .map_err(|e| StoreError::Unavailable(format!("opening the database failed: {e}")))??
+        };
         let outbox_commits = std::sync::Arc::new(tokio::sync::watch::channel(0).0);
         Ok(Self {
-            writes: writer::Writer::start(writer.clone(), outbox_commits.clone()),
-            writer,
-            reader,
+            writes: Writer::start(writer, outbox_commits.clone())?,
+            readers,
+            options,
             outbox_commits,
             reminder_changes: std::sync::Arc::new(tokio::sync::watch::channel(None).0),
             delivery_changes: std::sync::Arc::new(tokio::sync::watch::channel(None).0),
         })
+    }
+
+    /// Runs `work` on a read-only connection.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.readers.read(work).await
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.writer)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+        let failed =
+            |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("migration failed: {e}"));
+        let options =
+            SqliteConnectOptions::from_str(&format!("sqlite://{}", self.options.path.display()))
+                .map_err(|e| failed(&e))?
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(self.options.busy_timeout)
+                .foreign_keys(true);
+        let mut conn = options.connect().await.map_err(|e| failed(&e))?;
+        let outcome = MIGRATOR.run_direct(&mut conn).await.map_err(|e| failed(&e));
+        let _ = sqlx::Connection::close(conn).await;
+        outcome
     }
 
     async fn readiness(&self) -> Result<(), StoreError> {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
-                .fetch_one(&self.reader)
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let latest = MIGRATOR.iter().map(|m| m.version).max();
+        let applied: Option<i64> = self
+            .read(|conn| {
+                conn.query_row(
+                    "SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+            })
+            .await?;
         if applied != latest {
             return Err(StoreError::Unavailable(format!(
                 "migrations not current: applied {applied:?}, expected {latest:?}; run `taskflow migrate`"
@@ -142,8 +167,8 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        self.writes.close().await;
+        self.readers.close();
     }
 }
 
@@ -152,114 +177,111 @@ impl UserStore for SqliteStore {
     async fn create_user(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
         let (user, hash) = (user.clone(), password_hash.to_owned());
         self.writes
-            .write(move |conn| {
-                Box::pin(async move {
-                    insert_user(conn, &user, &hash, None)
-                        .await
-                        .map(|()| ((), None))
-                })
-            })
+            .write(move |conn| insert_user(conn, &user, &hash, None).map(|()| ((), None)))
             .await
     }
 
     async fn user_credentials(&self, email: &Email) -> Result<Option<(User, String)>, StoreError> {
-        let row = sqlx::query("SELECT * FROM users WHERE email = ?")
-            .bind(email.as_str())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        row.map(|row| {
-            let hash: String = row.try_get("password_hash")?;
-            Ok((user_from_row(&row)?, hash))
+        let email = email.as_str().to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT * FROM users WHERE email = ?")?
+                .query_row([&email], |row| {
+                    Ok(user_from_row(row).and_then(|user| Ok((user, row.get("password_hash")?))))
+                })
+                .optional()?
+                .transpose()
         })
-        .transpose()
+        .await
     }
 
     async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        row.as_ref().map(user_from_row).transpose()
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT * FROM users WHERE id = ?")?
+                .query_row([id.to_string()], |row| Ok(user_from_row(row)))
+                .optional()?
+                .transpose()
+        })
+        .await
     }
 
     async fn user_by_external_subject(&self, subject: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT * FROM users WHERE external_subject = ?")
-            .bind(subject)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        row.as_ref().map(user_from_row).transpose()
+        let subject = subject.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT * FROM users WHERE external_subject = ?")?
+                .query_row([&subject], |row| Ok(user_from_row(row)))
+                .optional()?
+                .transpose()
+        })
+        .await
     }
 
     async fn create_external_user(&self, user: &User, subject: &str) -> Result<(), StoreError> {
         let (user, subject) = (user.clone(), subject.to_owned());
         self.writes
-            .write(move |conn| {
-                Box::pin(async move {
-                    insert_user(conn, &user, "", Some(&subject))
-                        .await
-                        .map(|()| ((), None))
-                })
-            })
+            .write(move |conn| insert_user(conn, &user, "", Some(&subject)).map(|()| ((), None)))
             .await
     }
 
     async fn set_admin(&self, email: &Email, is_admin: bool) -> Result<User, StoreError> {
         let email = email.as_str().to_owned();
-        let row = self
-            .writes
+        self.writes
             .write(move |conn| {
-                Box::pin(async move {
-                    let row =
-                        sqlx::query("UPDATE users SET is_admin = ? WHERE email = ? RETURNING *")
-                            .bind(is_admin)
-                            .bind(&email)
-                            .fetch_optional(&mut *conn)
-                            .await
-                            .map_err(StoreError::from_sqlx)?;
-                    Ok((row, None))
-                })
+                let user = conn
+                    .prepare_cached("UPDATE users SET is_admin = ? WHERE email = ? RETURNING *")?
+                    .query_row(params![is_admin, email], |row| Ok(user_from_row(row)))
+                    .optional()?
+                    .transpose()?;
+                Ok((user, None))
             })
-            .await?;
-        row.as_ref()
-            .map(user_from_row)
-            .transpose()?
+            .await?
             .ok_or(StoreError::NotFound)
     }
 }
 
-async fn insert_user(
-    conn: &mut sqlx::SqliteConnection,
+fn insert_user(
+    conn: &Connection,
     user: &User,
     password_hash: &str,
     external_subject: Option<&str>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO users (id, email, password_hash, display_name, time_zone, is_admin, external_subject, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(user.id.to_string())
-    .bind(user.email.as_str())
-    .bind(password_hash)
-    .bind(user.display_name.as_ref().map(|n| n.as_str()))
-    .bind(user.time_zone.name())
-    .bind(user.is_admin)
-    .bind(external_subject)
-    .bind(micros(user.created_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| unique_violation(e, &[("users.email", "users_email"), ("users.external_subject", "users_external_subject")]))?;
+    )?
+    .execute(params![
+        user.id.to_string(),
+        user.email.as_str(),
+        password_hash,
+        user.display_name.as_ref().map(|n| n.as_str()),
+        user.time_zone.name(),
+        user.is_admin,
+        external_subject,
+        micros(user.created_at),
+    ])
+    .map_err(|e| {
+        unique_violation(
+            e,
+            &[
+                ("users.email", "users_email"),
+                ("users.external_subject", "users_external_subject"),
+            ],
+        )
+    })?;
     Ok(())
 }
 
 /// Turns a SQLite unique-constraint failure into [`StoreError::Conflict`] naming the rule.
-pub(super) fn unique_violation(error: sqlx::Error, names: &[(&str, &'static str)]) -> StoreError {
-    if let sqlx::Error::Database(db) = &error
-        && db.is_unique_violation()
+pub(super) fn unique_violation(
+    error: rusqlite::Error,
+    names: &[(&str, &'static str)],
+) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(failure, message) = &error
+        && matches!(
+            failure.extended_code,
+            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        )
     {
-        let message = db.message();
+        let message = message.as_deref().unwrap_or_default();
         for (column, name) in names {
             if message.contains(column) {
                 return StoreError::Conflict(name);
@@ -267,7 +289,7 @@ pub(super) fn unique_violation(error: sqlx::Error, names: &[(&str, &'static str)
         }
         return StoreError::Conflict("unique");
     }
-    StoreError::from_sqlx(error)
+    StoreError::from(error)
 }
 
 #[async_trait]
@@ -280,58 +302,54 @@ impl TokenStore for SqliteStore {
         let (token, secret_hash) = (token.clone(), secret_hash.to_vec());
         self.writes
             .write(move |conn| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO access_tokens (id, user_id, name, token_hash, prefix, created_at, last_used_at, expires_at)
-                         VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
-                    )
-                    .bind(token.id.to_string())
-                    .bind(token.user_id.to_string())
-                    .bind(&token.name)
-                    .bind(&secret_hash)
-                    .bind(&token.prefix)
-                    .bind(micros(token.created_at))
-                    .bind(token.expires_at.map(micros))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| unique_violation(e, &[("access_tokens.token_hash", "access_tokens_hash")]))?;
-                    Ok(((), None))
-                })
+                conn.prepare_cached(
+                    "INSERT INTO access_tokens (id, user_id, name, token_hash, prefix, created_at, last_used_at, expires_at)
+                     VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+                )?
+                .execute(params![
+                    token.id.to_string(),
+                    token.user_id.to_string(),
+                    token.name,
+                    secret_hash,
+                    token.prefix,
+                    micros(token.created_at),
+                    token.expires_at.map(micros),
+                ])
+                .map_err(|e| {
+                    unique_violation(e, &[("access_tokens.token_hash", "access_tokens_hash")])
+                })?;
+                Ok(((), None))
             })
             .await
     }
 
     async fn access_tokens(&self, user: UserId) -> Result<Vec<AccessToken>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM access_tokens WHERE user_id = ? ORDER BY created_at DESC, id DESC",
-        )
-        .bind(user.to_string())
-        .fetch_all(&self.reader)
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT * FROM access_tokens WHERE user_id = ? ORDER BY created_at DESC, id DESC",
+            )?;
+            let mut rows = statement.query([user.to_string()])?;
+            let mut tokens = Vec::new();
+            while let Some(row) = rows.next()? {
+                tokens.push(rows::token_from_row(row)?);
+            }
+            Ok(tokens)
+        })
         .await
-        .map_err(StoreError::from_sqlx)?;
-        rows.iter().map(rows::token_from_row).collect()
     }
 
     async fn delete_access_token(&self, user: UserId, id: TokenId) -> Result<(), StoreError> {
-        let result = self
-            .writes
+        self.writes
             .write(move |conn| {
-                Box::pin(async move {
-                    let done =
-                        sqlx::query("DELETE FROM access_tokens WHERE id = ? AND user_id = ?")
-                            .bind(id.to_string())
-                            .bind(user.to_string())
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(StoreError::from_sqlx)?;
-                    Ok((done, None))
-                })
+                let deleted = conn
+                    .prepare_cached("DELETE FROM access_tokens WHERE id = ? AND user_id = ?")?
+                    .execute([id.to_string(), user.to_string()])?;
+                if deleted == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(((), None))
             })
-            .await?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+            .await
     }
 
     async fn authenticate_access_token(
@@ -339,33 +357,36 @@ impl TokenStore for SqliteStore {
         secret_hash: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(
-            "SELECT t.id AS token_id, t.last_used_at AS token_last_used, u.*
-             FROM access_tokens t JOIN users u ON u.id = t.user_id
-             WHERE t.token_hash = ? AND (t.expires_at IS NULL OR t.expires_at > ?)",
-        )
-        .bind(secret_hash)
-        .bind(micros(now))
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        let Some(row) = row else { return Ok(None) };
-        let user = user_from_row(&row)?;
+        let hash = secret_hash.to_vec();
+        let found = self
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT t.id AS token_id, t.last_used_at AS token_last_used, u.*
+                     FROM access_tokens t JOIN users u ON u.id = t.user_id
+                     WHERE t.token_hash = ? AND (t.expires_at IS NULL OR t.expires_at > ?)",
+                )?
+                .query_row(params![hash, micros(now)], |row| {
+                    Ok((|| {
+                        let user = user_from_row(row)?;
+                        let last_used: Option<i64> = row.get("token_last_used")?;
+                        let token_id: String = row.get("token_id")?;
+                        Ok::<_, StoreError>((user, last_used, token_id))
+                    })())
+                })
+                .optional()?
+                .transpose()
+            })
+            .await?;
+        let Some((user, last_used, token_id)) = found else {
+            return Ok(None);
+        };
         // Record use at most once a minute, so authenticating stays a read in the common case.
-        let last_used: Option<i64> = row.try_get("token_last_used")?;
         if last_used.is_none_or(|last| micros(now) - last > 60_000_000) {
-            let token_id: String = row.try_get("token_id")?;
             self.writes
                 .write(move |conn| {
-                    Box::pin(async move {
-                        sqlx::query("UPDATE access_tokens SET last_used_at = ? WHERE id = ?")
-                            .bind(micros(now))
-                            .bind(token_id)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(StoreError::from_sqlx)?;
-                        Ok(((), None))
-                    })
+                    conn.prepare_cached("UPDATE access_tokens SET last_used_at = ? WHERE id = ?")?
+                        .execute(params![micros(now), token_id])?;
+                    Ok(((), None))
                 })
                 .await?;
         }

@@ -1,8 +1,7 @@
 //! Conversions between SQLite rows and domain values.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use rusqlite::Row;
 use taskflow_domain::recurrence::{Anchor, RecurrenceRule};
 use taskflow_domain::{
     Description, DisplayName, Email, Priority, Recurrence, ReminderPlan, Tags, Task, TaskStatus,
@@ -34,58 +33,58 @@ pub(crate) fn parse_id<T: std::str::FromStr>(text: &str, column: &str) -> Result
         .map_err(|_| StoreError::Corrupt(format!("{column} is not a UUID: {text}")))
 }
 
-pub(crate) fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
-    let id: String = row.try_get("id")?;
-    let zone: String = row.try_get("time_zone")?;
+pub(crate) fn user_from_row(row: &Row<'_>) -> Result<User, StoreError> {
+    let id: String = row.get("id")?;
+    let zone: String = row.get("time_zone")?;
     Ok(User {
         id: parse_id(&id, "users.id")?,
-        email: Email::from_trusted(row.try_get("email")?),
+        email: Email::from_trusted(row.get("email")?),
         display_name: row
-            .try_get::<Option<String>, _>("display_name")?
+            .get::<_, Option<String>>("display_name")?
             .map(DisplayName::from_trusted),
         time_zone: TimeZone::parse(&zone).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        is_admin: row.try_get("is_admin")?,
-        created_at: instant(row.try_get("created_at")?, "users.created_at")?,
+        is_admin: row.get("is_admin")?,
+        created_at: instant(row.get("created_at")?, "users.created_at")?,
     })
 }
 
-pub(crate) fn token_from_row(row: &SqliteRow) -> Result<AccessToken, StoreError> {
-    let id: String = row.try_get("id")?;
-    let user_id: String = row.try_get("user_id")?;
+pub(crate) fn token_from_row(row: &Row<'_>) -> Result<AccessToken, StoreError> {
+    let id: String = row.get("id")?;
+    let user_id: String = row.get("user_id")?;
     Ok(AccessToken {
         id: parse_id(&id, "access_tokens.id")?,
         user_id: parse_id(&user_id, "access_tokens.user_id")?,
-        name: row.try_get("name")?,
-        prefix: row.try_get("prefix")?,
-        created_at: instant(row.try_get("created_at")?, "access_tokens.created_at")?,
-        last_used_at: optional_instant(row.try_get("last_used_at")?, "access_tokens.last_used_at")?,
-        expires_at: optional_instant(row.try_get("expires_at")?, "access_tokens.expires_at")?,
+        name: row.get("name")?,
+        prefix: row.get("prefix")?,
+        created_at: instant(row.get("created_at")?, "access_tokens.created_at")?,
+        last_used_at: optional_instant(row.get("last_used_at")?, "access_tokens.last_used_at")?,
+        expires_at: optional_instant(row.get("expires_at")?, "access_tokens.expires_at")?,
     })
 }
 
-pub(crate) fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
-    let id: String = row.try_get("id")?;
-    let user_id: String = row.try_get("user_id")?;
-    let status: String = row.try_get("status")?;
-    let priority: i64 = row.try_get("priority")?;
-    let tags: String = row.try_get("tags")?;
-    let zone: String = row.try_get("time_zone")?;
+pub(crate) fn task_from_row(row: &Row<'_>) -> Result<Task, StoreError> {
+    let id: String = row.get("id")?;
+    let user_id: String = row.get("user_id")?;
+    let status: String = row.get("status")?;
+    let priority: i64 = row.get("priority")?;
+    let tags: String = row.get("tags")?;
+    let zone: String = row.get("time_zone")?;
     let tags: Vec<String> =
         serde_json::from_str(&tags).map_err(|e| StoreError::Corrupt(format!("tasks.tags: {e}")))?;
-    let series_id: Option<String> = row.try_get("series_id")?;
-    let occurrence_index: i64 = row.try_get("occurrence_index")?;
+    let series_id: Option<String> = row.get("series_id")?;
+    let occurrence_index: i64 = row.get("occurrence_index")?;
     Ok(Task {
         id: parse_id(&id, "tasks.id")?,
         user_id: parse_id(&user_id, "tasks.user_id")?,
-        title: Title::from_trusted(row.try_get("title")?),
-        description: Description::from_trusted(row.try_get("description")?),
+        title: Title::from_trusted(row.get("title")?),
+        description: Description::from_trusted(row.get("description")?),
         status: status
             .parse::<TaskStatus>()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         priority: Priority::from_rank(priority)
             .ok_or_else(|| StoreError::Corrupt(format!("tasks.priority: {priority}")))?,
         tags: Tags::from_trusted(tags),
-        due_at: optional_instant(row.try_get("due_at")?, "tasks.due_at")?,
+        due_at: optional_instant(row.get("due_at")?, "tasks.due_at")?,
         time_zone: TimeZone::parse(&zone).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         recurrence: recurrence_from_row(row)?,
         series_id: series_id
@@ -94,12 +93,12 @@ pub(crate) fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
         occurrence_index: u32::try_from(occurrence_index).map_err(|_| {
             StoreError::Corrupt(format!("tasks.occurrence_index: {occurrence_index}"))
         })?,
-        created_at: instant(row.try_get("created_at")?, "tasks.created_at")?,
-        updated_at: instant(row.try_get("updated_at")?, "tasks.updated_at")?,
-        completed_at: optional_instant(row.try_get("completed_at")?, "tasks.completed_at")?,
-        version: row.try_get("version")?,
-        reminders: reminders_from_text(&row.try_get::<String, _>("reminders")?)?,
-        ical_uid: row.try_get("ical_uid")?,
+        created_at: instant(row.get("created_at")?, "tasks.created_at")?,
+        updated_at: instant(row.get("updated_at")?, "tasks.updated_at")?,
+        completed_at: optional_instant(row.get("completed_at")?, "tasks.completed_at")?,
+        version: row.get("version")?,
+        reminders: reminders_from_text(&row.get::<_, String>("reminders")?)?,
+        ical_uid: row.get("ical_uid")?,
     })
 }
 
@@ -129,11 +128,11 @@ pub(crate) fn dtstart_text(recurrence: &Recurrence) -> String {
         .to_string()
 }
 
-fn recurrence_from_row(row: &SqliteRow) -> Result<Option<Recurrence>, StoreError> {
-    let rule: Option<String> = row.try_get("recurrence_rule")?;
+fn recurrence_from_row(row: &Row<'_>) -> Result<Option<Recurrence>, StoreError> {
+    let rule: Option<String> = row.get("recurrence_rule")?;
     let Some(rule) = rule else { return Ok(None) };
-    let anchor: Option<String> = row.try_get("recurrence_anchor")?;
-    let dtstart: Option<String> = row.try_get("recurrence_dtstart")?;
+    let anchor: Option<String> = row.get("recurrence_anchor")?;
+    let dtstart: Option<String> = row.get("recurrence_dtstart")?;
     let anchor = match anchor.as_deref() {
         Some("due") => Anchor::Due,
         Some("completion") => Anchor::Completion,
