@@ -227,7 +227,8 @@ pub trait OutboxStore: Send + Sync {
     async fn enqueue_events(&self, events: &[OutgoingEvent]) -> Result<(), StoreError>;
     /// Unpublished rows in commit order.
     async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;
-    /// Marks rows as handed to the bus.
+    /// Marks rows as handed to the bus. The relay hands rows over in seq order, the first
+    /// unpublished ones first, so a backend may record just the highest seq (SQLite does).
     async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Rows of `topic` after `after_seq`, in commit order (the in-process bus reads these).
     async fn events_after(
@@ -245,7 +246,8 @@ pub trait OutboxStore: Send + Sync {
         topic: &str,
         seq: i64,
     ) -> Result<(), StoreError>;
-    /// Deletes published rows older than `before` that every in-process consumer group has read,
+    /// Deletes published rows written (SQLite) or published (PostgreSQL) before `before` that
+    /// every in-process consumer group has read,
     /// and processed-event records older than `before`. Returns the outbox rows deleted.
     async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// The relay's backlog.

@@ -249,8 +249,9 @@ impl Writer {
     }
 }
 
+/// Runs one statement without parameters (transaction control), prepared once per connection.
 fn execute(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
-    conn.execute_batch(sql)
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// The writer thread: takes batches of jobs until stopped or every handle is gone.

@@ -153,7 +153,8 @@ impl OutboxStore for SqliteStore {
         self.read(move |conn| {
             query_all(
                 conn,
-                "SELECT * FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?",
+                "SELECT * FROM outbox WHERE seq > (SELECT published_through FROM outbox_relay)
+                 ORDER BY seq LIMIT ?",
                 &[Value::Integer(i64::from(limit))],
                 outbox_from_row,
             )
@@ -161,18 +162,18 @@ impl OutboxStore for SqliteStore {
         .await
     }
 
-    async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn mark_published(&self, seqs: &[i64], _at: DateTime<Utc>) -> Result<(), StoreError> {
         if seqs.is_empty() {
             return Ok(());
         }
-        let seqs = seqs.to_vec();
+        // The relay hands rows over in seq order: everything up to the highest is published.
+        let through = seqs.iter().copied().max().unwrap_or_default();
         self.writes
             .write(move |conn| {
-                let mut update =
-                    conn.prepare_cached("UPDATE outbox SET published_at = ? WHERE seq = ?")?;
-                for seq in seqs {
-                    update.execute([micros(at), seq])?;
-                }
+                conn.prepare_cached(
+                    "UPDATE outbox_relay SET published_through = MAX(published_through, ?)",
+                )?
+                .execute([through])?;
                 Ok(((), None))
             })
             .await
@@ -238,7 +239,8 @@ impl OutboxStore for SqliteStore {
             .write(move |conn| {
                 let deleted = conn
                     .prepare_cached(
-                        "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < ?
+                        "DELETE FROM outbox WHERE seq <= (SELECT published_through FROM outbox_relay)
+                           AND created_at < ?
                            AND NOT EXISTS (SELECT 1 FROM consumer_offsets c WHERE c.topic = outbox.topic AND c.seq < outbox.seq)",
                     )?
                     .execute([micros(before)])?;
@@ -253,7 +255,8 @@ impl OutboxStore for SqliteStore {
         self.read(|conn| {
             let (unpublished, oldest): (i64, Option<i64>) = conn
                 .prepare_cached(
-                    "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL",
+                    "SELECT COUNT(*), MIN(created_at) FROM outbox
+                     WHERE seq > (SELECT published_through FROM outbox_relay)",
                 )?
                 .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
             Ok(OutboxBacklog {
