@@ -46,6 +46,10 @@ fn publish_span(row: &OutboxRecord, physical_topic: &str, backend: &'static str)
     span
 }
 
+/// What a leading relay may spend beyond its longest planned pause before its lead lapses
+/// (see [`OutboxRelay::lead_lapse`]).
+const LEAD_MARGIN: Duration = Duration::from_secs(10);
+
 /// Relay tuning.
 #[derive(Clone, Debug)]
 pub struct RelaySettings {
@@ -112,6 +116,14 @@ impl OutboxRelay {
         }
     }
 
+    /// How long this relay's lead lasts without a check: its longest pause between checks
+    /// while working (the poll interval, or the backoff while the broker is down) and a margin
+    /// for the publishing in between. A leader that stops checking for longer (frozen, or its
+    /// node gone without closing the connection) loses the lead to a standby.
+    fn lead_lapse(&self) -> Duration {
+        self.settings.poll_interval.max(self.settings.max_backoff) + LEAD_MARGIN
+    }
+
     /// Whether this relay may publish now: asks the store on every call while leading (the
     /// store checks the lead is still held), once per poll interval while standing by.
     async fn leads(&self) -> Result<bool, BusError> {
@@ -120,7 +132,7 @@ impl OutboxRelay {
         if !before.leading && before.next_attempt.is_some_and(|at| now < at) {
             return Ok(false);
         }
-        let leading = self.store.lead_outbox_relay().await?;
+        let leading = self.store.lead_outbox_relay(self.lead_lapse()).await?;
         if leading != before.leading {
             if leading {
                 tracing::info!("this process now leads the outbox relay");

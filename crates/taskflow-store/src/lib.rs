@@ -260,8 +260,13 @@ pub trait OutboxStore: Send + Sync {
     /// concurrently and per-key order holds. On PostgreSQL the leader holds a session advisory
     /// lock on a connection of its own, checked on every call: the lock goes with the session
     /// the moment the leader's process dies or its connection breaks, and the next call of a
-    /// standby takes over. The embedded SQLite store has one process and always leads.
-    async fn lead_outbox_relay(&self) -> Result<bool, StoreError>;
+    /// standby takes over. A lead not checked again within `lapse_after` lapses too: the server
+    /// ends the idle session (`idle_session_timeout`, PostgreSQL 14 and later), so a leader that
+    /// stopped working — a frozen process, a node gone without closing its connection — cannot
+    /// keep it; choose it above the longest pause between a working leader's calls. The
+    /// embedded SQLite store has one process and always leads.
+    async fn lead_outbox_relay(&self, lapse_after: std::time::Duration)
+    -> Result<bool, StoreError>;
     /// Gives the lead up (on shutdown), so a standby takes over without waiting.
     async fn resign_outbox_relay(&self);
 }

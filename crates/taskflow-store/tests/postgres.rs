@@ -562,6 +562,9 @@ async fn search_ranks_title_matches_first_and_never_fails_on_odd_terms() {
     store.close().await;
 }
 
+/// How long a relay lead lasts without a check, in the tests that do not let it lapse.
+const LEAD: Duration = Duration::from_secs(60);
+
 /// The backend process holding the relay lead's advisory lock on `db`, if any.
 async fn relay_leader_pid(db: &TestDb) -> Option<i32> {
     let key = taskflow_store::postgres::RELAY_LOCK;
@@ -587,19 +590,19 @@ async fn one_process_leads_the_outbox_relay_and_a_standby_takes_over_when_it_goe
     let stores = [db.store().await, db.store().await, db.store().await];
     stores[0].migrate().await.expect("migrate");
 
-    assert!(stores[0].lead_outbox_relay().await.unwrap());
+    assert!(stores[0].lead_outbox_relay(LEAD).await.unwrap());
     assert!(
-        stores[0].lead_outbox_relay().await.unwrap(),
+        stores[0].lead_outbox_relay(LEAD).await.unwrap(),
         "the leader keeps the lead"
     );
-    assert!(!stores[1].lead_outbox_relay().await.unwrap());
-    assert!(!stores[2].lead_outbox_relay().await.unwrap());
+    assert!(!stores[1].lead_outbox_relay(LEAD).await.unwrap());
+    assert!(!stores[2].lead_outbox_relay(LEAD).await.unwrap());
 
     // Resigning hands the lead on at once.
     stores[0].resign_outbox_relay().await;
-    assert!(stores[1].lead_outbox_relay().await.unwrap());
-    assert!(!stores[0].lead_outbox_relay().await.unwrap());
-    assert!(!stores[2].lead_outbox_relay().await.unwrap());
+    assert!(stores[1].lead_outbox_relay(LEAD).await.unwrap());
+    assert!(!stores[0].lead_outbox_relay(LEAD).await.unwrap());
+    assert!(!stores[2].lead_outbox_relay(LEAD).await.unwrap());
 
     // The leader's session ends under it (its process died, the server cut it off): it notices
     // at its next check, and a standby takes the lead.
@@ -617,14 +620,60 @@ async fn one_process_leads_the_outbox_relay_and_a_standby_takes_over_when_it_goe
     // The standby asks first: the old leader has not noticed yet, but the lock went with its
     // session.
     assert!(
-        stores[2].lead_outbox_relay().await.unwrap(),
+        stores[2].lead_outbox_relay(LEAD).await.unwrap(),
         "a standby took over"
     );
     assert!(
-        !stores[1].lead_outbox_relay().await.unwrap(),
+        !stores[1].lead_outbox_relay(LEAD).await.unwrap(),
         "the old leader noticed it lost the lead"
     );
     assert_ne!(relay_leader_pid(&db).await, Some(pid));
+    for store in &stores {
+        store.resign_outbox_relay().await;
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_relay_leader_that_stops_checking_loses_the_lead_to_a_standby() {
+    let db = TestDb::create().await;
+    let stores = [db.store().await, db.store().await];
+    stores[0].migrate().await.expect("migrate");
+    let lapse = Duration::from_millis(1500);
+    assert!(stores[0].lead_outbox_relay(lapse).await.unwrap());
+    // A leader that keeps checking keeps the lead, well past the lapse time.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            stores[0].lead_outbox_relay(lapse).await.unwrap(),
+            "a working leader keeps the lead"
+        );
+        assert!(!stores[1].lead_outbox_relay(lapse).await.unwrap());
+    }
+    // Then it stops checking (a frozen process, a node gone without closing its connection)
+    // while its session stays open: the lead lapses and a standby takes it.
+    let pid = relay_leader_pid(&db)
+        .await
+        .expect("a session holds the lead");
+    let stopped = tokio::time::Instant::now();
+    while !stores[1].lead_outbox_relay(lapse).await.unwrap() {
+        assert!(
+            stopped.elapsed() < lapse * 5,
+            "no standby took over {:?} after the leader stopped checking",
+            stopped.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stopped.elapsed() >= lapse - Duration::from_millis(100),
+        "the lead lapsed after {:?}, before {lapse:?}",
+        stopped.elapsed()
+    );
+    assert_ne!(relay_leader_pid(&db).await, Some(pid));
+    assert!(
+        !stores[0].lead_outbox_relay(lapse).await.unwrap(),
+        "the old leader noticed it lost the lead"
+    );
     for store in &stores {
         store.resign_outbox_relay().await;
         store.close().await;

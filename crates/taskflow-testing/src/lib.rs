@@ -1,6 +1,10 @@
 //! Test harness: [`TestApp::spawn`] starts the real TaskFlow HTTP app in-process on port 0
 //! with a fresh SQLite database in its own temporary folder, and offers helpers to register
-//! users and call the API.
+//! users and call the API. With the `nats` feature, [`cluster`] runs several `taskflow serve`
+//! processes on one PostgreSQL database and NATS JetStream.
+
+#[cfg(feature = "nats")]
+pub mod cluster;
 
 use std::path::PathBuf;
 use std::sync::Arc;

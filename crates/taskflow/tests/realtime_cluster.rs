@@ -3,129 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "nats")]
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_taskflow"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("TASKFLOW_") || key == "RUST_LOG" {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Stops the processes and removes the database and streams, even when the test fails.
-struct Cluster {
-    children: Vec<Child>,
-    admin: String,
-    database: String,
-    prefix: String,
-    dirs: Vec<std::path::PathBuf>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-        }
-        for child in &mut self.children {
-            let _ = child.wait();
-        }
-        let _ = Command::new("psql")
-            .args([
-                self.admin.as_str(),
-                "-qc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
-            ])
-            .status();
-        for dir in &self.dirs {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        let prefix = self.prefix.clone();
-        // Delete the streams (and with them every consumer group the instances created).
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(async move {
-                let settings = taskflow_bus::backends::nats::NatsSettings {
-                    stream_prefix: prefix.trim_end_matches('-').replace('-', "_"),
-                    ..Default::default()
-                };
-                if let Ok(bus) = taskflow_bus::backends::nats::NatsBus::connect(&settings).await {
-                    for topic in ["task-events", "task-updates", "reminders", "notifications"] {
-                        for name in [format!("{prefix}{topic}"), format!("{prefix}{topic}.dlq")] {
-                            let _ = bus.delete_topic(&name).await;
-                        }
-                    }
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
-}
-
-fn start(cluster: &mut Cluster, url: &str) -> String {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("taskflow-rt-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let child = binary()
-        .current_dir(&dir)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            url,
-        ])
-        .env(
-            "TASKFLOW_AUTH__JWT_SECRET",
-            "cluster-secret-cluster-secret-cluster!",
-        )
-        .env("TASKFLOW_BUS__BACKEND", "nats")
-        .env("TASKFLOW_BUS__TOPICS__PREFIX", &cluster.prefix)
-        .env(
-            "TASKFLOW_BUS__NATS__STREAM_PREFIX",
-            cluster.prefix.trim_end_matches('-').replace('-', "_"),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    cluster.children.push(child);
-    cluster.dirs.push(dir);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "server did not start (are nats-server on 4222 and PostgreSQL on 5432 running?)"
-        );
-        assert!(
-            cluster
-                .children
-                .last_mut()
-                .unwrap()
-                .try_wait()
-                .unwrap()
-                .is_none(),
-            "server exited (are nats-server on 4222 and PostgreSQL on 5432 running?)"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    format!("http://127.0.0.1:{port}")
-}
+use taskflow_testing::cluster::Cluster;
 
 /// The next SSE event with data, within `wait`.
 async fn next_event(
@@ -161,28 +42,9 @@ async fn next_event(
 
 #[tokio::test]
 async fn a_change_through_one_instance_reaches_a_stream_on_another() {
-    let admin = std::env::var("TASKFLOW_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let simple = uuid::Uuid::now_v7().simple().to_string();
-    let mut cluster = Cluster {
-        children: Vec::new(),
-        admin: admin.clone(),
-        database: format!("taskflow_rt_{simple}"),
-        prefix: format!("rt-{simple}-"),
-        dirs: Vec::new(),
-    };
-    let status = Command::new("psql")
-        .args([
-            admin.as_str(),
-            "-qc",
-            &format!("CREATE DATABASE {}", cluster.database),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "is PostgreSQL running on 127.0.0.1:5432?");
-    let url = format!("{}/{}", admin.rsplit_once('/').unwrap().0, cluster.database);
-    let a = start(&mut cluster, &url);
-    let b = start(&mut cluster, &url);
+    let mut cluster = Cluster::create(env!("CARGO_BIN_EXE_taskflow"), "rt");
+    let a = cluster.start(&[]).url.clone();
+    let b = cluster.start(&[]).url.clone();
 
     let client = reqwest::Client::new();
     let registered: Value = client

@@ -238,7 +238,10 @@ impl OutboxStore for PostgresStore {
         self.outbox_commits.subscribe()
     }
 
-    async fn lead_outbox_relay(&self) -> Result<bool, StoreError> {
+    async fn lead_outbox_relay(
+        &self,
+        lapse_after: std::time::Duration,
+    ) -> Result<bool, StoreError> {
         let mut leader = self.relay_leader.lock().await;
         if let Some(conn) = leader.as_mut() {
             // Still the leader while the session holding the lock is alive.
@@ -267,12 +270,24 @@ impl OutboxStore for PostgresStore {
             .fetch_one(&mut conn)
             .await
             .map_err(pg_error)?;
-        if won {
-            *leader = Some(conn);
-        } else {
+        if !won {
             let _ = conn.close().await;
+            return Ok(false);
         }
-        Ok(won)
+        // Every check is a statement on this session: a leader that stops checking leaves it
+        // idle, and the server ends it (releasing the lock) once `lapse_after` has passed.
+        let millis = lapse_after.as_millis().clamp(1, i32::MAX as u128);
+        if let Err(error) = sqlx::query(&format!("SET idle_session_timeout = {millis}"))
+            .execute(&mut conn)
+            .await
+        {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(%error, "the server cannot end the session of a relay leader that stopped working (idle_session_timeout needs PostgreSQL 14); its lead goes only with its connection");
+            });
+        }
+        *leader = Some(conn);
+        Ok(true)
     }
 
     async fn resign_outbox_relay(&self) {

@@ -22,7 +22,8 @@
 //! - **One relay at a time.** The outbox relay leader holds a session advisory lock
 //!   ([`RELAY_LOCK`]) on a dedicated connection; standbys try to take it and stay idle while
 //!   they cannot. The lock is released with the leader's session (process death, broken
-//!   connection), so a standby takes over at its next attempt.
+//!   connection, or a leader that stopped checking for longer than it asked: the server ends
+//!   the idle session), so a standby takes over at its next attempt.
 //! - **Migrations** run under a session advisory lock ([`MIGRATION_LOCK`]) on a dedicated
 //!   connection, so several processes may call [`Store::migrate`] at once.
 //!

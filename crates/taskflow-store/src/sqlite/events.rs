@@ -271,7 +271,10 @@ impl OutboxStore for SqliteStore {
         self.outbox_commits.subscribe()
     }
 
-    async fn lead_outbox_relay(&self) -> Result<bool, StoreError> {
+    async fn lead_outbox_relay(
+        &self,
+        _lapse_after: std::time::Duration,
+    ) -> Result<bool, StoreError> {
         // One process owns the database file.
         Ok(true)
     }
