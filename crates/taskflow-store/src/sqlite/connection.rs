@@ -10,9 +10,10 @@
 //!
 //! **Group commit.** A durable SQLite commit costs an fsync, so committing each write on its
 //! own caps the store at a few hundred writes a second on ordinary disks. The writer thread
-//! takes every job waiting (up to [`MAX_BATCH`]), runs each inside its own `SAVEPOINT` of one
-//! `BEGIN IMMEDIATE` transaction — a failing job is rolled back to its savepoint and disturbs
-//! no other — commits once, and only then answers each caller. A caller is therefore
+//! takes every job waiting (up to [`MAX_BATCH`]), runs them in one `BEGIN IMMEDIATE`
+//! transaction, commits once, and only then answers each caller. If a job fails, that
+//! transaction is rolled back and the batch runs again with each job in its own `SAVEPOINT`,
+//! so a failing job is rolled back alone and disturbs no other (see [`Writer::write`]). A caller is therefore
 //! acknowledged only after its write is durable, and a crash before the commit loses only
 //! unacknowledged writes. Jobs run in arrival order, so each sees the effects of the jobs before
 //! it exactly as if they had committed one by one.
@@ -21,8 +22,8 @@
 //! the readers use the same hand-over, which is a few lines on top of `flume` channels.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -157,16 +158,20 @@ impl Readers {
     }
 }
 
-/// What a job reports to the writer once it has run (before the commit).
-struct JobOutcome {
+/// What one run of a job reports to the writer (before the commit).
+struct Attempt {
     succeeded: bool,
     /// Newest outbox seq the job wrote, announced after the commit.
     outbox_seq: Option<i64>,
-    /// Answers the caller with the commit's result.
-    finish: Box<dyn FnOnce(Result<(), String>) + Send>,
 }
 
-type WriteJob = Box<dyn FnOnce(&Connection) -> JobOutcome + Send>;
+/// A write waiting for the writer thread.
+struct WriteJob {
+    /// Runs the work; may run again if its first run was rolled back with its batch.
+    run: Box<dyn Fn(&Connection) -> Attempt + Send>,
+    /// Answers the caller with the outcome of the last run and the commit's result.
+    finish: Box<dyn FnOnce(Result<(), String>) + Send>,
+}
 
 /// The handle write methods use; cheap to clone.
 #[derive(Clone, Debug)]
@@ -202,33 +207,49 @@ impl Writer {
     }
 
     /// Runs `work` in the next group transaction. Its value is returned once the transaction
-    /// committed; its error (after rolling back its own savepoint) right away. `work` returns
-    /// the newest outbox seq it wrote, if any, to wake the relay after the commit.
+    /// committed; its error (after rolling back its own changes) once the batch is done.
+    /// `work` returns the newest outbox seq it wrote, if any, to wake the relay after the
+    /// commit. `work` may run twice: when another job of its batch fails, the batch is rolled
+    /// back and run again with each job in a savepoint, so `work` must depend only on what it
+    /// captured and on the database.
     pub(crate) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<(T, Option<i64>), StoreError> + Send + 'static,
+        F: Fn(&Connection) -> Result<(T, Option<i64>), StoreError> + Send + 'static,
     {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Unavailable("the database is closed".into()));
         }
         let (reply, answer) = oneshot::channel::<Result<T, StoreError>>();
-        let job: WriteJob = Box::new(move |conn| match work(conn) {
-            Ok((value, outbox_seq)) => JobOutcome {
-                succeeded: true,
-                outbox_seq,
-                finish: Box::new(move |committed: Result<(), String>| {
-                    let _ = reply.send(committed.map(|()| value).map_err(StoreError::Unavailable));
-                }),
-            },
-            Err(error) => JobOutcome {
-                succeeded: false,
-                outbox_seq: None,
-                finish: Box::new(move |_| {
-                    let _ = reply.send(Err(error));
-                }),
-            },
-        });
+        let outcome = Arc::new(std::sync::Mutex::new(None::<Result<T, StoreError>>));
+        let last_run = outcome.clone();
+        let job = WriteJob {
+            run: Box::new(move |conn| {
+                let result = work(conn);
+                let attempt = Attempt {
+                    succeeded: result.is_ok(),
+                    outbox_seq: result.as_ref().ok().and_then(|(_, seq)| *seq),
+                };
+                *last_run.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(result.map(|(value, _)| value));
+                attempt
+            }),
+            finish: Box::new(move |committed| {
+                let result = outcome
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                let answer = match (result, committed) {
+                    (Some(Ok(value)), Ok(())) => Ok(value),
+                    (Some(Ok(_)), Err(reason)) => Err(StoreError::Unavailable(reason)),
+                    (Some(Err(error)), _) => Err(error),
+                    (None, _) => Err(StoreError::Unavailable(
+                        "the write did not complete (it panicked or its batch failed)".into(),
+                    )),
+                };
+                let _ = reply.send(answer);
+            }),
+        };
         self.jobs
             .send_async(Message::Job(job))
             .await
@@ -281,79 +302,111 @@ fn run(
     }
 }
 
-/// Runs `batch` in one transaction and answers every job.
-fn commit_batch(conn: &Connection, batch: Vec<WriteJob>, outbox_commits: &watch::Sender<i64>) {
-    metrics::histogram!("sqlite_group_commit_size").record(batch.len() as f64);
-    if let Err(error) = execute(conn, "BEGIN IMMEDIATE") {
-        tracing::error!(%error, jobs = batch.len(), "cannot begin a transaction; writes failed");
-        // Dropping a job drops its reply sender: the caller sees "stopped before committing".
-        return;
-    }
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut broken = None;
-    // A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
-    let isolate = batch.len() > 1;
-    for job in batch {
-        if broken.is_some() {
-            // The transaction is unusable: drop the job unrun; its caller gets an error.
-            drop(job);
-            continue;
-        }
-        if isolate && let Err(error) = execute(conn, "SAVEPOINT job") {
-            broken = Some(format!("savepoint failed: {error}"));
-            continue;
-        }
-        // A panicking job must not take the writer (and every later write) down with it:
-        // treat it as failed; its caller sees its reply channel close.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)))
-            .unwrap_or_else(|_| {
-                tracing::error!("a database write panicked; it is rolled back");
-                JobOutcome {
-                    succeeded: false,
-                    outbox_seq: None,
-                    finish: Box::new(|_| {}),
-                }
-            });
-        let end = match (isolate, outcome.succeeded) {
-            (false, _) => Ok(()),
-            (true, true) => execute(conn, "RELEASE job"),
-            (true, false) => {
-                execute(conn, "ROLLBACK TO job").and_then(|()| execute(conn, "RELEASE job"))
-            }
-        };
-        if let Err(error) = end {
-            broken = Some(format!("savepoint release failed: {error}"));
-        }
-        outcomes.push(outcome);
-    }
-    if !isolate && outcomes.iter().all(|o| !o.succeeded) {
-        broken = Some("the write failed".into());
-    }
-    let committed = match broken {
-        Some(reason) => {
-            let _ = execute(conn, "ROLLBACK");
-            Err(reason)
-        }
-        None => match execute(conn, "COMMIT") {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                let _ = execute(conn, "ROLLBACK");
-                Err(format!("commit failed: {error}"))
+/// Runs one attempt of `job`; a panic counts as a failure (its caller is told the write did
+/// not complete), so one bad job cannot take the writer and every later write down with it.
+fn attempt(conn: &Connection, job: &WriteJob) -> Attempt {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.run)(conn))).unwrap_or_else(
+        |_| {
+            tracing::error!("a database write panicked; it is rolled back");
+            Attempt {
+                succeeded: false,
+                outbox_seq: None,
             }
         },
+    )
+}
+
+/// Runs `batch` in one transaction and answers every job.
+///
+/// First every job runs straight through, without savepoints: the common case, and the cheap
+/// one (a savepoint per job makes SQLite journal every page again and flush the full-text
+/// index at every release). Only if a job fails is that transaction rolled back and the batch
+/// run again with each job in its own `SAVEPOINT`, so a failing job is rolled back alone.
+fn commit_batch(conn: &Connection, batch: Vec<WriteJob>, outbox_commits: &watch::Sender<i64>) {
+    metrics::histogram!("sqlite_group_commit_size").record(batch.len() as f64);
+    let (committed, attempts) = match run_straight(conn, &batch) {
+        Some(result) => result,
+        None => {
+            metrics::counter!("sqlite_group_commit_reruns_total").increment(1);
+            run_isolated(conn, &batch)
+        }
     };
     if committed.is_ok()
-        && let Some(seq) = outcomes
+        && let Some(seq) = attempts
             .iter()
-            .filter(|o| o.succeeded)
-            .filter_map(|o| o.outbox_seq)
+            .filter(|a| a.succeeded)
+            .filter_map(|a| a.outbox_seq)
             .max()
     {
         crate::announce_outbox_commit(outbox_commits, seq);
     }
-    for outcome in outcomes {
-        (outcome.finish)(committed.clone());
+    for job in batch {
+        (job.finish)(committed.clone());
     }
+}
+
+/// Every job in one transaction; `None` (rolled back) when a job failed and the batch holds
+/// others that must not share its fate.
+fn run_straight(
+    conn: &Connection,
+    batch: &[WriteJob],
+) -> Option<(Result<(), String>, Vec<Attempt>)> {
+    if let Err(error) = execute(conn, "BEGIN IMMEDIATE") {
+        return Some((
+            Err(format!("cannot begin a transaction: {error}")),
+            Vec::new(),
+        ));
+    }
+    let mut attempts = Vec::with_capacity(batch.len());
+    for job in batch {
+        let attempt = attempt(conn, job);
+        if !attempt.succeeded {
+            let _ = execute(conn, "ROLLBACK");
+            if batch.len() == 1 {
+                return Some((Err("the write failed".into()), vec![attempt]));
+            }
+            return None;
+        }
+        attempts.push(attempt);
+    }
+    Some((commit(conn), attempts))
+}
+
+/// Every job in its own savepoint of one transaction.
+fn run_isolated(conn: &Connection, batch: &[WriteJob]) -> (Result<(), String>, Vec<Attempt>) {
+    if let Err(error) = execute(conn, "BEGIN IMMEDIATE") {
+        return (
+            Err(format!("cannot begin a transaction: {error}")),
+            Vec::new(),
+        );
+    }
+    let mut attempts = Vec::with_capacity(batch.len());
+    for job in batch {
+        if let Err(error) = execute(conn, "SAVEPOINT job") {
+            let _ = execute(conn, "ROLLBACK");
+            return (Err(format!("savepoint failed: {error}")), attempts);
+        }
+        let attempt = attempt(conn, job);
+        let end = if attempt.succeeded {
+            execute(conn, "RELEASE job")
+        } else {
+            execute(conn, "ROLLBACK TO job").and_then(|()| execute(conn, "RELEASE job"))
+        };
+        attempts.push(attempt);
+        if let Err(error) = end {
+            let _ = execute(conn, "ROLLBACK");
+            return (Err(format!("savepoint release failed: {error}")), attempts);
+        }
+    }
+    (commit(conn), attempts)
+}
+
+/// Commits the open transaction (rolling back if that fails).
+fn commit(conn: &Connection) -> Result<(), String> {
+    execute(conn, "COMMIT").map_err(|error| {
+        let _ = execute(conn, "ROLLBACK");
+        format!("commit failed: {error}")
+    })
 }
 
 /// The file a `sqlite://` URL names (`sqlite::memory:` is refused: the store needs a file that
@@ -460,6 +513,51 @@ mod tests {
             .unwrap();
         assert_eq!(values.len(), 49);
         assert!(!values.contains(&7), "the failed write left nothing behind");
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_reruns_its_batch_with_savepoints_and_the_others_apply_once() {
+        let (writer, _dir) = writer();
+        // Hold the writer busy so the next three jobs queue up and share one batch.
+        let blocker = writer.write(|_conn| {
+            std::thread::sleep(Duration::from_millis(200));
+            Ok(((), None))
+        });
+        let job = |v: i64, fail: bool| {
+            let writer = writer.clone();
+            async move {
+                writer
+                    .write(move |conn| {
+                        conn.execute("INSERT INTO t (v) VALUES (?)", [v])?;
+                        if fail {
+                            return Err(StoreError::Conflict("test"));
+                        }
+                        Ok((v, Some(v)))
+                    })
+                    .await
+            }
+        };
+        let (blocked, first, failing, last) =
+            tokio::join!(blocker, job(1, false), job(2, true), job(3, false));
+        blocked.unwrap();
+        assert_eq!(first.unwrap(), 1);
+        assert!(matches!(failing, Err(StoreError::Conflict("test"))));
+        assert_eq!(last.unwrap(), 3);
+        let values: Vec<i64> = writer
+            .write(|conn| {
+                let mut statement = conn.prepare("SELECT v FROM t ORDER BY v")?;
+                let rows = statement
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<Vec<i64>, _>>()?;
+                Ok((rows, None))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            values,
+            vec![1, 3],
+            "each successful job applied once, the failed one not at all"
+        );
     }
 
     #[tokio::test]

@@ -303,9 +303,9 @@ impl ReminderStore for SqliteStore {
                 .into_iter()
                 .collect();
                 let events: Vec<OutgoingEvent> = fired
-                    .into_iter()
+                    .iter()
                     .filter(|(id, _)| updated.contains(&id.to_string()))
-                    .map(|(_, event)| event)
+                    .map(|(_, event)| event.clone())
                     .collect();
                 let seq = write_events(conn, &events)?;
                 Ok((events.len() as u64, seq))

@@ -7,7 +7,7 @@ use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{SeriesId, Task, TaskId, UserId};
 
 use super::SqliteStore;
-use super::events::{SerializedEvent, serialize_events, write_events, write_serialized};
+use super::events::{serialize_events, write_events, write_serialized};
 use super::reminders::{cancel_task_reminders, sync_reminders};
 use super::rows::{anchor_name, dtstart_text, micros, reminders_text, task_from_row};
 use crate::ReminderSync;
@@ -229,19 +229,32 @@ impl TaskStore for SqliteStore {
                 let mut sync = sync_reminders(conn, task, trace.as_deref())?;
                 // The change's own events first, then what its reminders did, then the next
                 // occurrence's events and what its reminders did.
-                let mut written: Vec<SerializedEvent> = serialized;
-                written.extend(serialize_events(&std::mem::take(&mut sync.events))?);
+                let mut last_event = write_serialized(conn, &serialized)?;
                 let mut created = false;
-                if let Some((next, next_events, next_trace)) = next
-                    && let Some((_, next_sync)) =
-                        insert_row(conn, &next, true, next_trace.as_deref())?
+                let mut next_sync = ReminderSync::default();
+                if let Some((next, _, next_trace)) = &next
+                    && let Some((_, synced)) =
+                        insert_row(conn, next, true, next_trace.as_deref())?
                 {
                     created = true;
-                    written.extend(next_events);
-                    written.extend(serialize_events(&next_sync.events)?);
-                    sync.earliest = sync.earliest.into_iter().chain(next_sync.earliest).min();
+                    next_sync = synced;
                 }
-                let last_event = write_serialized(conn, &written)?;
+                for written in [
+                    write_events(conn, &std::mem::take(&mut sync.events))?,
+                    match &next {
+                        Some((_, next_events, _)) if created => {
+                            write_serialized(conn, next_events)?
+                        }
+                        _ => None,
+                    },
+                    write_events(conn, &next_sync.events)?,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    last_event = Some(written);
+                }
+                sync.earliest = sync.earliest.into_iter().chain(next_sync.earliest).min();
                 Ok(((created, sync.earliest), last_event))
             })
             .await
