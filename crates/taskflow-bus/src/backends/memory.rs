@@ -5,8 +5,10 @@
 //! commit order, and is woken by every commit; acknowledging advances the group's offset in the
 //! database. A crash loses nothing: on restart each group resumes after its last committed
 //! offset, and consumers skip what they had already applied (their idempotency records).
-//! Offsets are committed in batches (every [`COMMIT_EVERY`] acknowledgements or when the
-//! subscription goes idle), which only widens that already-safe redelivery window.
+//! Offsets are committed in the background by one task per subscription (every
+//! [`COMMIT_EVERY`] acknowledgements, when the subscription goes idle, and when it is dropped),
+//! so delivering the next event never waits for a database commit; a crash can only widen the
+//! already-safe redelivery window.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -61,17 +63,23 @@ impl EventBus for MemoryBus {
         let logical = self.logical(topic);
         let commits = self.store.outbox_commits();
         let offset = self.store.consumer_offset(group, &logical).await?;
+        let (offsets, acknowledged) = watch::channel(offset);
+        tokio::spawn(commit_offsets(
+            self.store.clone(),
+            group.to_owned(),
+            logical.clone(),
+            acknowledged,
+        ));
         Ok(Box::new(MemorySubscription {
             store: self.store.clone(),
             physical: topic.to_owned(),
             logical,
-            group: group.to_owned(),
             position: offset,
-            committed: offset,
             acked: offset,
             unflushed: 0,
             buffer: VecDeque::new(),
             commits,
+            offsets,
         }))
     }
 }
@@ -80,28 +88,55 @@ struct MemorySubscription {
     store: Arc<dyn Store>,
     physical: String,
     logical: String,
-    group: String,
     /// Seq of the last row handed out.
     position: i64,
-    /// Seq stored in the database.
-    committed: i64,
     /// Highest seq acknowledged.
     acked: i64,
     unflushed: usize,
     buffer: VecDeque<OutboxRecord>,
     commits: watch::Receiver<i64>,
+    /// The offset to commit, for [`commit_offsets`].
+    offsets: watch::Sender<i64>,
 }
 
 impl MemorySubscription {
-    async fn flush(&mut self) -> Result<(), BusError> {
-        if self.acked > self.committed {
-            self.store
-                .commit_consumer_offset(&self.group, &self.logical, self.acked)
-                .await?;
-            self.committed = self.acked;
-        }
+    /// Hands the acknowledged offset to the committing task (never waits).
+    fn flush(&mut self) {
+        self.offsets.send_if_modified(|offset| {
+            let newer = self.acked > *offset;
+            if newer {
+                *offset = self.acked;
+            }
+            newer
+        });
         self.unflushed = 0;
-        Ok(())
+    }
+}
+
+/// Commits a subscription's acknowledged offset whenever it moves, coalescing bursts, until the
+/// subscription is dropped (then commits what is left and stops).
+async fn commit_offsets(
+    store: Arc<dyn Store>,
+    group: String,
+    topic: String,
+    mut acknowledged: watch::Receiver<i64>,
+) {
+    let mut committed = *acknowledged.borrow_and_update();
+    loop {
+        let open = acknowledged.changed().await.is_ok();
+        let offset = *acknowledged.borrow_and_update();
+        if offset > committed {
+            match store.commit_consumer_offset(&group, &topic, offset).await {
+                Ok(()) => committed = offset,
+                Err(error) => {
+                    // Redelivery after a restart covers a lost commit; try again at the next ack.
+                    tracing::warn!(%error, %group, %topic, "cannot commit the consumer offset");
+                }
+            }
+        }
+        if !open {
+            return;
+        }
     }
 }
 
@@ -132,7 +167,7 @@ impl Subscription for MemorySubscription {
                 self.buffer.extend(rows);
                 continue;
             }
-            self.flush().await?;
+            self.flush();
             match tokio::time::timeout(POLL, self.commits.changed()).await {
                 Ok(Ok(())) | Err(_) => {}
                 Ok(Err(_)) => return Err(BusError::Closed),
@@ -145,7 +180,7 @@ impl Subscription for MemorySubscription {
             self.acked = self.acked.max(*seq);
             self.unflushed += 1;
             if self.unflushed >= COMMIT_EVERY {
-                self.flush().await?;
+                self.flush();
             }
         }
         Ok(())
@@ -154,14 +189,7 @@ impl Subscription for MemorySubscription {
 
 impl Drop for MemorySubscription {
     fn drop(&mut self) {
-        if self.acked > self.committed {
-            let store = self.store.clone();
-            let (group, topic, seq) = (self.group.clone(), self.logical.clone(), self.acked);
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let _ = store.commit_consumer_offset(&group, &topic, seq).await;
-                });
-            }
-        }
+        // The committing task commits this last offset when it sees the channel close.
+        self.flush();
     }
 }
