@@ -160,7 +160,8 @@ pub async fn sse_stream(
 /// `GET /api/v1/ws`: the caller's updates over a WebSocket.
 ///
 /// Text frames `{"seq", "type", "data"}` with `type` `task.changed` or `resync`; the server
-/// pings every 15 s and ignores what the client sends. Resume with `?resume_from=<seq>`.
+/// pings every 15 s and ignores what the client sends (a message over 64 KiB closes the
+/// stream). Resume with `?resume_from=<seq>`.
 #[utoipa::path(get, path = "/api/v1/ws", tag = "realtime", security(("bearer" = [])),
     params(
         ("ticket" = Option<String>, Query, description = "A ticket from POST /api/v1/stream/tickets, instead of the Authorization header"),
