@@ -19,14 +19,15 @@ pub mod state;
 pub mod trace;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::http::HeaderName;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -258,7 +259,14 @@ pub async fn serve(
     .await
 }
 
-/// Serves `router_with(state, options)` on `listener` until `shutdown` resolves.
+/// Serves `router_with(state, options)` on `listener` until `shutdown` resolves; then stops
+/// accepting, lets each connection finish its in-flight request and waits for all of them.
+///
+/// A plain HTTP/1.1 server (hyper's, with upgrades for WebSocket) rather than `axum::serve`:
+/// axum's server first sniffs for HTTP/2, and the 24 bytes it reads ahead make hyper grow every
+/// connection's read buffer from 8 to 16 KiB. Idle streams are most of what a busy instance
+/// holds, so each one's buffers count. Accepted sockets set `TCP_NODELAY`: streams send small
+/// frames and must not hold one back waiting for the previous one's acknowledgement.
 pub async fn serve_with(
     listener: TcpListener,
     state: AppState,
@@ -273,10 +281,75 @@ pub async fn serve_with(
             limits.forget_idle();
         }
     });
-    let app = router_with(state, options).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let router = router_with(state, options);
+    // `stop` closes when shutdown begins; every connection holds a `running` receiver, so
+    // `finished.closed()` resolves once the last one ended.
+    let (stop, stopping) = tokio::sync::watch::channel(());
+    tokio::spawn(async move {
+        shutdown.await;
+        drop(stopping);
+    });
+    let (finished, running) = tokio::sync::watch::channel(());
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    if !is_connection_error(&error) {
+                        // E.g. out of file descriptors: wait for some to be released.
+                        tracing::error!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    continue;
+                }
+            },
+            _ = stop.closed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(remote));
+            tower::ServiceExt::oneshot(router.clone(), request)
+        });
+        let stop = stop.clone();
+        let running = running.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let mut stopped = std::pin::pin!(stop.closed());
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    served = connection.as_mut() => {
+                        if let Err(error) = served {
+                            tracing::trace!(%error, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = &mut stopped, if !stopping => {
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(running);
+        });
+    }
+    drop(running);
+    drop(listener);
+    finished.closed().await;
     sweeper.abort();
-    result
+    Ok(())
+}
+
+/// Errors of one connection that was being accepted (the listener itself is fine).
+fn is_connection_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }

@@ -49,6 +49,13 @@ impl AppState {
         }
     }
 
+    /// The same state with real-time streams limited by `settings`; stream tickets are signed
+    /// with a key derived from `ticket_secret` (the JWT secret, so every instance accepts them).
+    pub fn with_realtime(mut self, settings: RealtimeSettings, ticket_secret: &[u8]) -> Self {
+        self.realtime = RealtimeHub::new(settings).with_ticket_secret(ticket_secret);
+        self
+    }
+
     /// The same state allowing or refusing private webhook targets.
     pub fn with_webhook_policy(mut self, policy: taskflow_notify::TargetPolicy) -> Self {
         self.webhook_policy = policy;

@@ -326,7 +326,11 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
     )
     .with_webhook_policy(taskflow_notify::TargetPolicy {
         allow_private: settings.notifications.webhooks.allow_private_targets,
-    });
+    })
+    .with_realtime(
+        settings.realtime.hub_settings(),
+        settings.auth.jwt_secret.expose().as_bytes(),
+    );
     if roles.contains(&Role::Realtime) {
         let hub = state.realtime.clone();
         let feed = move |update: taskflow_workers::realtime::RealtimeUpdate| {

@@ -31,6 +31,9 @@ pub enum Benchmark {
     Events,
     /// Reminder firing: lateness, bursts, millions pending and restart after kill -9.
     Reminders,
+    /// Many concurrent SSE and WebSocket streams: change-to-frame latency and memory per idle
+    /// connection.
+    Fanout,
 }
 
 /// Options shared by the benchmarks.
@@ -68,10 +71,48 @@ pub struct BenchOptions {
     /// `bench reminders`: reminders pending far ahead for the memory and restart phase (0 skips it).
     #[arg(long, default_value_t = 10_000_000)]
     pub pending: usize,
+    /// `bench fanout`: changes per round timed on one session (single-user latency).
+    #[arg(long, default_value_t = 200)]
+    pub changes: usize,
+    /// `bench fanout`: sessions of one user a change fans out to (0 skips that phase).
+    #[arg(long, default_value_t = 10_000)]
+    pub sessions: usize,
+    /// `bench fanout`: streams held at once over several processes (0 skips that phase).
+    #[arg(long, default_value_t = 50_000)]
+    pub connections: usize,
+    /// `bench fanout`: `taskflow serve` processes sharing the `--connections` (a process may
+    /// hold only 20 000 open files here).
+    #[arg(long, default_value_t = 3)]
+    pub servers: usize,
+    /// `bench fanout`: load-generator processes opening the `--connections`.
+    #[arg(long, default_value_t = 3)]
+    pub clients: usize,
+    /// `bench fanout`: streams per user in the `--connections` phase (within the default cap of
+    /// 20 per user and server).
+    #[arg(long, default_value_t = 10)]
+    pub sessions_per_user: usize,
+    /// `bench fanout`: seconds the `--connections` are held before every user's task changes
+    /// (longer than the 15 s heartbeat, so each stream must receive one).
+    #[arg(long, default_value_t = 20)]
+    pub hold_secs: u64,
+    /// `bench fanout`: the servers' heartbeat interval (`[realtime] heartbeat_secs`; the
+    /// default is the server's); `--hold-secs` must be longer.
+    #[arg(long, default_value_t = 15)]
+    pub heartbeat_secs: u64,
+    /// Internal: run as a load generator of `bench fanout` (commands on standard input).
+    #[arg(long, hide = true)]
+    pub fanout_client: bool,
 }
 
 /// Runs `which` and writes `<out_dir>/<name>.json`.
 pub async fn run(which: Benchmark, options: BenchOptions) -> anyhow::Result<()> {
+    if options.fanout_client {
+        anyhow::ensure!(
+            matches!(which, Benchmark::Fanout),
+            "--fanout-client belongs to `bench fanout`"
+        );
+        return crate::bench_fanout::load::run_child().await;
+    }
     let (name, result) = match which {
         Benchmark::Recurrence => ("recurrence", recurrence(&options).await?),
         Benchmark::Events => ("events", events(&options).await?),
@@ -79,6 +120,7 @@ pub async fn run(which: Benchmark, options: BenchOptions) -> anyhow::Result<()> 
             "reminders",
             crate::bench_reminders::reminders(&options).await?,
         ),
+        Benchmark::Fanout => ("fanout", crate::bench_fanout::fanout(&options).await?),
     };
     std::fs::create_dir_all(&options.out_dir)
         .with_context(|| format!("creating {}", options.out_dir.display()))?;

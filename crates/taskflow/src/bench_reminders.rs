@@ -174,7 +174,8 @@ fn millis(delta: TimeDelta) -> f64 {
     delta.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0
 }
 
-fn percentile_ms(sorted: &[f64], p: f64) -> f64 {
+/// The `p`-th percentile of `sorted` (nearest rank); NaN when empty.
+pub(crate) fn percentile_ms(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -323,7 +324,8 @@ async fn count_state(dir: &Path, state: &str) -> anyhow::Result<i64> {
     Ok(count)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port on 127.0.0.1 nobody listens on right now.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -347,7 +349,8 @@ fn spawn_server(dir: &Path, port: u16) -> anyhow::Result<std::process::Child> {
         .spawn()?)
 }
 
-async fn wait_listening(port: u16) -> anyhow::Result<()> {
+/// Waits (up to a minute) until something listens on 127.0.0.1:`port`.
+pub(crate) async fn wait_listening(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -359,14 +362,16 @@ async fn wait_listening(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn resident_bytes(pid: u32) -> Option<f64> {
+/// Resident memory of process `pid` (VmRSS), in bytes.
+pub(crate) fn resident_bytes(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024.0)
 }
 
-fn kill9(child: &mut std::process::Child) {
+/// Kills `child` with SIGKILL and reaps it.
+pub(crate) fn kill9(child: &mut std::process::Child) {
     let _ = std::process::Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
         .status();

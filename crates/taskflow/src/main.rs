@@ -2,6 +2,7 @@
 
 mod app;
 mod bench;
+mod bench_fanout;
 mod bench_reminders;
 mod portability;
 mod settings;

@@ -45,6 +45,113 @@ pub struct Settings {
     pub notifications: NotificationSettings,
     /// The stdio MCP server (`taskflow mcp`).
     pub mcp: McpSettings,
+    /// Limits of the real-time streams (SSE and WebSocket).
+    pub realtime: RealtimeConfig,
+}
+
+/// `[realtime]`: limits of the SSE and WebSocket streams this process serves.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Open streams (SSE and WebSocket together) one user may hold on this instance; one more
+    /// is answered 429.
+    pub max_connections_per_user: usize,
+    /// Updates a session may have waiting before it is dropped as too slow (with a `resync`).
+    pub session_queue: usize,
+    /// Updates kept per user for resumption.
+    pub replay_capacity: usize,
+    /// Seconds updates are kept for resumption (and an idle user's log survives).
+    pub replay_window_secs: u64,
+    /// Seconds between SSE heartbeat comments and WebSocket pings.
+    pub heartbeat_secs: u64,
+    /// Seconds a stream ticket (`POST /api/v1/stream/tickets`) stays valid.
+    pub ticket_ttl_secs: u64,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        let hub = taskflow_http::realtime::RealtimeSettings::default();
+        Self {
+            max_connections_per_user: hub.max_connections_per_user,
+            session_queue: hub.session_queue,
+            replay_capacity: hub.replay_capacity,
+            replay_window_secs: hub.replay_window.as_secs(),
+            heartbeat_secs: hub.heartbeat.as_secs(),
+            ticket_ttl_secs: hub.ticket_ttl.as_secs(),
+        }
+    }
+}
+
+impl RealtimeConfig {
+    /// The hub's settings.
+    pub fn hub_settings(&self) -> taskflow_http::realtime::RealtimeSettings {
+        use std::time::Duration;
+        taskflow_http::realtime::RealtimeSettings {
+            max_connections_per_user: self.max_connections_per_user,
+            replay_capacity: self.replay_capacity,
+            replay_window: Duration::from_secs(self.replay_window_secs),
+            session_queue: self.session_queue,
+            heartbeat: Duration::from_secs(self.heartbeat_secs),
+            ticket_ttl: Duration::from_secs(self.ticket_ttl_secs),
+        }
+    }
+
+    /// Checks every limit is within its bounds.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let checks: [(&'static str, u64, u64, u64, &str); 6] = [
+            (
+                "realtime.max_connections_per_user",
+                self.max_connections_per_user as u64,
+                1,
+                1_000_000,
+                "streams per user and instance",
+            ),
+            (
+                "realtime.session_queue",
+                self.session_queue as u64,
+                1,
+                65_536,
+                "updates waiting per session",
+            ),
+            (
+                "realtime.replay_capacity",
+                self.replay_capacity as u64,
+                1,
+                1_000_000,
+                "updates kept per user",
+            ),
+            (
+                "realtime.replay_window_secs",
+                self.replay_window_secs,
+                1,
+                86_400,
+                "seconds",
+            ),
+            (
+                "realtime.heartbeat_secs",
+                self.heartbeat_secs,
+                1,
+                300,
+                "seconds (proxies close idle streams after 60 s or more)",
+            ),
+            (
+                "realtime.ticket_ttl_secs",
+                self.ticket_ttl_secs,
+                5,
+                3600,
+                "seconds",
+            ),
+        ];
+        for (key, value, min, max, unit) in checks {
+            if value < min || value > max {
+                return Err(SettingsError::Invalid {
+                    key,
+                    message: format!("use {min} to {max} {unit}"),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[scheduler]`.
@@ -412,6 +519,7 @@ impl Default for Settings {
             scheduler: SchedulerConfig::default(),
             notifications: NotificationSettings::default(),
             mcp: McpSettings::default(),
+            realtime: RealtimeConfig::default(),
         }
     }
 }
@@ -662,6 +770,7 @@ impl Settings {
             });
         }
         self.telemetry.validate()?;
+        self.realtime.validate()?;
         self.rate_limit
             .validate()
             .map_err(|message| SettingsError::Invalid {
@@ -893,6 +1002,50 @@ mod tests {
         assert!(valid(&|t| t.sampling_ratio = 0.0).is_ok());
         assert!(valid(&|t| t.service_name = " ".into()).is_err());
         assert!(valid(&|t| t.export_timeout_secs = 0).is_err());
+    }
+
+    #[test]
+    fn realtime_limits_come_from_the_file_and_are_checked() {
+        let defaults = Settings::default().realtime.hub_settings();
+        assert_eq!(
+            defaults,
+            taskflow_http::realtime::RealtimeSettings::default()
+        );
+        let dir = std::env::temp_dir().join(format!("taskflow-settings-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("taskflow.toml");
+        std::fs::write(
+            &file,
+            "[realtime]\nmax_connections_per_user = 10010\nheartbeat_secs = 5\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &CliOverrides::default()).unwrap();
+        let hub = s.realtime.hub_settings();
+        assert_eq!(hub.max_connections_per_user, 10010);
+        assert_eq!(hub.heartbeat, std::time::Duration::from_secs(5));
+        assert_eq!(hub.session_queue, defaults.session_queue);
+        assert!(s.to_redacted_toml().contains("[realtime]"));
+        for (line, key) in [
+            (
+                "max_connections_per_user = 0",
+                "realtime.max_connections_per_user",
+            ),
+            ("session_queue = 0", "realtime.session_queue"),
+            ("heartbeat_secs = 0", "realtime.heartbeat_secs"),
+            ("ticket_ttl_secs = 100000", "realtime.ticket_ttl_secs"),
+        ] {
+            std::fs::write(&file, format!("[realtime]\n{line}\n")).unwrap();
+            let error = Settings::load(Some(&file), &CliOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(key) && error.contains("use "),
+                "{line}: {error}"
+            );
+        }
+        std::fs::write(&file, "[realtime]\nmax_streams = 3\n").unwrap();
+        assert!(Settings::load(Some(&file), &CliOverrides::default()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -50,6 +50,10 @@ pub struct Update {
     pub event_type: String,
     /// The payload as JSON (for `task.changed`: the event's data), serialized once.
     pub data_json: String,
+    /// The update as an SSE frame, rendered once for every session (see `routes`).
+    pub(crate) sse_frame: OnceLock<axum::body::Bytes>,
+    /// The update as a WebSocket text frame, rendered once for every session.
+    pub(crate) ws_frame: OnceLock<axum::extract::ws::Utf8Bytes>,
     logged_at: Instant,
 }
 
@@ -352,6 +356,8 @@ impl RealtimeHub {
             seq,
             event_type: event_type.to_owned(),
             data_json: serde_json::to_string(&data).unwrap_or_else(|_| "null".into()),
+            sse_frame: OnceLock::new(),
+            ws_frame: OnceLock::new(),
             logged_at: Instant::now(),
         });
         log.entries.push_back(update.clone());

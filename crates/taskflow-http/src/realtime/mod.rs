@@ -6,8 +6,13 @@
 //! `data` (for `task.changed` the event's data: `task_id`, `user_id`, `change` = `upserted` |
 //! `deleted`, `version`, `task` (null when deleted), `timestamp`; for `notification.created`:
 //! `user_id`, `timestamp` and the `notification` as the feed shows it).
-//! - SSE: `id: <seq>`, `event: <type>`, `data: <json>`; a comment every 15 s as heartbeat.
-//! - WebSocket: text frames `{"seq": …, "type": …, "data": …}`; a ping every 15 s.
+//! - SSE: `id: <seq>`, `event: <type>`, `data: <json>`; a comment as heartbeat when nothing
+//!   was sent for [`RealtimeSettings::heartbeat`] (15 s by default).
+//! - WebSocket: text frames `{"seq": …, "type": …, "data": …}`; a ping every heartbeat. What
+//!   clients send is ignored; a message over [`routes::WS_MAX_MESSAGE`] closes the stream.
+//!
+//! Each update is rendered once per format and the bytes are shared by every session it goes
+//! to, since one change may fan out to thousands of streams.
 //!
 //! A `resync` message (`data: {"reason": "too_far_behind" | "slow_consumer", "seq": n}`) tells
 //! the client to reload its task list and continue from `seq`: sent when the resume position is

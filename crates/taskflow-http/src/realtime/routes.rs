@@ -2,18 +2,18 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use taskflow_domain::User;
+use tokio::time::Instant;
 use utoipa::ToSchema;
 
 use super::hub::{Backlog, ConnectError, Next, ResyncReason, Session, Update};
@@ -24,6 +24,17 @@ use crate::state::AppState;
 
 /// WebSocket close code sent to a session dropped for being too slow ("try again later").
 pub const CLOSE_SLOW_CONSUMER: u16 = 1013;
+
+/// Bytes read from a WebSocket at a time. Clients only answer pings (and may close); the server
+/// ignores anything else they send, so a small buffer keeps idle streams light: the default of
+/// 128 KiB per stream was nearly all of an idle WebSocket's memory.
+pub const WS_READ_BUFFER: usize = 1024;
+
+/// Largest message (and frame) a client may send on a stream; larger ones close it.
+pub const WS_MAX_MESSAGE: usize = 64 * 1024;
+
+/// The SSE heartbeat: an empty comment.
+const SSE_HEARTBEAT: &[u8] = b":\n\n";
 
 /// A stream ticket.
 #[derive(Serialize, ToSchema)]
@@ -97,43 +108,60 @@ pub async fn sse_stream(
     let session = open(&state, &user, position)?;
     let mut pending = VecDeque::new();
     match &session.backlog {
-        Backlog::Replay(updates) => pending.extend(updates.iter().map(sse_update)),
+        Backlog::Replay(updates) => pending.extend(updates.iter().map(|u| sse_frame(u))),
         Backlog::Resync { seq } => pending.push_back(sse_resync(*seq, ResyncReason::TooFarBehind)),
     }
+    // Frames are rendered once per update and shared by every session (a change may fan out to
+    // thousands); a comment goes out when nothing else did for a heartbeat interval.
+    let heartbeat = state.realtime.settings().heartbeat;
     let stream = futures::stream::unfold(
-        (session, pending, false),
-        |(mut session, mut pending, done)| async move {
-            if let Some(event) = pending.pop_front() {
-                return Some((Ok::<_, Infallible>(event), (session, pending, done)));
+        (session, pending, false, Instant::now() + heartbeat),
+        move |(mut session, mut pending, done, beat)| async move {
+            if let Some(frame) = pending.pop_front() {
+                let beat = Instant::now() + heartbeat;
+                return Some((Ok::<_, Infallible>(frame), (session, pending, done, beat)));
             }
             if done {
                 return None;
             }
-            match session.next().await {
-                Next::Update(update) => Some((Ok(sse_update(&update)), (session, pending, false))),
-                Next::Dropped { seq } => Some((
-                    Ok(sse_resync(seq, ResyncReason::SlowConsumer)),
-                    (session, pending, true),
+            tokio::select! {
+                next = session.next() => {
+                    let beat = Instant::now() + heartbeat;
+                    match next {
+                        Next::Update(update) => {
+                            Some((Ok(sse_frame(&update)), (session, pending, false, beat)))
+                        }
+                        Next::Dropped { seq } => Some((
+                            Ok(sse_resync(seq, ResyncReason::SlowConsumer)),
+                            (session, pending, true, beat),
+                        )),
+                        Next::Closed => None,
+                    }
+                }
+                _ = tokio::time::sleep_until(beat) => Some((
+                    Ok(Bytes::from_static(SSE_HEARTBEAT)),
+                    (session, pending, done, Instant::now() + heartbeat),
                 )),
-                Next::Closed => None,
             }
         },
     );
-    let heartbeat = state.realtime.settings().heartbeat;
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(heartbeat))
-        .into_response();
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Ask reverse proxies (nginx) not to buffer the stream.
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
 }
 
 /// `GET /api/v1/ws`: the caller's updates over a WebSocket.
 ///
 /// Text frames `{"seq", "type", "data"}` with `type` `task.changed` or `resync`; the server
-/// pings every 15 s and ignores what the client sends. Resume with `?resume_from=<seq>`.
+/// pings every 15 s and ignores what the client sends (a message over 64 KiB closes the
+/// stream). Resume with `?resume_from=<seq>`.
 #[utoipa::path(get, path = "/api/v1/ws", tag = "realtime", security(("bearer" = [])),
     params(
         ("ticket" = Option<String>, Query, description = "A ticket from POST /api/v1/stream/tickets, instead of the Authorization header"),
@@ -158,16 +186,20 @@ pub async fn websocket_stream(
     })?;
     let session = open(&state, &user, position)?;
     let heartbeat = state.realtime.settings().heartbeat;
-    Ok(upgrade.on_upgrade(move |socket| run_websocket(socket, session, heartbeat)))
+    Ok(upgrade
+        .read_buffer_size(WS_READ_BUFFER)
+        .max_message_size(WS_MAX_MESSAGE)
+        .max_frame_size(WS_MAX_MESSAGE)
+        .on_upgrade(move |socket| run_websocket(socket, session, heartbeat)))
 }
 
 async fn run_websocket(mut socket: WebSocket, mut session: Session, heartbeat: Duration) {
-    let first: Vec<String> = match &session.backlog {
-        Backlog::Replay(updates) => updates.iter().map(|u| ws_update(u)).collect(),
-        Backlog::Resync { seq } => vec![ws_resync(*seq, ResyncReason::TooFarBehind)],
+    let first: Vec<Utf8Bytes> = match &session.backlog {
+        Backlog::Replay(updates) => updates.iter().map(|u| ws_frame(u)).collect(),
+        Backlog::Resync { seq } => vec![ws_resync(*seq, ResyncReason::TooFarBehind).into()],
     };
     for frame in first {
-        if socket.send(Message::Text(frame.into())).await.is_err() {
+        if socket.send(Message::Text(frame)).await.is_err() {
             return;
         }
     }
@@ -176,7 +208,7 @@ async fn run_websocket(mut socket: WebSocket, mut session: Session, heartbeat: D
         tokio::select! {
             next = session.next() => match next {
                 Next::Update(update) => {
-                    if socket.send(Message::Text(ws_update(&update).into())).await.is_err() {
+                    if socket.send(Message::Text(ws_frame(&update))).await.is_err() {
                         return;
                     }
                 }
@@ -273,35 +305,47 @@ fn resume_param(params: &QueryParams) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
-fn sse_update(update: &Arc<Update>) -> Event {
-    Event::default()
-        .id(update.seq.to_string())
-        .event(update.event_type.as_str())
-        .data(update.data_json.as_str())
+/// The update as an SSE frame (`id`, `event`, `data`), rendered on first use and shared.
+fn sse_frame(update: &Update) -> Bytes {
+    update
+        .sse_frame
+        .get_or_init(|| {
+            // `data_json` is compact JSON, which has no line breaks: one `data:` line holds it.
+            Bytes::from(format!(
+                "id: {}\nevent: {}\ndata: {}\n\n",
+                update.seq, update.event_type, update.data_json
+            ))
+        })
+        .clone()
 }
 
-fn sse_resync(seq: i64, reason: ResyncReason) -> Event {
-    let event = Event::default()
-        .event("resync")
-        .data(resync_data(seq, reason).to_string());
-    if seq > 0 {
-        event.id(seq.to_string())
+fn sse_resync(seq: i64, reason: ResyncReason) -> Bytes {
+    let data = resync_data(seq, reason);
+    Bytes::from(if seq > 0 {
+        format!("id: {seq}\nevent: resync\ndata: {data}\n\n")
     } else {
-        event
-    }
+        format!("event: resync\ndata: {data}\n\n")
+    })
 }
 
 fn resync_data(seq: i64, reason: ResyncReason) -> serde_json::Value {
     serde_json::json!({ "reason": reason.name(), "seq": seq })
 }
 
-fn ws_update(update: &Update) -> String {
-    format!(
-        r#"{{"seq":{},"type":{},"data":{}}}"#,
-        update.seq,
-        serde_json::Value::String(update.event_type.clone()),
-        update.data_json
-    )
+/// The update as a WebSocket text frame, rendered on first use and shared.
+fn ws_frame(update: &Update) -> Utf8Bytes {
+    update
+        .ws_frame
+        .get_or_init(|| {
+            format!(
+                r#"{{"seq":{},"type":{},"data":{}}}"#,
+                update.seq,
+                serde_json::Value::String(update.event_type.clone()),
+                update.data_json
+            )
+            .into()
+        })
+        .clone()
 }
 
 fn ws_resync(seq: i64, reason: ResyncReason) -> String {

@@ -534,6 +534,25 @@ impl WsClient {
         }
     }
 
+    /// Sends a text frame (masked with a zero key, as clients must mask).
+    async fn send_text(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        let mut frame = vec![0x81];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= usize::from(u16::MAX) => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.extend_from_slice(payload);
+        self.stream.write_all(&frame).await
+    }
+
     async fn next(&mut self) -> Value {
         tokio::time::timeout(WAIT, self.next_json())
             .await
@@ -668,4 +687,21 @@ async fn a_slow_client_is_dropped_without_slowing_the_others() {
         delivered < updates,
         "the slow session was cut short ({delivered})"
     );
+}
+
+#[tokio::test]
+async fn websocket_ignores_client_messages_but_closes_on_oversized_ones() {
+    let app = spawn().await;
+    let user = app.register_user().await;
+    let path = format!("/api/v1/ws?ticket={}", ticket(&app, &user).await);
+    let mut ws = WsClient::connect(&app, &path).await.unwrap();
+    ws.send_text(b"hello").await.unwrap();
+    create(&app, &user, "still streaming").await;
+    assert_eq!(ws.next().await["data"]["task"]["title"], "still streaming");
+    // Over the 64 KiB limit: the server ends the stream rather than buffer what it ignores.
+    let _ = ws.send_text(&vec![b'x'; 64 * 1024 + 1]).await;
+    let after = tokio::time::timeout(WAIT, ws.next_json())
+        .await
+        .expect("the server ends the stream in time");
+    assert!(after.is_none(), "{after:?}");
 }
