@@ -110,6 +110,7 @@ async fn main() -> Result<(), BenchError> {
         "latency_rate_events_per_second": figures.latency_rate,
         "commit_to_consume_p50_ms_median": figures.p50_ms,
         "commit_to_consume_p99_ms_median": figures.p99_ms,
+        "unconsumed_updates": figures.unconsumed,
         "goal_p99_ms": GOAL_P99_MS,
         "ratio_p99_to_goal": figures.p99_ms / GOAL_P99_MS,
     });

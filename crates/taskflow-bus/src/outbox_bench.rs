@@ -47,6 +47,8 @@ pub struct Figures {
     pub p50_ms: f64,
     /// Median over rounds of the commit-to-consume p99, in milliseconds.
     pub p99_ms: f64,
+    /// Acknowledged writes of the latency rounds whose update never arrived (must be 0).
+    pub unconsumed: usize,
 }
 
 /// The median of `values` (sorted in place); NaN when empty.
@@ -84,9 +86,12 @@ impl LatencyRecorder {
         }
     }
 
-    fn samples(&self) -> Vec<Duration> {
+    /// The latency of every acknowledged write whose update arrived, sorted, and how many
+    /// never arrived. A consumer often sees an update before the writer's task has taken its
+    /// acknowledgement (the commit wakes both); such samples count as zero.
+    fn samples(&self) -> (Vec<Duration>, usize) {
         let (Ok(committed), Ok(consumed)) = (self.committed.lock(), self.consumed.lock()) else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
         let mut samples: Vec<Duration> = committed
             .iter()
@@ -97,7 +102,8 @@ impl LatencyRecorder {
             })
             .collect();
         samples.sort();
-        samples
+        let unconsumed = committed.len() - samples.len();
+        (samples, unconsumed)
     }
 }
 
@@ -221,6 +227,7 @@ pub async fn measure(
     let latency_rate = (events_per_second * 0.8).min(LATENCY_RATE_CAP);
     let writes_per_second = (latency_rate / 2.0).max(1.0);
     let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    let mut unconsumed = 0;
     for _ in 0..rounds {
         // Let the consumer drain, then measure only this round.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -244,8 +251,16 @@ pub async fn measure(
         while let Some(result) = writers.join_next().await {
             result??;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let samples = recorder.samples();
+        // Wait for the round's last updates (bounded: a lost update shows as unconsumed).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (samples, missing) = loop {
+            let (samples, missing) = recorder.samples();
+            if missing == 0 || Instant::now() > deadline {
+                break (samples, missing);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        unconsumed = unconsumed.max(missing);
         p50s.push(millis(percentile(&samples, 50.0)));
         p99s.push(millis(percentile(&samples, 99.0)));
     }
@@ -255,5 +270,6 @@ pub async fn measure(
         latency_rate: writes_per_second * 2.0,
         p50_ms: median(&mut p50s),
         p99_ms: median(&mut p99s),
+        unconsumed,
     })
 }
