@@ -95,6 +95,20 @@ impl RetryPolicy {
     }
 }
 
+/// Messages handled together: their first attempts run concurrently, so the writes of a
+/// batch share group commits instead of waiting for one commit each.
+pub const BATCH: usize = 64;
+
+/// How the first attempt at a message went.
+enum FirstAttempt {
+    /// Handled.
+    Done,
+    /// The handler failed; the event and its consumer span, for the retries.
+    Failed(Box<(CloudEvent, tracing::Span)>, HandlerError),
+    /// Not a CloudEvent: dead-lettered without retries.
+    Malformed(String),
+}
+
 /// One consumer group member: subscribe, handle, retry, dead-letter, acknowledge.
 pub struct ConsumerRunner {
     /// Group name; also the consumer name in idempotency records and dead letters.
@@ -161,43 +175,78 @@ impl ConsumerRunner {
         let physical = self.names.physical(&self.topic);
         let mut subscription = self.bus.subscribe(&physical, &self.group).await?;
         loop {
-            let received = tokio::select! {
+            let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                received = subscription.next() => received?,
+                batch = subscription.next_batch(BATCH) => batch?,
             };
-            if self.process(&received, shutdown).await {
+            // Handle the batch together: handler calls start in order (so their writes queue
+            // in order and share one group commit instead of one commit each); a message whose
+            // first attempt failed is retried on its own, in order, before anything is acked.
+            let first_attempts = futures::future::join_all(
+                batch.iter().map(|received| self.process_first(received)),
+            )
+            .await;
+            for (received, first) in batch.into_iter().zip(first_attempts) {
+                let done = match first {
+                    FirstAttempt::Done => true,
+                    FirstAttempt::Failed(event, error) => {
+                        self.retry(&received, &event, error, shutdown).await
+                    }
+                    FirstAttempt::Malformed(error) => {
+                        self.dead_letter(&received, None, &error, 1, shutdown).await
+                    }
+                };
+                if !done {
+                    return Ok(()); // shut down mid-retry: leave it unacknowledged for redelivery
+                }
                 subscription.ack(received).await?;
-            } else {
-                return Ok(()); // shut down mid-retry: leave it unacknowledged for redelivery
             }
         }
     }
 
-    /// Handles one message with retries; `false` when shutdown interrupted it.
-    async fn process(&self, received: &Received, shutdown: &CancellationToken) -> bool {
-        let labels = [("topic", self.topic.clone()), ("group", self.group.clone())];
+    /// The first attempt at one message, traced under its consumer span.
+    async fn process_first(&self, received: &Received) -> FirstAttempt {
         let event: CloudEvent = match serde_json::from_slice(&received.message.payload) {
             Ok(event) => event,
-            Err(error) => {
-                // A malformed event will never succeed: dead-letter it at once.
-                return self
-                    .dead_letter(
-                        received,
-                        None,
-                        &format!("malformed event: {error}"),
-                        1,
-                        shutdown,
-                    )
-                    .await;
-            }
+            // A malformed event will never succeed: it is dead-lettered at once.
+            Err(error) => return FirstAttempt::Malformed(format!("malformed event: {error}")),
         };
+        let labels = self.labels();
         if let Ok(age) = (self.clock.now() - event.time).to_std() {
             metrics::histogram!("event_consume_delay_seconds", &labels).record(age.as_secs_f64());
         }
         let span = self.consume_span(&event);
-        self.handle_with_retries(received, &event, &labels, shutdown)
-            .instrument(span)
+        let outcome = self.handler.handle(&event).instrument(span.clone()).await;
+        match outcome {
+            Ok(()) => {
+                metrics::counter!("events_consumed_total", &labels).increment(1);
+                FirstAttempt::Done
+            }
+            Err(error) => {
+                metrics::counter!("event_handler_failures_total", &labels).increment(1);
+                FirstAttempt::Failed(Box::new((event, span)), error)
+            }
+        }
+    }
+
+    /// Retries a message whose first attempt failed, then dead-letters it; `false` when
+    /// shutdown interrupted it.
+    async fn retry(
+        &self,
+        received: &Received,
+        failed: &(CloudEvent, tracing::Span),
+        error: HandlerError,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let (event, span) = failed;
+        let labels = self.labels();
+        self.handle_with_retries(received, event, &labels, Some(error), shutdown)
+            .instrument(span.clone())
             .await
+    }
+
+    fn labels(&self) -> [(&'static str, String); 2] {
+        [("topic", self.topic.clone()), ("group", self.group.clone())]
     }
 
     /// The consumer span `consume <topic> <group>` of one event: a child of the event's
@@ -223,22 +272,34 @@ impl ConsumerRunner {
 
     /// Runs the handler until it succeeds or the policy gives up (then dead-letters); `false`
     /// when shutdown interrupted it.
+    /// `failed_first`: the first attempt already ran and failed with this error.
     async fn handle_with_retries(
         &self,
         received: &Received,
         event: &CloudEvent,
         labels: &[(&'static str, String); 2],
+        mut failed_first: Option<HandlerError>,
         shutdown: &CancellationToken,
     ) -> bool {
         let mut attempt = 1;
         loop {
-            match self.handler.handle(event).await {
+            // The first attempt's failure was counted where it ran.
+            let outcome = match failed_first.take() {
+                Some(error) => Err(error),
+                None => {
+                    let outcome = self.handler.handle(event).await;
+                    if outcome.is_err() {
+                        metrics::counter!("event_handler_failures_total", labels).increment(1);
+                    }
+                    outcome
+                }
+            };
+            match outcome {
                 Ok(()) => {
                     metrics::counter!("events_consumed_total", labels).increment(1);
                     return true;
                 }
                 Err(error) => {
-                    metrics::counter!("event_handler_failures_total", labels).increment(1);
                     if attempt >= self.policy.attempts {
                         tracing::Span::current().record("otel.status_code", "ERROR");
                         return self

@@ -105,6 +105,12 @@ pub trait EventBus: Send + Sync + 'static {
 pub trait Subscription: Send {
     /// Waits for the next message.
     async fn next(&mut self) -> Result<Received, BusError>;
+    /// Waits for the next message, then adds up to `max - 1` more that are already at hand,
+    /// in order. The default takes one; backends that read in batches hand them all over.
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Received>, BusError> {
+        let _ = max;
+        Ok(vec![self.next().await?])
+    }
     /// Acknowledges `received` (commits the offset / acks the message). Call only after the
     /// handler's effects are durable.
     async fn ack(&mut self, received: Received) -> Result<(), BusError>;

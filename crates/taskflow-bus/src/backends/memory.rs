@@ -100,6 +100,21 @@ struct MemorySubscription {
 }
 
 impl MemorySubscription {
+    /// Hands out `record`, the next row of the topic.
+    fn received(&mut self, record: OutboxRecord) -> Received {
+        self.position = record.seq;
+        Received {
+            message: Message {
+                topic: self.physical.clone(),
+                key: record.partition_key,
+                id: format!("{}:{}", record.event_id, record.seq),
+                payload: record.payload.into_bytes(),
+            },
+            redeliveries: 0,
+            token: Box::new(record.seq),
+        }
+    }
+
     /// Hands the acknowledged offset to the committing task (never waits).
     fn flush(&mut self) {
         self.offsets.send_if_modified(|offset| {
@@ -145,17 +160,7 @@ impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Result<Received, BusError> {
         loop {
             if let Some(record) = self.buffer.pop_front() {
-                self.position = record.seq;
-                return Ok(Received {
-                    message: Message {
-                        topic: self.physical.clone(),
-                        key: record.partition_key,
-                        id: format!("{}:{}", record.event_id, record.seq),
-                        payload: record.payload.into_bytes(),
-                    },
-                    redeliveries: 0,
-                    token: Box::new(record.seq),
-                });
+                return Ok(self.received(record));
             }
             // Mark what we have seen before reading, so a commit racing the read still wakes us.
             self.commits.borrow_and_update();
@@ -173,6 +178,16 @@ impl Subscription for MemorySubscription {
                 Ok(Err(_)) => return Err(BusError::Closed),
             }
         }
+    }
+
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Received>, BusError> {
+        let mut batch = vec![self.next().await?];
+        while batch.len() < max
+            && let Some(record) = self.buffer.pop_front()
+        {
+            batch.push(self.received(record));
+        }
+        Ok(batch)
     }
 
     async fn ack(&mut self, received: Received) -> Result<(), BusError> {
