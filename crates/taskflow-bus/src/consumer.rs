@@ -186,6 +186,8 @@ impl ConsumerRunner {
                 batch.iter().map(|received| self.process_first(received)),
             )
             .await;
+            let mut handled = Vec::with_capacity(batch.len());
+            let mut interrupted = false;
             for (received, first) in batch.into_iter().zip(first_attempts) {
                 let done = match first {
                     FirstAttempt::Done => true,
@@ -197,9 +199,15 @@ impl ConsumerRunner {
                     }
                 };
                 if !done {
-                    return Ok(()); // shut down mid-retry: leave it unacknowledged for redelivery
+                    // Shut down mid-retry: this one and the rest stay unacknowledged.
+                    interrupted = true;
+                    break;
                 }
-                subscription.ack(received).await?;
+                handled.push(received);
+            }
+            subscription.ack_all(handled).await?;
+            if interrupted {
+                return Ok(());
             }
         }
     }

@@ -114,6 +114,14 @@ pub trait Subscription: Send {
     /// Acknowledges `received` (commits the offset / acks the message). Call only after the
     /// handler's effects are durable.
     async fn ack(&mut self, received: Received) -> Result<(), BusError>;
+    /// Acknowledges several messages, in order. The default acknowledges one after the other;
+    /// backends whose acknowledgements are round trips send them together.
+    async fn ack_all(&mut self, received: Vec<Received>) -> Result<(), BusError> {
+        for one in received {
+            self.ack(one).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Physical topic names for the logical ones, with an optional prefix (tests use a unique

@@ -264,6 +264,11 @@ pub async fn measure(
         p50s.push(millis(percentile(&samples, 50.0)));
         p99s.push(millis(percentile(&samples, 99.0)));
     }
+    // Let the relay catch up before it is stopped, so the bus got every event.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.outbox_backlog().await?.unpublished > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(Figures {
         events_per_second,
         events_per_second_rounds: rates,

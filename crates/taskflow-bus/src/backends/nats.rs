@@ -27,9 +27,9 @@
 //! A consumer group is a durable pull consumer named after the group (sanitized like stream
 //! names), with explicit acknowledgement, delivery of everything from the start of the stream,
 //! `ack_wait` and `max_deliver` from the settings. Each [`Subscription`] is one member: it
-//! pulls up to [`NatsSettings::prefetch`] messages at a time and hands them out one by one in
-//! stream order. JetStream spreads a group's messages over its members, so ordering by key
-//! holds per member: run one member per group (the consumer runner processes sequentially)
+//! pulls up to [`NatsSettings::prefetch`] messages at a time and hands them out in stream
+//! order (all that are at hand to the consumer runner's batches). JetStream spreads a group's
+//! messages over its members, so ordering by key holds per member: run one member per group
 //! where a key's order matters across the whole group. Redeliveries come first, so a message
 //! that was not acknowledged may overtake later ones.
 //!
@@ -39,7 +39,9 @@
 //! dropped without acknowledgement is no longer kept alive (JetStream redelivers it after
 //! `ack_wait`); dropping the subscription gives every message it still holds back at once
 //! (negative acknowledgement), so another member gets them without waiting.
-//! [`Subscription::ack`] waits for the server to confirm the acknowledgement ("double ack").
+//! [`Subscription::ack`] waits for the server to confirm the acknowledgement ("double ack");
+//! [`Subscription::ack_all`] sends a batch's acknowledgements together and waits for every
+//! confirmation.
 //!
 //! Broker errors never panic: the client reconnects by itself, and while the broker is away
 //! `publish`, `next` and `ack` return [`BusError::Unavailable`] (after at most a few seconds),
@@ -122,7 +124,7 @@ impl Default for NatsSettings {
             duplicate_window_secs: 120,
             ack_wait_secs: 30,
             max_deliver: -1,
-            prefetch: 32,
+            prefetch: 128,
             credentials_file: None,
             user: None,
             password: None,
@@ -662,27 +664,53 @@ impl Subscription for NatsSubscription {
         }
     }
 
-    async fn ack(&mut self, received: Received) -> Result<(), BusError> {
-        let mut token = received.token.downcast::<NatsToken>().map_err(|_| {
-            BusError::Config("nats: acknowledging a message from another backend".into())
-        })?;
-        // A request, so the server confirms it recorded the acknowledgement.
-        match tokio::time::timeout(
-            REPLY_TIMEOUT,
-            self.client.request(token.reply.clone(), "+ACK".into()),
-        )
-        .await
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Received>, BusError> {
+        let mut batch = vec![self.next().await?];
+        while batch.len() < max
+            && let Some(message) = self.buffer.pop_front()
         {
-            Ok(Ok(_)) => {
-                lock(&self.held).remove(&token.sequence);
-                token.settled = true;
-                Ok(())
-            }
-            Ok(Err(error)) => Err(unavailable("acknowledging", error)),
-            Err(_) => Err(BusError::Unavailable(
-                "nats: acknowledgement not confirmed in time".into(),
-            )),
+            batch.push(self.hand_out(message)?);
         }
+        Ok(batch)
+    }
+
+    async fn ack(&mut self, received: Received) -> Result<(), BusError> {
+        self.ack_all(vec![received]).await
+    }
+
+    /// Sends every acknowledgement request at once and waits for all the confirmations: one
+    /// round trip for the batch instead of one per message.
+    async fn ack_all(&mut self, received: Vec<Received>) -> Result<(), BusError> {
+        let mut tokens = Vec::with_capacity(received.len());
+        for one in received {
+            tokens.push(one.token.downcast::<NatsToken>().map_err(|_| {
+                BusError::Config("nats: acknowledging a message from another backend".into())
+            })?);
+        }
+        // Requests, so the server confirms it recorded each acknowledgement.
+        let confirmations = futures::future::join_all(tokens.iter().map(|token| {
+            tokio::time::timeout(
+                REPLY_TIMEOUT,
+                self.client.request(token.reply.clone(), "+ACK".into()),
+            )
+        }))
+        .await;
+        let mut outcome = Ok(());
+        for (token, confirmation) in tokens.iter_mut().zip(confirmations) {
+            match confirmation {
+                Ok(Ok(_)) => {
+                    lock(&self.held).remove(&token.sequence);
+                    token.settled = true;
+                }
+                Ok(Err(error)) => outcome = Err(unavailable("acknowledging", error)),
+                Err(_) => {
+                    outcome = Err(BusError::Unavailable(
+                        "nats: acknowledgement not confirmed in time".into(),
+                    ));
+                }
+            }
+        }
+        outcome
     }
 }
 
