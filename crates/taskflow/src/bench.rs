@@ -59,6 +59,10 @@ pub struct BenchOptions {
     /// and deletes them).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
+    /// `bench events --backend kafka`: librdkafka settings `KEY=VALUE` for the benchmark's
+    /// clients (repeatable), e.g. `--kafka-extra fetch.wait.max.ms=5`.
+    #[arg(long, value_parser = parse_key_value)]
+    pub kafka_extra: Vec<(String, String)>,
     /// `bench reminders`: reminders spread over `--spread-secs`.
     #[arg(long, default_value_t = 3000)]
     pub reminders: usize,
@@ -105,6 +109,16 @@ pub struct BenchOptions {
 }
 
 /// Runs `which` and writes `<out_dir>/<name>.json`.
+/// Parses a `KEY=VALUE` command-line pair (a non-empty key is required).
+fn parse_key_value(pair: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {pair:?}")),
+    }
+}
+
 pub async fn run(which: Benchmark, options: BenchOptions) -> anyhow::Result<()> {
     if options.fanout_client {
         anyhow::ensure!(
@@ -424,6 +438,9 @@ async fn events(options: &BenchOptions) -> anyhow::Result<Value> {
             let settings = taskflow_bus::backends::kafka::KafkaSettings {
                 brokers: options.kafka_brokers.clone(),
                 client_id: "taskflow-bench".into(),
+                // librdkafka settings passed through, e.g. `fetch.wait.max.ms=5` for brokers
+                // whose fetch does not return as soon as data arrives (tansu 0.6).
+                extra: options.kafka_extra.iter().cloned().collect(),
                 ..Default::default()
             };
             taskflow_bus::backends::kafka::create_topics(&settings, &settings.topic_specs(&names))

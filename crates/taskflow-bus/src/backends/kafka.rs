@@ -24,7 +24,8 @@
 //!
 //! [`EventBus::subscribe`] joins a Kafka consumer group (`group.id` = the consumer's group) with
 //! `enable.auto.commit=false` and `auto.offset.reset=earliest`. [`Subscription::ack`] commits
-//! the acknowledged message's offset + 1 synchronously, and the
+//! the acknowledged message's offset + 1 synchronously ([`Subscription::ack_all`]: past the last
+//! message of each partition of a batch, in one commit), and the
 //! [`crate::consumer::ConsumerRunner`] acknowledges only after the handler's transaction (with
 //! its idempotency record) committed. A member that dies before acknowledging leaves the offset
 //! where it was, and the partition's next owner receives the message again. Offsets are per
@@ -59,6 +60,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -578,34 +580,50 @@ impl Subscription for KafkaSubscription {
         }
     }
 
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Received>, BusError> {
+        let mut batch = vec![self.next().await?];
+        let consumer = self.consumer()?;
+        // Records librdkafka already fetched: taking one is immediate (and a poll that is not
+        // ready takes nothing, so nothing is lost by not waiting for it).
+        while batch.len() < max {
+            match consumer.recv().now_or_never() {
+                Some(Ok(record)) => batch.push(received(&record)),
+                _ => break,
+            }
+        }
+        Ok(batch)
+    }
+
     async fn ack(&mut self, received: Received) -> Result<(), BusError> {
-        let token = received.token.downcast::<KafkaToken>().map_err(|_| {
-            BusError::Config("kafka: acknowledged a message from another backend".into())
-        })?;
-        let next = token.offset + 1;
-        let key = (token.topic, token.partition);
-        if self
-            .committed
-            .get(&key)
-            .is_some_and(|committed| *committed >= next)
-        {
+        self.ack_all(vec![received]).await
+    }
+
+    /// Commits past the last message of each partition in one synchronous commit.
+    async fn ack_all(&mut self, received: Vec<Received>) -> Result<(), BusError> {
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for one in received {
+            let token = one.token.downcast::<KafkaToken>().map_err(|_| {
+                BusError::Config("kafka: acknowledged a message from another backend".into())
+            })?;
+            let entry = next.entry((token.topic, token.partition)).or_insert(0);
+            *entry = (*entry).max(token.offset + 1);
+        }
+        next.retain(|key, offset| self.committed.get(key).is_none_or(|done| *done < *offset));
+        if next.is_empty() {
             return Ok(());
         }
         let mut offsets = TopicPartitionList::new();
-        offsets
-            .add_partition_offset(&key.0, key.1, Offset::Offset(next))
-            .map_err(|error| BusError::Config(format!("kafka: bad offset: {error}")))?;
+        for ((topic, partition), offset) in &next {
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|error| BusError::Config(format!("kafka: bad offset: {error}")))?;
+        }
         let consumer = self.consumer()?.clone();
         tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
             .await
             .map_err(|error| BusError::Unavailable(format!("kafka commit task: {error}")))?
-            .map_err(|error| {
-                BusError::Unavailable(format!(
-                    "kafka: cannot commit {}[{}]@{next}: {error}",
-                    key.0, key.1
-                ))
-            })?;
-        self.committed.insert(key, next);
+            .map_err(|error| BusError::Unavailable(format!("kafka: cannot commit: {error}")))?;
+        self.committed.extend(next);
         Ok(())
     }
 }
