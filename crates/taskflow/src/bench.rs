@@ -34,6 +34,9 @@ pub enum Benchmark {
     /// Many concurrent SSE and WebSocket streams: change-to-frame latency and memory per idle
     /// connection.
     Fanout,
+    /// Create / list / complete throughput and latency over HTTP with concurrent clients, on
+    /// SQLite and PostgreSQL.
+    Api,
 }
 
 /// Options shared by the benchmarks.
@@ -103,6 +106,25 @@ pub struct BenchOptions {
     /// default is the server's); `--hold-secs` must be longer.
     #[arg(long, default_value_t = 15)]
     pub heartbeat_secs: u64,
+    /// `bench api`: `sqlite`, `postgres` or `both`.
+    #[arg(long, default_value = "both")]
+    pub database: String,
+    /// `bench api`: the PostgreSQL database through which the benchmark creates (and afterwards
+    /// drops) a database of its own.
+    #[arg(long, default_value_t = crate::bench_api::default_postgres_url())]
+    pub postgres_url: String,
+    /// `bench api`: the server's `database.max_connections` (0: the server's default).
+    #[arg(long, default_value_t = 0)]
+    pub db_connections: u32,
+    /// `bench api`: concurrent HTTP clients, one connection each.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// `bench api`: seconds per measured round.
+    #[arg(long, default_value_t = 5.0)]
+    pub round_secs: f64,
+    /// `bench api`: tasks the user holds when lists are measured.
+    #[arg(long, default_value_t = 100_000)]
+    pub list_tasks: usize,
     /// Internal: run as a load generator of `bench fanout` (commands on standard input).
     #[arg(long, hide = true)]
     pub fanout_client: bool,
@@ -145,6 +167,7 @@ pub async fn run(which: Benchmark, options: BenchOptions) -> anyhow::Result<()> 
             "fanout".to_owned(),
             crate::bench_fanout::fanout(&options).await?,
         ),
+        Benchmark::Api => ("api".to_owned(), crate::bench_api::api(&options).await?),
     };
     std::fs::create_dir_all(&options.out_dir)
         .with_context(|| format!("creating {}", options.out_dir.display()))?;

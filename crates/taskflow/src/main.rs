@@ -2,6 +2,7 @@
 
 mod app;
 mod bench;
+mod bench_api;
 mod bench_fanout;
 mod bench_reminders;
 mod portability;
@@ -68,7 +69,7 @@ enum Command {
         #[arg(value_enum)]
         which: bench::Benchmark,
         #[command(flatten)]
-        options: bench::BenchOptions,
+        options: Box<bench::BenchOptions>,
     },
     /// Write the whole database (users, tokens, tasks, audit log, dead letters) as JSON Lines.
     Export {
@@ -163,7 +164,7 @@ fn main() -> ExitCode {
             Command::Export { out } => portability::export(&settings, out.as_deref()).await,
             Command::Import { file } => portability::import(&settings, &file).await,
             Command::Healthcheck { url } => healthcheck(&url).await,
-            Command::Bench { which, options } => bench::run(which, options).await,
+            Command::Bench { which, options } => bench::run(which, *options).await,
             Command::Admin { action } => match action {
                 AdminAction::Grant { email } => app::set_admin(&settings, &email, true).await,
                 AdminAction::Revoke { email } => app::set_admin(&settings, &email, false).await,

@@ -567,9 +567,14 @@ impl NatsSubscription {
         Ok(())
     }
 
-    /// Waits up to [`PULL_WAIT`] for one message, then takes whatever else is ready up to
-    /// `prefetch`. Returns with an empty buffer when nothing arrived.
+    /// Takes what is ready up to `prefetch` (one round trip, the common case under load); when
+    /// nothing is, waits up to [`PULL_WAIT`] for one message and then takes whatever else is
+    /// ready. Returns with an empty buffer when nothing arrived.
     async fn fill(&mut self) -> Result<(), BusError> {
+        self.take_ready(self.prefetch).await?;
+        if !self.buffer.is_empty() {
+            return Ok(());
+        }
         let wait = PULL_WAIT + REPLY_TIMEOUT;
         let mut first = tokio::time::timeout(
             wait,
@@ -593,22 +598,24 @@ impl NatsSubscription {
             Ok(Some(Ok(message))) => self.hold(message)?,
         }
         if self.prefetch > 1 {
-            // Ready messages only (no wait); a failure here leaves them to the next pull.
-            let more = tokio::time::timeout(
-                REPLY_TIMEOUT,
-                self.consumer
-                    .fetch()
-                    .max_messages(self.prefetch - 1)
-                    .messages(),
-            )
-            .await;
-            if let Ok(Ok(mut more)) = more {
-                while let Ok(Some(Ok(message))) =
-                    tokio::time::timeout(REPLY_TIMEOUT, more.next()).await
-                {
-                    self.hold(message)?;
-                }
-            }
+            // A failure here leaves the rest to the next pull.
+            let _ = self.take_ready(self.prefetch - 1).await;
+        }
+        Ok(())
+    }
+
+    /// Fetches up to `max` messages that are ready now, without waiting for more (a failed
+    /// request takes nothing and is reported).
+    async fn take_ready(&mut self, max: usize) -> Result<(), BusError> {
+        let mut ready = tokio::time::timeout(
+            REPLY_TIMEOUT,
+            self.consumer.fetch().max_messages(max).messages(),
+        )
+        .await
+        .map_err(|_| BusError::Unavailable("nats: fetch request timed out".into()))?
+        .map_err(|error| unavailable("fetching", error))?;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(REPLY_TIMEOUT, ready.next()).await {
+            self.hold(message)?;
         }
         Ok(())
     }

@@ -327,36 +327,7 @@ impl TaskStore for SqliteStore {
     }
 
     async fn list_tasks(&self, user: UserId, query: &TaskQuery) -> Result<TaskPage, StoreError> {
-        let searching = !query.search_terms.is_empty();
-        let mut sql = SqlBuilder::new("SELECT * FROM (SELECT t.*, ");
-        sql.push(if searching { BM25 } else { "0.0" });
-        sql.push(" AS score FROM tasks t ");
-        if searching {
-            sql.push("JOIN tasks_fts ON tasks_fts.rowid = t.seq AND tasks_fts MATCH ")
-                .bind(fts_query(&query.search_terms))
-                .push(" ");
-        }
-        sql.push("WHERE t.user_id = ").bind(user.to_string());
-        push_filters(&mut sql, query);
-        sql.push(") AS page WHERE 1 = 1");
-
-        let (expr, nullable) = sort_expression(query.sort);
-        let ascending = query.direction == SortDirection::Asc;
-        let (op, dir) = if ascending {
-            (">", "ASC")
-        } else {
-            ("<", "DESC")
-        };
-        if let Some(cursor) = &query.after {
-            push_keyset(&mut sql, expr, nullable, op, cursor);
-        }
-        sql.push(" ORDER BY ");
-        if nullable {
-            sql.push(&format!("({expr} IS NULL) ASC, "));
-        }
-        sql.push(&format!("{expr} {dir}, id {dir} LIMIT "));
-        sql.bind(i64::from(query.limit) + 1);
-
+        let sql = list_statement(user, query);
         let (sort, direction, limit) = (query.sort, query.direction, query.limit as usize);
         let rows = self
             .read(move |conn| {
@@ -461,14 +432,58 @@ fn fts_query(terms: &[String]) -> String {
         .join(" ")
 }
 
-fn sort_expression(sort: SortField) -> (&'static str, bool) {
+/// The statement listing `user`'s tasks for `query`: one more row than a page, to tell whether
+/// another page follows.
+fn list_statement(user: UserId, query: &TaskQuery) -> SqlBuilder {
+    let searching = !query.search_terms.is_empty();
+    let mut sql = SqlBuilder::new("SELECT * FROM (SELECT t.*, ");
+    sql.push(if searching { BM25 } else { "0.0" });
+    sql.push(" AS score FROM tasks t ");
+    if searching {
+        sql.push("JOIN tasks_fts ON tasks_fts.rowid = t.seq AND tasks_fts MATCH ")
+            .bind(fts_query(&query.search_terms))
+            .push(" ");
+    }
+    sql.push("WHERE t.user_id = ").bind(user.to_string());
+    push_filters(&mut sql, query);
+    sql.push(") AS page WHERE 1 = 1");
+
+    let ascending = query.direction == SortDirection::Asc;
+    let (expr, null_key) = sort_expression(query.sort, ascending);
+    let (op, dir) = if ascending {
+        (">", "ASC")
+    } else {
+        ("<", "DESC")
+    };
+    if let Some(cursor) = &query.after {
+        push_keyset(&mut sql, expr, null_key, op, cursor);
+    }
+    sql.push(&format!(" ORDER BY {expr} {dir}, id {dir} LIMIT "));
+    sql.bind(i64::from(query.limit) + 1);
+    sql
+}
+
+/// `due_at` with tasks without a due date last in ascending order: the expression the
+/// `tasks_user_due_key` and `tasks_user_status_due_key` indexes hold, so due-date listings and
+/// due ranges walk an index instead of sorting every task of the user. No due date is ever
+/// `i64::MAX` microseconds (chrono stops at year 262 143).
+const DUE_KEY_ASC: &str = "coalesce(due_at, 9223372036854775807)";
+/// The same for descending order (no due date last again); not indexed, so it sorts.
+const DUE_KEY_DESC: &str = "coalesce(due_at, -9223372036854775807)";
+/// [`DUE_KEY_ASC`] inside the task subquery.
+const T_DUE_KEY: &str = "coalesce(t.due_at, 9223372036854775807)";
+
+/// The ordering expression of `sort`, and the key that stands for "no value" in it when the
+/// column is nullable (tasks without a due date sort last in either direction).
+fn sort_expression(sort: SortField, ascending: bool) -> (&'static str, Option<i64>) {
     match sort {
-        SortField::DueAt => ("due_at", true),
-        SortField::Priority => ("priority", false),
-        SortField::CreatedAt => ("created_at", false),
-        SortField::UpdatedAt => ("updated_at", false),
-        SortField::Title => ("title_key", false),
-        SortField::Relevance => ("score", false),
+        SortField::DueAt if ascending => (DUE_KEY_ASC, Some(i64::MAX)),
+        SortField::DueAt => (DUE_KEY_DESC, Some(-i64::MAX)),
+        SortField::Priority => ("priority", None),
+        SortField::CreatedAt => ("created_at", None),
+        SortField::UpdatedAt => ("updated_at", None),
+        SortField::Title => ("title_key", None),
+        SortField::Relevance => ("score", None),
     }
 }
 
@@ -502,11 +517,15 @@ fn push_filters(sql: &mut SqlBuilder, query: &TaskQuery) {
             }
         }
     }
+    // Written against the indexed due key (equivalent: no due date is never in a range).
     if let Some(before) = query.due_before {
-        sql.push(" AND t.due_at < ").bind(micros(before));
+        sql.push(&format!(" AND {T_DUE_KEY} < "))
+            .bind(micros(before));
     }
     if let Some(after) = query.due_after {
-        sql.push(" AND t.due_at >= ").bind(micros(after));
+        sql.push(&format!(" AND {T_DUE_KEY} >= "))
+            .bind(micros(after))
+            .push(&format!(" AND {T_DUE_KEY} < 9223372036854775807"));
     }
     match query.recurring {
         Some(true) => {
@@ -522,7 +541,7 @@ fn push_filters(sql: &mut SqlBuilder, query: &TaskQuery) {
     }
     match query.overdue {
         Some(true) => {
-            sql.push(" AND t.status = 'pending' AND t.due_at < ")
+            sql.push(&format!(" AND t.status = 'pending' AND {T_DUE_KEY} < "))
                 .bind(micros(query.now));
         }
         Some(false) => {
@@ -534,23 +553,18 @@ fn push_filters(sql: &mut SqlBuilder, query: &TaskQuery) {
     }
 }
 
-fn push_keyset(sql: &mut SqlBuilder, expr: &str, nullable: bool, op: &str, cursor: &Cursor) {
+fn push_keyset(sql: &mut SqlBuilder, expr: &str, null_key: Option<i64>, op: &str, cursor: &Cursor) {
     let id = cursor.id.to_string();
-    if matches!(cursor.key, CursorKey::Null) {
-        // Only nullable sorts produce null keys: continue within the trailing null group.
-        sql.push(&format!(" AND {expr} IS NULL AND id {op} "))
-            .bind(id);
-        return;
-    }
-    sql.push(&format!(" AND (({expr} {op} "));
-    push_key(sql, &cursor.key);
-    sql.push(&format!(") OR ({expr} = "));
-    push_key(sql, &cursor.key);
-    sql.push(&format!(" AND id {op} ")).bind(id).push(")");
-    if nullable {
-        sql.push(&format!(" OR {expr} IS NULL"));
-    }
-    sql.push(")");
+    let key = match (&cursor.key, null_key) {
+        // A task without a due date: its key is the sentinel the ordering gives it.
+        (CursorKey::Null, Some(sentinel)) => CursorKey::Int(sentinel),
+        (key, _) => key.clone(),
+    };
+    sql.push(&format!(" AND ({expr} {op} "));
+    push_key(sql, &key);
+    sql.push(&format!(" OR ({expr} = "));
+    push_key(sql, &key);
+    sql.push(&format!(" AND id {op} ")).bind(id).push("))");
 }
 
 fn push_key(sql: &mut SqlBuilder, key: &CursorKey) {
@@ -560,4 +574,92 @@ fn push_key(sql: &mut SqlBuilder, key: &CursorKey) {
         CursorKey::Float(f) => sql.bind(*f),
         CursorKey::Text(t) => sql.bind(t.clone()),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeDelta, Utc};
+    use taskflow_domain::TaskStatus;
+
+    use super::*;
+    use crate::Store as _;
+    use crate::query::{SortDirection, SortField};
+    use crate::sqlite::SqliteSettings;
+
+    /// `EXPLAIN QUERY PLAN` of the listing statement for `query`, one detail per line.
+    async fn plan(store: &SqliteStore, query: &TaskQuery) -> String {
+        let sql = list_statement(UserId::new(), query);
+        store
+            .read(move |conn| {
+                let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", sql.sql))?;
+                let details = statement
+                    .query_map(rusqlite::params_from_iter(sql.values.iter()), |row| {
+                        row.get::<_, String>(3)
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(details.join("\n"))
+            })
+            .await
+            .expect("plan")
+    }
+
+    /// Due-date listings (all, pending only, a due range, overdue) walk an index in order
+    /// instead of sorting all of a user's tasks.
+    #[tokio::test]
+    async fn due_date_listings_walk_an_index() {
+        let dir = std::env::temp_dir().join(format!(
+            "taskflow-plan-test-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let store = SqliteStore::connect(&SqliteSettings::new(format!(
+            "sqlite://{}",
+            dir.join("plan.db").display()
+        )))
+        .await
+        .expect("open");
+        store.migrate().await.expect("migrate");
+        let now = Utc::now();
+        let by_due = |edit: &dyn Fn(&mut TaskQuery)| {
+            let mut query = TaskQuery::new(now);
+            query.sort = SortField::DueAt;
+            query.direction = SortDirection::Asc;
+            edit(&mut query);
+            query
+        };
+        let cases = [
+            ("all", by_due(&|_| {}), "tasks_user_due_key"),
+            (
+                "pending",
+                by_due(&|q| q.status = Some(TaskStatus::Pending)),
+                "tasks_user_status_due_key",
+            ),
+            (
+                "range",
+                by_due(&|q| {
+                    q.due_after = Some(now);
+                    q.due_before = Some(now + TimeDelta::days(7));
+                }),
+                "tasks_user_due_key",
+            ),
+            (
+                "later page",
+                by_due(&|q| {
+                    q.after = Some(Cursor {
+                        sort: SortField::DueAt,
+                        direction: SortDirection::Asc,
+                        key: CursorKey::Null,
+                        id: TaskId::new(),
+                    })
+                }),
+                "tasks_user_due_key",
+            ),
+        ];
+        for (name, query, index) in cases {
+            let plan = plan(&store, &query).await;
+            assert!(plan.contains(index), "{name}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{name} sorts: {plan}");
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

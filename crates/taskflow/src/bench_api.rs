@@ -1,0 +1,612 @@
+//! `taskflow bench api`: create / list / complete throughput and latency over HTTP, with
+//! `--concurrency` clients, against `taskflow serve` (every role, so each write's events are
+//! relayed and consumed) on SQLite and on PostgreSQL.
+//!
+//! The server is a child process, so its CPU time and the load generator's (this process) are
+//! measured apart and reported as cores used. Per database:
+//!
+//! 1. **peak**: closed loop (each client sends its next request when the previous one is
+//!    answered) for `--round-secs`, `--rounds` times per operation. After each create round the
+//!    benchmark waits until the audit consumer has consumed every event, and reports the rate
+//!    that includes that drain too (creates/s *with events consumed*).
+//! 2. **half peak**: open loop at half the median peak rate: request `k` is due at
+//!    `start + k / rate` and its latency counts from then, so a server that falls behind is
+//!    charged for the queue it causes (no coordinated omission).
+//!
+//! Lists run once the user holds `--list-tasks` tasks (creates top up to it), then tasks are
+//! completed (each created task at most once).
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use crate::bench::{BenchOptions, median, millis, percentile};
+use crate::bench_reminders::{free_port, wait_listening};
+
+/// The goals on this 2-core machine.
+const GOAL_CREATES_PER_S_SQLITE: f64 = 25_000.0;
+const GOAL_CREATES_PER_S_POSTGRES: f64 = 10_000.0;
+const GOAL_P99_MS: f64 = 10.0;
+
+/// The list requests, taken in turn: the first page in the default order, pending tasks by due
+/// date, one tag, and a full-text search.
+const LIST_QUERIES: [&str; 4] = [
+    "limit=50",
+    "status=pending&sort=due_at&limit=50",
+    "tag=bench-3&limit=50",
+    "q=report&limit=50",
+];
+
+/// Runs the benchmark on every database `--database` names.
+pub async fn api(options: &BenchOptions) -> anyhow::Result<Value> {
+    let databases: Vec<&str> = match options.database.as_str() {
+        "both" => vec!["sqlite", "postgres"],
+        "sqlite" => vec!["sqlite"],
+        "postgres" => vec!["postgres"],
+        other => anyhow::bail!("--database: expected sqlite, postgres or both, got {other:?}"),
+    };
+    anyhow::ensure!(options.concurrency > 0, "--concurrency must be at least 1");
+    anyhow::ensure!(options.rounds > 0, "--rounds must be at least 1");
+    let mut results = serde_json::Map::new();
+    for database in databases {
+        println!("== {database}");
+        let result = one_database(options, database).await?;
+        results.insert(database.to_owned(), result);
+    }
+    Ok(json!({
+        "benchmark": "api",
+        "concurrency": options.concurrency,
+        "round_secs": options.round_secs,
+        "rounds": options.rounds,
+        "list_tasks": options.list_tasks,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "note": "the load generator runs on the same machine; *_cores figures are CPU seconds per wall second",
+        "databases": results,
+    }))
+}
+
+async fn one_database(options: &BenchOptions, database: &str) -> anyhow::Result<Value> {
+    let dir = std::env::temp_dir().join(format!(
+        "taskflow-bench-api-{}",
+        hex::encode(taskflow_http::auth::random_bytes::<6>())
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let postgres = if database == "postgres" {
+        Some(ScratchDatabase::create(&options.postgres_url).await?)
+    } else {
+        None
+    };
+    let outcome = async {
+        let server = Server::start(
+            &dir,
+            postgres.as_ref().map(|db| db.url.as_str()),
+            options.db_connections,
+        )
+        .await?;
+        let result = measure(options, database, &server).await;
+        drop(server);
+        result
+    }
+    .await;
+    if let Some(db) = postgres {
+        db.drop_database().await?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
+
+async fn measure(options: &BenchOptions, database: &str, server: &Server) -> anyhow::Result<Value> {
+    let api = Arc::new(Api::register(&server.base, options.concurrency).await?);
+    let pool = Arc::new(Mutex::new(VecDeque::new()));
+    let run = |operation: Operation, rate: Option<f64>, secs: f64| {
+        let api = api.clone();
+        let pool = pool.clone();
+        async move {
+            drive(
+                api,
+                operation,
+                options.concurrency,
+                Duration::from_secs_f64(secs),
+                rate,
+                pool,
+                server.pid,
+            )
+            .await
+        }
+    };
+
+    // Warm-up: connections, caches, the first group commits.
+    run(Operation::Create, None, 2.0).await?;
+    wait_for_audit(server, api.writes()).await?;
+
+    let mut creates = Vec::new();
+    for round in 0..options.rounds {
+        let mut stats = run(Operation::Create, None, options.round_secs).await?;
+        stats.drain = wait_for_audit(server, api.writes()).await?;
+        println!("create round {round}: {}", stats.line());
+        creates.push(stats);
+    }
+    let create_peak = median(&mut creates.iter().map(Stats::rate).collect::<Vec<_>>());
+
+    // The user now holds what was created; top up to `--list-tasks`.
+    let missing = options.list_tasks.saturating_sub(api.created());
+    if missing > 0 {
+        println!("creating {missing} more tasks for the list rounds");
+        let started = Instant::now();
+        while api.created() < options.list_tasks {
+            let left = options.list_tasks - api.created();
+            let secs = (left as f64 / create_peak.max(100.0)).clamp(0.5, 30.0);
+            run(Operation::Create, None, secs).await?;
+        }
+        wait_for_audit(server, api.writes()).await?;
+        println!("  took {:.1} s", started.elapsed().as_secs_f64());
+    }
+    let tasks_listed = api.created();
+
+    let mut lists = Vec::new();
+    for round in 0..options.rounds {
+        let stats = run(Operation::List, None, options.round_secs).await?;
+        println!("list round {round}: {}", stats.line());
+        lists.push(stats);
+    }
+    let list_peak = median(&mut lists.iter().map(Stats::rate).collect::<Vec<_>>());
+
+    let mut completes = Vec::new();
+    for round in 0..options.rounds {
+        let mut stats = run(Operation::Complete, None, options.round_secs).await?;
+        stats.drain = wait_for_audit(server, api.writes()).await?;
+        println!("complete round {round}: {}", stats.line());
+        completes.push(stats);
+    }
+    let complete_peak = median(&mut completes.iter().map(Stats::rate).collect::<Vec<_>>());
+
+    let mut half = serde_json::Map::new();
+    for (name, operation, peak) in [
+        ("create", Operation::Create, create_peak),
+        ("list", Operation::List, list_peak),
+        ("complete", Operation::Complete, complete_peak),
+    ] {
+        let mut rounds = Vec::new();
+        for round in 0..options.rounds {
+            let stats = run(operation, Some(peak / 2.0), options.round_secs).await?;
+            println!(
+                "{name} at half peak ({:.0}/s) round {round}: {}",
+                peak / 2.0,
+                stats.line()
+            );
+            rounds.push(stats);
+        }
+        wait_for_audit(server, api.writes()).await?;
+        half.insert(name.to_owned(), summary(&rounds, Some(peak / 2.0)));
+    }
+
+    let goal_creates = if database == "sqlite" {
+        GOAL_CREATES_PER_S_SQLITE
+    } else {
+        GOAL_CREATES_PER_S_POSTGRES
+    };
+    let create_summary = summary(&creates, None);
+    let half_create_p99 = half["create"]["p99_ms_median"].as_f64().unwrap_or(f64::NAN);
+    let half_list_p99 = half["list"]["p99_ms_median"].as_f64().unwrap_or(f64::NAN);
+    Ok(json!({
+        "database": database,
+        "db_connections": options.db_connections,
+        "peak": {
+            "create": create_summary,
+            "list": summary(&lists, None),
+            "complete": summary(&completes, None),
+        },
+        "half_peak": half,
+        "tasks_listed": tasks_listed,
+        "goals": {
+            "creates_per_s": goal_creates,
+            "creates_per_s_measured": create_peak,
+            "creates_ratio_to_goal": create_peak / goal_creates,
+            "p99_ms_at_half_peak": GOAL_P99_MS,
+            "create_p99_ms_at_half_peak": half_create_p99,
+            "list_p99_ms_at_half_peak": half_list_p99,
+            "meets_creates": create_peak >= goal_creates,
+            "meets_create_p99": half_create_p99 <= GOAL_P99_MS,
+            "meets_list_p99": half_list_p99 <= GOAL_P99_MS,
+        },
+    }))
+}
+
+/// One benchmarked request kind.
+#[derive(Clone, Copy, Debug)]
+enum Operation {
+    Create,
+    List,
+    Complete,
+}
+
+/// What one round measured.
+struct Stats {
+    requests: usize,
+    wall: Duration,
+    latencies: Vec<Duration>,
+    server_cpu: Duration,
+    client_cpu: Duration,
+    /// How long the audit consumer took, after the round, to consume the round's events.
+    drain: Duration,
+}
+
+impl Stats {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.wall.as_secs_f64()
+    }
+
+    /// Requests per second counting the time until their events were consumed.
+    fn rate_consumed(&self) -> f64 {
+        self.requests as f64 / (self.wall + self.drain).as_secs_f64()
+    }
+
+    fn p(&self, p: f64) -> f64 {
+        millis(percentile(&self.latencies, p))
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{:>7.0}/s p50 {:.2} ms p99 {:.2} ms (server {:.2} cores, load generator {:.2} cores{})",
+            self.rate(),
+            self.p(50.0),
+            self.p(99.0),
+            self.server_cpu.as_secs_f64() / self.wall.as_secs_f64(),
+            self.client_cpu.as_secs_f64() / self.wall.as_secs_f64(),
+            if self.drain.is_zero() {
+                String::new()
+            } else {
+                format!(", events drained {:.0} ms later", millis(self.drain))
+            }
+        )
+    }
+}
+
+/// Medians over rounds.
+fn summary(rounds: &[Stats], target_rate: Option<f64>) -> Value {
+    let column = |f: &dyn Fn(&Stats) -> f64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
+    json!({
+        "target_per_s": target_rate,
+        "per_s_median": column(&Stats::rate),
+        "per_s_with_events_consumed_median": column(&Stats::rate_consumed),
+        "p50_ms_median": column(&|s| s.p(50.0)),
+        "p99_ms_median": column(&|s| s.p(99.0)),
+        "p99_ms_rounds": rounds.iter().map(|s| s.p(99.0)).collect::<Vec<_>>(),
+        "per_s_rounds": rounds.iter().map(Stats::rate).collect::<Vec<_>>(),
+        "server_cores_median": column(&|s| s.server_cpu.as_secs_f64() / s.wall.as_secs_f64()),
+        "load_generator_cores_median": column(&|s| s.client_cpu.as_secs_f64() / s.wall.as_secs_f64()),
+        "requests_total": rounds.iter().map(|s| s.requests).sum::<usize>(),
+    })
+}
+
+/// Runs `operation` from `concurrency` clients for `duration`: back to back (`rate` `None`) or
+/// request `k` due at `k / rate` seconds (latency counted from then).
+async fn drive(
+    api: Arc<Api>,
+    operation: Operation,
+    concurrency: usize,
+    duration: Duration,
+    rate: Option<f64>,
+    pool: Arc<Mutex<VecDeque<String>>>,
+    server_pid: u32,
+) -> anyhow::Result<Stats> {
+    let next_slot = Arc::new(AtomicU64::new(0));
+    let server_before = cpu_time(&server_pid.to_string())?;
+    let client_before = cpu_time("self")?;
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = Vec::with_capacity(concurrency);
+    for worker in 0..concurrency {
+        let api = api.clone();
+        let pool = pool.clone();
+        let next_slot = next_slot.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let slot = next_slot.fetch_add(1, Ordering::Relaxed);
+                let due = match rate {
+                    Some(rate) => started + Duration::from_secs_f64(slot as f64 / rate),
+                    None => Instant::now(),
+                };
+                if due >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                match operation {
+                    Operation::Create => {
+                        let id = api.create(worker, slot).await?;
+                        pool.lock().expect("pool").push_back(id);
+                    }
+                    Operation::List => api.list(worker, LIST_QUERIES[slot as usize % 4]).await?,
+                    Operation::Complete => {
+                        let Some(id) = pool.lock().expect("pool").pop_front() else {
+                            anyhow::bail!("every created task is completed: raise --list-tasks");
+                        };
+                        api.complete(worker, &id).await?;
+                    }
+                }
+                latencies.push(due.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await??);
+    }
+    let wall = started.elapsed();
+    latencies.sort();
+    Ok(Stats {
+        requests: latencies.len(),
+        wall,
+        latencies,
+        server_cpu: cpu_time(&server_pid.to_string())?.saturating_sub(server_before),
+        client_cpu: cpu_time("self")?.saturating_sub(client_before),
+        drain: Duration::ZERO,
+    })
+}
+
+/// User plus system CPU time of `/proc/<pid>` (`self` for this process).
+fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).context("short stat")?.parse::<u64>()?)
+    };
+    // utime and stime are fields 14 and 15 of stat(5), in USER_HZ (100 on Linux) ticks.
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+/// Waits until the audit consumer consumed `expected` task events and returns how long that took.
+async fn wait_for_audit(server: &Server, expected: u64) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(300);
+    let client = reqwest::Client::new();
+    loop {
+        let text = client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let consumed: f64 = text
+            .lines()
+            .filter(|line| {
+                line.starts_with("events_consumed_total{")
+                    && line.contains("topic=\"task-events\"")
+                    && line.contains("group=\"audit\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if consumed as u64 >= expected {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the audit consumer consumed {consumed} of {expected} task events in 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Signed-in HTTP clients of one user, counting the writes they made.
+struct Api {
+    clients: Vec<reqwest::Client>,
+    base: String,
+    token: String,
+    created: AtomicU64,
+    completed: AtomicU64,
+}
+
+impl Api {
+    /// Registers the benchmark's user; one connection per client.
+    async fn register(base: &str, concurrency: usize) -> anyhow::Result<Self> {
+        let clients: Vec<reqwest::Client> = (0..concurrency)
+            .map(|_| {
+                reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .tcp_nodelay(true)
+                    .build()
+            })
+            .collect::<Result<_, _>>()?;
+        let registered: Value = clients[0]
+            .post(format!("{base}/api/v1/auth/register"))
+            .json(&json!({"email": "bench-api@example.com", "password": "bench api password"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = registered["access_token"]
+            .as_str()
+            .context("registration answered no token")?
+            .to_owned();
+        Ok(Self {
+            clients,
+            base: base.to_owned(),
+            token,
+            created: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+        })
+    }
+
+    fn created(&self) -> usize {
+        self.created.load(Ordering::Relaxed) as usize
+    }
+
+    /// Task events written so far (one per create and one per completion of a one-off task).
+    fn writes(&self) -> u64 {
+        self.created.load(Ordering::Relaxed) + self.completed.load(Ordering::Relaxed)
+    }
+
+    async fn create(&self, worker: usize, slot: u64) -> anyhow::Result<String> {
+        // A realistic task: a due date in the user's zone, two tags, a description; every
+        // tenth mentions "report" so the search query finds a few.
+        let word = if slot.is_multiple_of(10) {
+            "report"
+        } else {
+            "task"
+        };
+        let priority = ["low", "medium", "high"][slot as usize % 3];
+        let body = json!({
+            "title": format!("Bench {word} {slot}"),
+            "description": "Created by taskflow bench api",
+            "due_at": format!("2027-0{}-1{}T09:30:00+01:00", 1 + slot % 9, slot % 10),
+            "time_zone": "Europe/Berlin",
+            "priority": priority,
+            "tags": ["bench", format!("bench-{}", slot % 10)],
+        });
+        let task: Value = self.clients[worker]
+            .post(format!("{}/api/v1/tasks", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        self.created.fetch_add(1, Ordering::Relaxed);
+        Ok(task["id"].as_str().context("task without id")?.to_owned())
+    }
+
+    async fn list(&self, worker: usize, query: &str) -> anyhow::Result<()> {
+        let body = self.clients[worker]
+            .get(format!("{}/api/v1/tasks?{query}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        anyhow::ensure!(!body.is_empty(), "empty list answer");
+        Ok(())
+    }
+
+    async fn complete(&self, worker: usize, id: &str) -> anyhow::Result<()> {
+        self.clients[worker]
+            .post(format!("{}/api/v1/tasks/{id}/complete", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?;
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// `taskflow serve` with every role on `dir` (SQLite) or `database_url`; killed when dropped.
+struct Server {
+    child: std::process::Child,
+    pid: u32,
+    base: String,
+}
+
+impl Server {
+    async fn start(
+        dir: &Path,
+        database_url: Option<&str>,
+        db_connections: u32,
+    ) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let exe = std::env::current_exe().context("finding the taskflow binary")?;
+        let mut command = std::process::Command::new(exe);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("TASKFLOW_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("TASKFLOW_DATA_DIR", dir)
+            .env("TASKFLOW_RATE_LIMIT__ENABLED", "false")
+            .env("TASKFLOW_LOG__LEVEL", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+        if let Some(url) = database_url {
+            command.env("TASKFLOW_DATABASE__URL", url);
+        }
+        if db_connections > 0 {
+            command.env(
+                "TASKFLOW_DATABASE__MAX_CONNECTIONS",
+                db_connections.to_string(),
+            );
+        }
+        let child = command.spawn().context("starting taskflow serve")?;
+        let pid = child.id();
+        let server = Self {
+            child,
+            pid,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        wait_listening(port).await?;
+        Ok(server)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A database of the benchmark's own on the PostgreSQL server, dropped afterwards.
+struct ScratchDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    async fn create(admin: &str) -> anyhow::Result<Self> {
+        use sqlx::Connection as _;
+        let name = format!(
+            "taskflow_bench_{}",
+            hex::encode(taskflow_http::auth::random_bytes::<6>())
+        );
+        let mut url = url::Url::parse(admin).context("--postgres-url")?;
+        let mut connection = sqlx::PgConnection::connect(admin)
+            .await
+            .with_context(|| format!("connecting to {}", url.host_str().unwrap_or("?")))?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut connection)
+            .await?;
+        connection.close().await?;
+        url.set_path(&name);
+        Ok(Self {
+            admin: admin.to_owned(),
+            name,
+            url: url.into(),
+        })
+    }
+
+    async fn drop_database(self) -> anyhow::Result<()> {
+        use sqlx::Connection as _;
+        let mut connection = sqlx::PgConnection::connect(&self.admin).await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut connection)
+        .await?;
+        connection.close().await?;
+        Ok(())
+    }
+}
+
+/// Where `--postgres-url` points by default: `TASKFLOW_TEST_POSTGRES_URL`, else the local server.
+pub fn default_postgres_url() -> String {
+    std::env::var("TASKFLOW_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
