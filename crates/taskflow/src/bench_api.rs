@@ -232,6 +232,8 @@ struct Stats {
     latencies: Vec<Duration>,
     server_cpu: Duration,
     client_cpu: Duration,
+    /// CPU time of every `postgres` process on this machine (zero on SQLite).
+    database_cpu: Duration,
     /// How long the audit consumer took, after the round, to consume the round's events.
     drain: Duration,
 }
@@ -252,11 +254,12 @@ impl Stats {
 
     fn line(&self) -> String {
         format!(
-            "{:>7.0}/s p50 {:.2} ms p99 {:.2} ms (server {:.2} cores, load generator {:.2} cores{})",
+            "{:>7.0}/s p50 {:.2} ms p99 {:.2} ms (server {:.2} cores, postgres {:.2}, load generator {:.2}{})",
             self.rate(),
             self.p(50.0),
             self.p(99.0),
             self.server_cpu.as_secs_f64() / self.wall.as_secs_f64(),
+            self.database_cpu.as_secs_f64() / self.wall.as_secs_f64(),
             self.client_cpu.as_secs_f64() / self.wall.as_secs_f64(),
             if self.drain.is_zero() {
                 String::new()
@@ -280,6 +283,7 @@ fn summary(rounds: &[Stats], target_rate: Option<f64>) -> Value {
         "per_s_rounds": rounds.iter().map(Stats::rate).collect::<Vec<_>>(),
         "server_cores_median": column(&|s| s.server_cpu.as_secs_f64() / s.wall.as_secs_f64()),
         "load_generator_cores_median": column(&|s| s.client_cpu.as_secs_f64() / s.wall.as_secs_f64()),
+        "postgres_cores_median": column(&|s| s.database_cpu.as_secs_f64() / s.wall.as_secs_f64()),
         "requests_total": rounds.iter().map(|s| s.requests).sum::<usize>(),
     })
 }
@@ -298,6 +302,7 @@ async fn drive(
     let next_slot = Arc::new(AtomicU64::new(0));
     let server_before = cpu_time(&server_pid.to_string())?;
     let client_before = cpu_time("self")?;
+    let database_before = postgres_cpu_time();
     let started = Instant::now();
     let deadline = started + duration;
     let mut workers = Vec::with_capacity(concurrency);
@@ -347,6 +352,7 @@ async fn drive(
         latencies,
         server_cpu: cpu_time(&server_pid.to_string())?.saturating_sub(server_before),
         client_cpu: cpu_time("self")?.saturating_sub(client_before),
+        database_cpu: postgres_cpu_time().saturating_sub(database_before),
         drain: Duration::ZERO,
     })
 }
@@ -363,6 +369,24 @@ fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
     };
     // utime and stime are fields 14 and 15 of stat(5), in USER_HZ (100 on Linux) ticks.
     Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+/// CPU time of every process named `postgres` (the server and its backends; those that ended
+/// during a round are missed, so this is a lower bound).
+fn postgres_cpu_time() -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().into_string().ok()?;
+            pid.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            stat.contains("(postgres)").then_some(())?;
+            cpu_time(&pid).ok()
+        })
+        .sum()
 }
 
 /// Waits until the audit consumer consumed `expected` task events and returns how long that took.
