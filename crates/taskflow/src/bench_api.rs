@@ -13,8 +13,9 @@
 //!    `start + k / rate` and its latency counts from then, so a server that falls behind is
 //!    charged for the queue it causes (no coordinated omission).
 //!
-//! Lists run once the user holds `--list-tasks` tasks (creates top up to it), then tasks are
-//! completed (each created task at most once).
+//! Each client acts as a user of its own for creates and completions (it completes tasks it
+//! created, each at most once). Lists read one more user, whose `--list-tasks` tasks all
+//! clients create before the list rounds (the rate of that phase is one user's create rate).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -64,6 +65,7 @@ pub async fn api(options: &BenchOptions) -> anyhow::Result<Value> {
         "round_secs": options.round_secs,
         "rounds": options.rounds,
         "list_tasks": options.list_tasks,
+        "users": "one per client for creates and completions; lists read one more user holding --list-tasks tasks",
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "note": "the load generator runs on the same machine; *_cores figures are CPU seconds per wall second",
         "databases": results,
@@ -102,10 +104,8 @@ async fn one_database(options: &BenchOptions, database: &str) -> anyhow::Result<
 
 async fn measure(options: &BenchOptions, database: &str, server: &Server) -> anyhow::Result<Value> {
     let api = Arc::new(Api::register(&server.base, options.concurrency).await?);
-    let pool = Arc::new(Mutex::new(VecDeque::new()));
     let run = |operation: Operation, rate: Option<f64>, secs: f64| {
         let api = api.clone();
-        let pool = pool.clone();
         async move {
             drive(
                 api,
@@ -113,7 +113,6 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
                 options.concurrency,
                 Duration::from_secs_f64(secs),
                 rate,
-                pool,
                 server.pid,
             )
             .await
@@ -133,20 +132,19 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
     }
     let create_peak = median(&mut creates.iter().map(Stats::rate).collect::<Vec<_>>());
 
-    // The user now holds what was created; top up to `--list-tasks`.
-    let missing = options.list_tasks.saturating_sub(api.created());
-    if missing > 0 {
-        println!("creating {missing} more tasks for the list rounds");
-        let started = Instant::now();
-        while api.created() < options.list_tasks {
-            let left = options.list_tasks - api.created();
-            let secs = (left as f64 / create_peak.max(100.0)).clamp(0.5, 30.0);
-            run(Operation::Create, None, secs).await?;
-        }
-        wait_for_audit(server, api.writes()).await?;
-        println!("  took {:.1} s", started.elapsed().as_secs_f64());
+    // One more user, whose `--list-tasks` tasks every client creates (one user's writes are
+    // serialized on PostgreSQL, so this runs at about one user's rate).
+    println!("creating {} tasks for one user", options.list_tasks);
+    let started = Instant::now();
+    while api.listed() < options.list_tasks {
+        let left = options.list_tasks - api.listed();
+        let secs = (left as f64 / create_peak.max(100.0)).clamp(0.2, 30.0);
+        run(Operation::Seed, None, secs).await?;
     }
-    let tasks_listed = api.created();
+    wait_for_audit(server, api.writes()).await?;
+    let seeding = started.elapsed();
+    println!("  took {:.1} s", seeding.as_secs_f64());
+    let tasks_listed = api.listed();
 
     let mut lists = Vec::new();
     for round in 0..options.rounds {
@@ -203,6 +201,7 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
         },
         "half_peak": half,
         "tasks_listed": tasks_listed,
+        "one_user_creates_per_s": tasks_listed as f64 / seeding.as_secs_f64(),
         "goals": {
             "creates_per_s": goal_creates,
             "creates_per_s_measured": create_peak,
@@ -220,8 +219,13 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
 /// One benchmarked request kind.
 #[derive(Clone, Copy, Debug)]
 enum Operation {
+    /// A task of the client's own user.
     Create,
+    /// A task of the user whose tasks are listed.
+    Seed,
+    /// A page of the listed user's tasks.
     List,
+    /// Completes one of the client's own user's tasks.
     Complete,
 }
 
@@ -296,7 +300,6 @@ async fn drive(
     concurrency: usize,
     duration: Duration,
     rate: Option<f64>,
-    pool: Arc<Mutex<VecDeque<String>>>,
     server_pid: u32,
 ) -> anyhow::Result<Stats> {
     let next_slot = Arc::new(AtomicU64::new(0));
@@ -308,7 +311,6 @@ async fn drive(
     let mut workers = Vec::with_capacity(concurrency);
     for worker in 0..concurrency {
         let api = api.clone();
-        let pool = pool.clone();
         let next_slot = next_slot.clone();
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -324,13 +326,17 @@ async fn drive(
                 tokio::time::sleep_until(due.into()).await;
                 match operation {
                     Operation::Create => {
-                        let id = api.create(worker, slot).await?;
-                        pool.lock().expect("pool").push_back(id);
+                        let id = api.create(worker, slot, false).await?;
+                        api.created_by[worker].lock().expect("ids").push_back(id);
+                    }
+                    Operation::Seed => {
+                        api.create(worker, slot, true).await?;
                     }
                     Operation::List => api.list(worker, LIST_QUERIES[slot as usize % 4]).await?,
                     Operation::Complete => {
-                        let Some(id) = pool.lock().expect("pool").pop_front() else {
-                            anyhow::bail!("every created task is completed: raise --list-tasks");
+                        let id = api.created_by[worker].lock().expect("ids").pop_front();
+                        let Some(id) = id else {
+                            anyhow::bail!("client {worker} completed every task it created");
                         };
                         api.complete(worker, &id).await?;
                     }
@@ -422,17 +428,23 @@ async fn wait_for_audit(server: &Server, expected: u64) -> anyhow::Result<Durati
     }
 }
 
-/// Signed-in HTTP clients of one user, counting the writes they made.
+/// HTTP clients, one connection and one user each, and the user whose tasks are listed.
 struct Api {
     clients: Vec<reqwest::Client>,
     base: String,
-    token: String,
+    /// Client `i` acts as user `tokens[i]`.
+    tokens: Vec<String>,
+    /// The user whose tasks are listed.
+    lister: String,
+    /// Tasks client `i` created and has not completed yet.
+    created_by: Vec<Mutex<VecDeque<String>>>,
     created: AtomicU64,
+    listed: AtomicU64,
     completed: AtomicU64,
 }
 
 impl Api {
-    /// Registers the benchmark's user; one connection per client.
+    /// Registers a user per client and the listed user.
     async fn register(base: &str, concurrency: usize) -> anyhow::Result<Self> {
         let clients: Vec<reqwest::Client> = (0..concurrency)
             .map(|_| {
@@ -442,37 +454,53 @@ impl Api {
                     .build()
             })
             .collect::<Result<_, _>>()?;
-        let registered: Value = clients[0]
-            .post(format!("{base}/api/v1/auth/register"))
-            .json(&json!({"email": "bench-api@example.com", "password": "bench api password"}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let token = registered["access_token"]
-            .as_str()
-            .context("registration answered no token")?
-            .to_owned();
+        let register = |i: usize| {
+            let client = clients[i % clients.len()].clone();
+            async move {
+                let registered: Value = client
+                    .post(format!("{base}/api/v1/auth/register"))
+                    .json(&json!({"email": format!("bench-api-{i}@example.com"), "password": "bench api password"}))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                anyhow::Ok(
+                    registered["access_token"]
+                        .as_str()
+                        .context("registration answered no token")?
+                        .to_owned(),
+                )
+            }
+        };
+        let mut tokens = futures::future::try_join_all((0..=concurrency).map(register)).await?;
+        let lister = tokens.pop().context("no listed user")?;
         Ok(Self {
+            created_by: (0..concurrency).map(|_| Mutex::default()).collect(),
             clients,
             base: base.to_owned(),
-            token,
+            tokens,
+            lister,
             created: AtomicU64::new(0),
+            listed: AtomicU64::new(0),
             completed: AtomicU64::new(0),
         })
     }
 
-    fn created(&self) -> usize {
-        self.created.load(Ordering::Relaxed) as usize
+    /// Tasks the listed user holds.
+    fn listed(&self) -> usize {
+        self.listed.load(Ordering::Relaxed) as usize
     }
 
     /// Task events written so far (one per create and one per completion of a one-off task).
     fn writes(&self) -> u64 {
-        self.created.load(Ordering::Relaxed) + self.completed.load(Ordering::Relaxed)
+        self.created.load(Ordering::Relaxed)
+            + self.listed.load(Ordering::Relaxed)
+            + self.completed.load(Ordering::Relaxed)
     }
 
-    async fn create(&self, worker: usize, slot: u64) -> anyhow::Result<String> {
+    /// Creates a task as client `worker`'s user (or as the listed user) and returns its id.
+    async fn create(&self, worker: usize, slot: u64, for_lister: bool) -> anyhow::Result<String> {
         // A realistic task: a due date in the user's zone, two tags, a description; every
         // tenth mentions "report" so the search query finds a few.
         let word = if slot.is_multiple_of(10) {
@@ -489,23 +517,32 @@ impl Api {
             "priority": priority,
             "tags": ["bench", format!("bench-{}", slot % 10)],
         });
+        let token = if for_lister {
+            &self.lister
+        } else {
+            &self.tokens[worker]
+        };
         let task: Value = self.clients[worker]
             .post(format!("{}/api/v1/tasks", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .json(&body)
             .send()
             .await?
             .error_for_status()?
             .json()
             .await?;
-        self.created.fetch_add(1, Ordering::Relaxed);
+        if for_lister {
+            self.listed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.created.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(task["id"].as_str().context("task without id")?.to_owned())
     }
 
     async fn list(&self, worker: usize, query: &str) -> anyhow::Result<()> {
         let body = self.clients[worker]
             .get(format!("{}/api/v1/tasks?{query}", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(&self.lister)
             .send()
             .await?
             .error_for_status()?
@@ -518,7 +555,7 @@ impl Api {
     async fn complete(&self, worker: usize, id: &str) -> anyhow::Result<()> {
         self.clients[worker]
             .post(format!("{}/api/v1/tasks/{id}/complete", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(&self.tokens[worker])
             .send()
             .await?
             .error_for_status()?;

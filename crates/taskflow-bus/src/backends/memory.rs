@@ -2,11 +2,13 @@
 //!
 //! Publishing is a no-op (the rows are already in the outbox, committed with the change that
 //! caused them). A subscription reads its topic's rows after its group's committed offset, in
-//! commit order, and is woken by every commit; acknowledging advances the group's offset in the
+//! commit order, and is woken by every commit (once it has read everything, it reads again only
+//! after the next commit, or after [`POLL`] for other processes' writes); acknowledging advances the group's offset in the
 //! database. A crash loses nothing: on restart each group resumes after its last committed
 //! offset, and consumers skip what they had already applied (their idempotency records).
 //! Offsets are committed in the background by one task per subscription (every
-//! [`COMMIT_EVERY`] acknowledgements, when the subscription goes idle, and when it is dropped),
+//! [`COMMIT_EVERY`] acknowledgements, when the subscription goes idle, and when it is dropped;
+//! at most one commit per [`COMMIT_PAUSE`]),
 //! so delivering the next event never waits for a database commit; a crash can only widen the
 //! already-safe redelivery window.
 
@@ -27,6 +29,9 @@ pub const COMMIT_EVERY: usize = 64;
 const READ_BATCH: u32 = 512;
 /// Re-read at least this often (other processes may write to the same database).
 const POLL: Duration = Duration::from_millis(500);
+/// Shortest pause between two offset commits of one subscription: a steady trickle of events
+/// (each leaving the subscription idle) then costs a commit per pause, not one per event.
+const COMMIT_PAUSE: Duration = Duration::from_millis(20);
 
 /// The in-process bus over a store's outbox.
 pub struct MemoryBus {
@@ -78,6 +83,7 @@ impl EventBus for MemoryBus {
             acked: offset,
             unflushed: 0,
             buffer: VecDeque::new(),
+            caught_up: false,
             commits,
             offsets,
         }))
@@ -94,6 +100,9 @@ struct MemorySubscription {
     acked: i64,
     unflushed: usize,
     buffer: VecDeque<OutboxRecord>,
+    /// The last read returned everything there was (less than a full batch): until another
+    /// commit is announced (or [`POLL`] passes) reading again would find nothing.
+    caught_up: bool,
     commits: watch::Receiver<i64>,
     /// The offset to commit, for [`commit_offsets`].
     offsets: watch::Sender<i64>,
@@ -152,6 +161,8 @@ async fn commit_offsets(
         if !open {
             return;
         }
+        // Acknowledgements meanwhile coalesce into the next commit.
+        tokio::time::sleep(COMMIT_PAUSE).await;
     }
 }
 
@@ -162,21 +173,21 @@ impl Subscription for MemorySubscription {
             if let Some(record) = self.buffer.pop_front() {
                 return Ok(self.received(record));
             }
+            if self.caught_up && !self.commits.has_changed().unwrap_or(true) {
+                self.flush();
+                match tokio::time::timeout(POLL, self.commits.changed()).await {
+                    Ok(Ok(())) | Err(_) => {}
+                    Ok(Err(_)) => return Err(BusError::Closed),
+                }
+            }
             // Mark what we have seen before reading, so a commit racing the read still wakes us.
             self.commits.borrow_and_update();
             let rows = self
                 .store
                 .events_after(&self.logical, self.position, READ_BATCH)
                 .await?;
-            if !rows.is_empty() {
-                self.buffer.extend(rows);
-                continue;
-            }
-            self.flush();
-            match tokio::time::timeout(POLL, self.commits.changed()).await {
-                Ok(Ok(())) | Err(_) => {}
-                Ok(Err(_)) => return Err(BusError::Closed),
-            }
+            self.caught_up = rows.len() < READ_BATCH as usize;
+            self.buffer.extend(rows);
         }
     }
 
