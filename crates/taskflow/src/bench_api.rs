@@ -234,6 +234,8 @@ struct Stats {
     requests: usize,
     wall: Duration,
     latencies: Vec<Duration>,
+    /// List rounds: the latencies of each of [`LIST_QUERIES`], sorted.
+    per_query: Vec<Vec<Duration>>,
     server_cpu: Duration,
     client_cpu: Duration,
     /// CPU time of every `postgres` process on this machine (zero on SQLite).
@@ -270,7 +272,22 @@ impl Stats {
             } else {
                 format!(", events drained {:.0} ms later", millis(self.drain))
             }
-        )
+        ) + &self.per_query_line()
+    }
+
+    /// ` p99 by query: …` for list rounds, empty otherwise.
+    fn per_query_line(&self) -> String {
+        if self.per_query.iter().all(Vec::is_empty) {
+            return String::new();
+        }
+        let parts: Vec<String> = LIST_QUERIES
+            .iter()
+            .zip(&self.per_query)
+            .map(|(query, latencies)| {
+                format!("{query}: {:.1} ms", millis(percentile(latencies, 99.0)))
+            })
+            .collect();
+        format!("\n    p99 by query: {}", parts.join("; "))
     }
 }
 
@@ -289,7 +306,31 @@ fn summary(rounds: &[Stats], target_rate: Option<f64>) -> Value {
         "load_generator_cores_median": column(&|s| s.client_cpu.as_secs_f64() / s.wall.as_secs_f64()),
         "postgres_cores_median": column(&|s| s.database_cpu.as_secs_f64() / s.wall.as_secs_f64()),
         "requests_total": rounds.iter().map(|s| s.requests).sum::<usize>(),
+        "per_query": per_query_summary(rounds),
     })
+}
+
+/// List rounds: p50 and p99 (medians over rounds) of each of [`LIST_QUERIES`].
+fn per_query_summary(rounds: &[Stats]) -> Value {
+    if rounds.iter().all(|s| s.per_query.iter().all(Vec::is_empty)) {
+        return Value::Null;
+    }
+    let mut queries = serde_json::Map::new();
+    for (i, query) in LIST_QUERIES.iter().enumerate() {
+        let at = |p: f64| {
+            median(
+                &mut rounds
+                    .iter()
+                    .map(|s| millis(percentile(&s.per_query[i], p)))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        queries.insert(
+            (*query).to_owned(),
+            json!({"p50_ms_median": at(50.0), "p99_ms_median": at(99.0)}),
+        );
+    }
+    Value::Object(queries)
 }
 
 /// Runs `operation` from `concurrency` clients for `duration`: back to back (`rate` `None`) or
@@ -314,6 +355,7 @@ async fn drive(
         let next_slot = next_slot.clone();
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut per_query = vec![Vec::new(); LIST_QUERIES.len()];
             loop {
                 let slot = next_slot.fetch_add(1, Ordering::Relaxed);
                 let due = match rate {
@@ -332,7 +374,11 @@ async fn drive(
                     Operation::Seed => {
                         api.create(worker, slot, true).await?;
                     }
-                    Operation::List => api.list(worker, LIST_QUERIES[slot as usize % 4]).await?,
+                    Operation::List => {
+                        let which = slot as usize % LIST_QUERIES.len();
+                        api.list(worker, LIST_QUERIES[which]).await?;
+                        per_query[which].push(due.elapsed());
+                    }
                     Operation::Complete => {
                         let id = api.created_by[worker].lock().expect("ids").pop_front();
                         let Some(id) = id else {
@@ -343,17 +389,26 @@ async fn drive(
                 }
                 latencies.push(due.elapsed());
             }
-            anyhow::Ok(latencies)
+            anyhow::Ok((latencies, per_query))
         }));
     }
     let mut latencies = Vec::new();
+    let mut per_query = vec![Vec::new(); LIST_QUERIES.len()];
     for worker in workers {
-        latencies.extend(worker.await??);
+        let (mine, mine_per_query) = worker.await??;
+        latencies.extend(mine);
+        for (all, one) in per_query.iter_mut().zip(mine_per_query) {
+            all.extend(one);
+        }
+    }
+    for one in &mut per_query {
+        one.sort();
     }
     let wall = started.elapsed();
     latencies.sort();
     Ok(Stats {
         requests: latencies.len(),
+        per_query,
         wall,
         latencies,
         server_cpu: cpu_time(&server_pid.to_string())?.saturating_sub(server_before),

@@ -438,13 +438,19 @@ fn list_statement(user: UserId, query: &TaskQuery) -> SqlBuilder {
     let searching = !query.search_terms.is_empty();
     let mut sql = SqlBuilder::new("SELECT * FROM (SELECT t.*, ");
     sql.push(if searching { BM25 } else { "0.0" });
-    sql.push(" AS score FROM tasks t ");
     if searching {
-        sql.push("JOIN tasks_fts ON tasks_fts.rowid = t.seq AND tasks_fts MATCH ")
+        // The matches first, whatever the sort: `CROSS JOIN` fixes that order. Left to itself
+        // the planner may walk every task of the user in the sort's index and probe the
+        // full-text index once per task (6.5 s for a 2-match phrase among 170 000 tasks,
+        // against 0.2 ms this way).
+        sql.push(" AS score FROM tasks_fts CROSS JOIN tasks t ON t.seq = tasks_fts.rowid WHERE tasks_fts MATCH ")
             .bind(fts_query(&query.search_terms))
-            .push(" ");
+            .push(" AND t.user_id = ")
+            .bind(user.to_string());
+    } else {
+        sql.push(" AS score FROM tasks t WHERE t.user_id = ")
+            .bind(user.to_string());
     }
-    sql.push("WHERE t.user_id = ").bind(user.to_string());
     push_filters(&mut sql, query);
     sql.push(") AS page WHERE 1 = 1");
 
@@ -606,7 +612,7 @@ mod tests {
     /// Due-date listings (all, pending only, a due range, overdue) walk an index in order
     /// instead of sorting all of a user's tasks.
     #[tokio::test]
-    async fn due_date_listings_walk_an_index() {
+    async fn due_date_listings_walk_an_index_and_searches_start_from_matches() {
         let dir = std::env::temp_dir().join(format!(
             "taskflow-plan-test-{}",
             uuid::Uuid::now_v7().simple()
@@ -658,6 +664,18 @@ mod tests {
             let plan = plan(&store, &query).await;
             assert!(plan.contains(index), "{name}: {plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{name} sorts: {plan}");
+        }
+
+        // A search starts from its matches, in every sort (then sorts just those).
+        for sort in [SortField::Relevance, SortField::CreatedAt, SortField::DueAt] {
+            let mut query = TaskQuery::new(now);
+            query.search_terms = vec!["report".into()];
+            query.sort = sort;
+            let plan = plan(&store, &query).await;
+            assert!(
+                plan.starts_with("SCAN tasks_fts VIRTUAL TABLE"),
+                "search by {sort:?}: {plan}"
+            );
         }
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
