@@ -27,7 +27,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use crate::bench::{BenchOptions, median, millis, percentile};
-use crate::bench_reminders::{free_port, wait_listening};
+use crate::bench_reminders::{free_port, serve_command, wait_listening};
 
 /// The goals on this 2-core machine.
 const GOAL_CREATES_PER_S_SQLITE: f64 = 25_000.0;
@@ -633,18 +633,8 @@ impl Server {
         db_connections: u32,
     ) -> anyhow::Result<Self> {
         let port = free_port()?;
-        let exe = std::env::current_exe().context("finding the taskflow binary")?;
-        let mut command = std::process::Command::new(exe);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("TASKFLOW_") {
-                command.env_remove(key);
-            }
-        }
+        let mut command = serve_command(dir, port)?;
         command
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("TASKFLOW_DATA_DIR", dir)
-            .env("TASKFLOW_RATE_LIMIT__ENABLED", "false")
-            .env("TASKFLOW_LOG__LEVEL", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit());
         if let Some(url) = database_url {

@@ -45,7 +45,9 @@ use taskflow_http::auth::{AuthSettings, Secret, TokenKeys};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
 use crate::bench::{BenchOptions, median};
-use crate::bench_reminders::{free_port, percentile_ms, resident_bytes, wait_listening};
+use crate::bench_reminders::{
+    free_port, percentile_ms, resident_bytes, serve_command, wait_listening,
+};
 use crate::settings::Settings;
 use load::{ClientSpec, StreamKind, Streams, Target, unix_micros};
 
@@ -218,22 +220,12 @@ impl ServerProcess {
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?;
-        let exe = std::env::current_exe().context("finding the taskflow binary")?;
-        let mut command = std::process::Command::new(exe);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("TASKFLOW_") {
-                command.env_remove(key);
-            }
-        }
-        command.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        let mut command = serve_command(dir, port)?;
         if let Some(roles) = roles {
             command.args(["--roles", roles]);
         }
         let child = command
-            .env("TASKFLOW_DATA_DIR", dir)
             .env("TASKFLOW_AUTH__JWT_SECRET", secret)
-            .env("TASKFLOW_RATE_LIMIT__ENABLED", "false")
-            .env("TASKFLOW_LOG__LEVEL", "warn")
             .env(
                 "TASKFLOW_REALTIME__MAX_CONNECTIONS_PER_USER",
                 max_per_user.to_string(),

@@ -331,7 +331,9 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn spawn_server(dir: &Path, port: u16) -> anyhow::Result<std::process::Child> {
+/// `taskflow serve` (this binary) on 127.0.0.1:`port` with data in `dir`, rate limits off and
+/// warnings only, and none of this process's own `TASKFLOW_*` settings.
+pub(crate) fn serve_command(dir: &Path, port: u16) -> anyhow::Result<std::process::Command> {
     let exe = std::env::current_exe().context("finding the taskflow binary")?;
     let mut command = std::process::Command::new(exe);
     for (key, _) in std::env::vars() {
@@ -339,11 +341,16 @@ fn spawn_server(dir: &Path, port: u16) -> anyhow::Result<std::process::Child> {
             command.env_remove(key);
         }
     }
-    Ok(command
+    command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("TASKFLOW_DATA_DIR", dir)
         .env("TASKFLOW_RATE_LIMIT__ENABLED", "false")
-        .env("TASKFLOW_LOG__LEVEL", "warn")
+        .env("TASKFLOW_LOG__LEVEL", "warn");
+    Ok(command)
+}
+
+fn spawn_server(dir: &Path, port: u16) -> anyhow::Result<std::process::Child> {
+    Ok(serve_command(dir, port)?
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?)
