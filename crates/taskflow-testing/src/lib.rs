@@ -421,3 +421,45 @@ pub fn wait_until_listening(child: &mut std::process::Child, port: u16, hint: &s
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Webhook requests a [`reminder_webhook_receiver`] received: (`TaskFlow-Delivery` id, the
+/// event's `reminder_id`), in arrival order.
+pub type ReminderWebhooks = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A webhook receiver on loopback for `reminder.due` deliveries: its URL and what it received.
+/// It answers every request `200 ok`.
+pub async fn reminder_webhook_receiver() -> (String, ReminderWebhooks) {
+    use axum::extract::State;
+
+    async fn receive(
+        State(received): State<ReminderWebhooks>,
+        headers: axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> &'static str {
+        let event: serde_json::Value = serde_json::from_slice(&body).expect("a JSON event");
+        let delivery = headers["taskflow-delivery"]
+            .to_str()
+            .expect("a delivery id")
+            .to_owned();
+        let reminder = event["data"]["reminder_id"]
+            .as_str()
+            .expect("a reminder id")
+            .to_owned();
+        received
+            .lock()
+            .expect("receiver")
+            .push((delivery, reminder));
+        "ok"
+    }
+
+    let received = ReminderWebhooks::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the receiver");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    let router = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, received)
+}

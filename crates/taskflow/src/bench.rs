@@ -299,6 +299,26 @@ async fn recurrence(options: &BenchOptions) -> anyhow::Result<Value> {
     }))
 }
 
+/// Registers `email` at the server at `base` and returns its access token.
+pub(crate) async fn register(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+) -> anyhow::Result<String> {
+    let registered: Value = client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&json!({"email": email, "password": "benchmark password"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(registered["access_token"]
+        .as_str()
+        .context("registration answered no token")?
+        .to_owned())
+}
+
 /// The real app in this process, on a temporary SQLite file, without rate limits.
 struct BenchServer {
     base: String,
@@ -338,18 +358,7 @@ impl BenchServer {
             signal.cancelled().await
         }));
         let client = reqwest::Client::new();
-        let registered: Value = client
-            .post(format!("{base}/api/v1/auth/register"))
-            .json(&json!({"email": "bench@example.com", "password": "benchmark password"}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let token = registered["access_token"]
-            .as_str()
-            .context("token")?
-            .to_owned();
+        let token = register(&client, &base, "bench@example.com").await?;
         Ok(Self {
             base,
             client,

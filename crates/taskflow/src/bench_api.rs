@@ -512,20 +512,7 @@ impl Api {
         let register = |i: usize| {
             let client = clients[i % clients.len()].clone();
             async move {
-                let registered: Value = client
-                    .post(format!("{base}/api/v1/auth/register"))
-                    .json(&json!({"email": format!("bench-api-{i}@example.com"), "password": "bench api password"}))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
-                anyhow::Ok(
-                    registered["access_token"]
-                        .as_str()
-                        .context("registration answered no token")?
-                        .to_owned(),
-                )
+                crate::bench::register(&client, base, &format!("bench-api-{i}@example.com")).await
             }
         };
         let mut tokens = futures::future::try_join_all((0..=concurrency).map(register)).await?;

@@ -291,18 +291,7 @@ struct Change {
 impl Api {
     async fn register(base: &str) -> anyhow::Result<Self> {
         let client = reqwest::Client::new();
-        let registered: Value = client
-            .post(format!("{base}/api/v1/auth/register"))
-            .json(&json!({"email": "fanout@example.com", "password": "fanout bench password"}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let token = registered["access_token"]
-            .as_str()
-            .context("registration answered no token")?
-            .to_owned();
+        let token = crate::bench::register(&client, base, "fanout@example.com").await?;
         Ok(Self {
             client,
             base: base.to_owned(),

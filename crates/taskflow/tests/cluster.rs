@@ -32,9 +32,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -42,6 +39,7 @@ use sqlx::{Connection as _, PgPool};
 use taskflow_bus::backends::nats::NatsBus;
 use taskflow_store::postgres::OUTBOX_LOCK;
 use taskflow_testing::cluster::Cluster;
+use taskflow_testing::{ReminderWebhooks, reminder_webhook_receiver};
 
 const INSTANCES: usize = 3;
 const USERS: usize = 3;
@@ -74,33 +72,6 @@ const SETTINGS: &[(&str, &str)] = &[
     ),
     ("TASKFLOW_NOTIFICATIONS__WEBHOOK_RETRY__MAX_DELAY_SECS", "1"),
 ];
-
-/// Webhook requests received: (`TaskFlow-Delivery` id, reminder id).
-type Received = Arc<Mutex<Vec<(String, String)>>>;
-
-async fn receive(
-    State(received): State<Received>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> &'static str {
-    let event: Value = serde_json::from_slice(&body).unwrap();
-    let delivery = headers["taskflow-delivery"].to_str().unwrap().to_owned();
-    let reminder = event["data"]["reminder_id"].as_str().unwrap().to_owned();
-    received.lock().unwrap().push((delivery, reminder));
-    "ok"
-}
-
-/// A webhook receiver on loopback: its URL and what it received.
-async fn webhook_receiver() -> (String, Received) {
-    let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let router = axum::Router::new()
-        .route("/hook", axum::routing::post(receive))
-        .with_state(received.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    (url, received)
-}
 
 /// The instances clients may use, and the one that was killed.
 #[derive(Clone)]
@@ -377,7 +348,7 @@ async fn settled(
     db: &PgPool,
     nats: &NatsBus,
     cluster: &Cluster,
-    received: &Received,
+    received: &ReminderWebhooks,
 ) -> Result<Settled, String> {
     let mut problems = Vec::new();
     let unpublished = strings(
@@ -798,7 +769,7 @@ async fn assert_fired_once_after(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_lose_and_repeat_nothing_when_the_relay_leader_is_killed() {
-    let (hook, received) = webhook_receiver().await;
+    let (hook, received) = reminder_webhook_receiver().await;
     let mut cluster = Cluster::create(env!("CARGO_BIN_EXE_taskflow"), "cluster");
     migrate_concurrently(&cluster);
     let urls: Vec<String> = (0..INSTANCES)

@@ -8,12 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Child;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
@@ -44,21 +40,6 @@ fn start(dir: &Path, port: u16) -> Child {
 
 use taskflow_testing::kill9;
 
-/// Webhook requests received: (delivery id, reminder id).
-type Received = Arc<Mutex<Vec<(String, String)>>>;
-
-async fn receive(
-    State(received): State<Received>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> &'static str {
-    let event: Value = serde_json::from_slice(&body).unwrap();
-    let delivery = headers["taskflow-delivery"].to_str().unwrap().to_owned();
-    let reminder = event["data"]["reminder_id"].as_str().unwrap().to_owned();
-    received.lock().unwrap().push((delivery, reminder));
-    "ok"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reminders_fire_exactly_once_across_kill_9() {
     let dir =
@@ -70,13 +51,7 @@ async fn reminders_fire_exactly_once_across_kill_9() {
         .unwrap()
         .port();
     let base = format!("http://127.0.0.1:{port}");
-    let received: Received = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    let router = axum::Router::new()
-        .route("/hook", axum::routing::post(receive))
-        .with_state(received.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (hook, received) = taskflow_testing::reminder_webhook_receiver().await;
 
     let server = start(&dir, port);
     let client = reqwest::Client::new();

@@ -430,6 +430,20 @@ pub(crate) fn database_path(url: &str) -> Result<PathBuf, StoreError> {
 mod tests {
     use super::*;
 
+    /// The test table's values, in order.
+    async fn stored_values(writer: &Writer) -> Vec<i64> {
+        writer
+            .write(|conn| {
+                let mut statement = conn.prepare("SELECT v FROM t ORDER BY v")?;
+                let rows = statement
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<Vec<i64>, _>>()?;
+                Ok((rows, None))
+            })
+            .await
+            .unwrap()
+    }
+
     fn writer() -> (Writer, tempfile_dir::Dir) {
         let dir = tempfile_dir::Dir::new();
         let options = ConnectionOptions {
@@ -501,16 +515,7 @@ mod tests {
         });
         let results = futures::future::join_all(writes).await;
         assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
-        let values: Vec<i64> = writer
-            .write(|conn| {
-                let mut statement = conn.prepare("SELECT v FROM t ORDER BY v")?;
-                let rows = statement
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<Vec<i64>, _>>()?;
-                Ok((rows, None))
-            })
-            .await
-            .unwrap();
+        let values = stored_values(&writer).await;
         assert_eq!(values.len(), 49);
         assert!(!values.contains(&7), "the failed write left nothing behind");
     }
@@ -543,16 +548,7 @@ mod tests {
         assert_eq!(first.unwrap(), 1);
         assert!(matches!(failing, Err(StoreError::Conflict("test"))));
         assert_eq!(last.unwrap(), 3);
-        let values: Vec<i64> = writer
-            .write(|conn| {
-                let mut statement = conn.prepare("SELECT v FROM t ORDER BY v")?;
-                let rows = statement
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<Vec<i64>, _>>()?;
-                Ok((rows, None))
-            })
-            .await
-            .unwrap();
+        let values = stored_values(&writer).await;
         assert_eq!(
             values,
             vec![1, 3],
