@@ -229,8 +229,13 @@ pub async fn measure(
     let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
     let mut unconsumed = 0;
     for _ in 0..rounds {
-        // Let the consumer drain, then measure only this round.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Let the consumer drain what earlier rounds wrote (a bus slower than the writers
+        // leaves a backlog), then measure only this round.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while recorder.samples().1 > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
         recorder.clear();
         let interval = Duration::from_secs_f64(f64::from(WRITERS) / writes_per_second);
         let started = Instant::now();

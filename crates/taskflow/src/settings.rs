@@ -744,6 +744,18 @@ impl Settings {
             });
         }
         #[cfg(feature = "dapr")]
+        if let Err((field, message)) = self.bus.dapr.validate() {
+            return Err(SettingsError::Invalid {
+                key: match field {
+                    "bulk_max_messages" => "bus.dapr.bulk_max_messages",
+                    "bulk_max_await_ms" => "bus.dapr.bulk_max_await_ms",
+                    "pubsub_name" => "bus.dapr.pubsub_name",
+                    _ => "bus.dapr",
+                },
+                message,
+            });
+        }
+        #[cfg(feature = "dapr")]
         if self.bus.backend == "dapr"
             && self
                 .bus
@@ -1090,6 +1102,29 @@ mod tests {
             "{error}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(feature = "dapr")]
+    #[test]
+    fn dapr_bulk_settings_out_of_range_are_refused_with_their_key() {
+        let mut s = Settings::default();
+        s.bus.dapr.bulk_max_messages = 0;
+        assert!(matches!(
+            s.validate(),
+            Err(SettingsError::Invalid {
+                key: "bus.dapr.bulk_max_messages",
+                ..
+            })
+        ));
+        s.bus.dapr.bulk_max_messages = 1;
+        s.bus.dapr.bulk_max_await_ms = 600_000;
+        assert!(matches!(
+            s.validate(),
+            Err(SettingsError::Invalid {
+                key: "bus.dapr.bulk_max_await_ms",
+                ..
+            })
+        ));
     }
 
     #[cfg(feature = "dapr")]

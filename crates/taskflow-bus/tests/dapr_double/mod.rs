@@ -17,17 +17,27 @@
 //!   unknown status or any non-2xx but 404 is retried after a backoff, at most
 //!   `max_attempts` times, then the event goes to the subscription's `deadLetterTopic` if
 //!   there is one, else it is dropped; `DROP` and `404` drop it.
+//! * Bulk subscribe (a subscription with `bulkSubscribe.enabled`): per app and topic one
+//!   request at a time, in publish order, holding up to `maxMessagesCount` events (default
+//!   100); a request that is not full waits until `maxAwaitDurationMs` (default 1 000) after
+//!   its oldest event became available. The body is the runtime's bulk envelope
+//!   (`application/json`, `{"id","type":"com.dapr.event.sent.bulk","topic","pubsubname",
+//!   "metadata","entries":[{"entryId","event","contentType","metadata"}]}`). The answer is
+//!   read per entry (`{"statuses":[{"entryId","status"}]}`): an entry missing from it, or
+//!   with an empty status, is `RETRY`; a 2xx body that cannot be read retries all, `404`
+//!   drops all, another status retries all. A retry sends only the failed entries.
 //! * `GET /v1.0/secrets/{store}/{key}` from an in-memory map (`204` when the secret is
 //!   missing, `400 ERR_SECRET_STORE_NOT_FOUND` for an unknown store).
 //! * `dapr-api-token` is required on every API call when configured (`401` otherwise), and
 //!   sent to the app when an app token is configured.
 //!
 //! Not modelled: partitions (one topic is one ordered stream), `rawPayload`, bulk
-//! publish/subscribe, routing rules, TTLs, resiliency policies, gRPC.
+//! publish, routing rules, TTLs, resiliency policies, gRPC.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,6 +115,8 @@ pub struct Attempt {
     pub app: String,
     pub topic: String,
     pub id: String,
+    /// Which HTTP request carried it (a bulk request carries several events).
+    pub request: u64,
     pub attempt: u32,
     pub result: AppResult,
 }
@@ -127,10 +139,18 @@ pub struct Disposition {
     pub fate: Fate,
 }
 
+#[derive(Clone, Copy, Debug)]
+struct BulkSubscribe {
+    max_messages: usize,
+    max_await: Duration,
+}
+
 #[derive(Clone, Debug)]
 struct SubscriptionInfo {
     route: String,
     dead_letter_topic: Option<String>,
+    /// Set when the subscription enabled `bulkSubscribe`.
+    bulk: Option<BulkSubscribe>,
 }
 
 #[derive(Default)]
@@ -155,6 +175,7 @@ struct Shared {
     inner: Mutex<Inner>,
     wake: watch::Sender<u64>,
     stop: CancellationToken,
+    next_request: AtomicU64,
 }
 
 impl Shared {
@@ -193,6 +214,7 @@ impl DaprDouble {
             inner: Mutex::new(Inner::default()),
             wake: watch::channel(0).0,
             stop: CancellationToken::new(),
+            next_request: AtomicU64::new(1),
         });
         let router = axum::Router::new()
             .route("/v1.0/publish/{pubsub}/{*topic}", post(publish))
@@ -328,6 +350,18 @@ impl DaprDouble {
                     .as_str()
                     .filter(|t| !t.is_empty())
                     .map(str::to_owned),
+                // The runtime's defaults: 100 messages, 1 000 ms.
+                bulk: (entry["bulkSubscribe"]["enabled"] == json!(true)).then(|| BulkSubscribe {
+                    max_messages: entry["bulkSubscribe"]["maxMessagesCount"]
+                        .as_u64()
+                        .filter(|n| *n > 0)
+                        .map_or(100, |n| n as usize),
+                    max_await: Duration::from_millis(
+                        entry["bulkSubscribe"]["maxAwaitDurationMs"]
+                            .as_u64()
+                            .unwrap_or(1_000),
+                    ),
+                }),
             };
             let key = (pubsub, topic);
             let start = {
@@ -351,52 +385,96 @@ impl Drop for DaprDouble {
     }
 }
 
-/// Delivers one app's subscription in order, one event at a time.
+/// Delivers one app's subscription in order: one event at a time, or with bulk subscribe up
+/// to `maxMessagesCount` events per request, each request waiting for the answer to the last.
 async fn dispatch(shared: Arc<Shared>, app: String, key: (String, String), mut cursor: usize) {
     let mut wake = shared.wake.subscribe();
+    // When the oldest event not yet delivered was first seen (bulk batches fill until
+    // `maxAwaitDurationMs` after it).
+    let mut first_seen: Option<tokio::time::Instant> = None;
     loop {
         wake.borrow_and_update();
-        let event = shared
+        let bulk = {
+            let inner = shared.inner();
+            let Some(info) = inner
+                .apps
+                .get(&app)
+                .and_then(|state| state.subscriptions.get(&key))
+            else {
+                return;
+            };
+            info.bulk
+        };
+        let max = bulk.map_or(1, |b| b.max_messages);
+        let events: Vec<Value> = shared
             .inner()
             .logs
             .get(&key)
-            .and_then(|log| log.get(cursor))
-            .cloned();
-        let Some(event) = event else {
+            .map(|log| log.iter().skip(cursor).take(max).cloned().collect())
+            .unwrap_or_default();
+        if events.is_empty() {
             tokio::select! {
                 _ = wake.changed() => continue,
                 () = shared.stop.cancelled() => return,
             }
-        };
-        if !deliver(&shared, &app, &key, &event).await {
+        }
+        if let Some(bulk) = bulk
+            && events.len() < max
+        {
+            let deadline =
+                *first_seen.get_or_insert_with(tokio::time::Instant::now) + bulk.max_await;
+            if tokio::time::Instant::now() < deadline {
+                tokio::select! {
+                    _ = wake.changed() => continue,
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = shared.stop.cancelled() => return,
+                }
+                continue;
+            }
+        }
+        let count = events.len();
+        if !deliver(&shared, &app, &key, events, bulk.is_some()).await {
             return;
         }
-        cursor += 1;
+        first_seen = None;
+        cursor += count;
     }
 }
 
-/// Delivers `event` with retries; `false` when the double stopped.
-async fn deliver(shared: &Shared, app: &str, key: &(String, String), event: &Value) -> bool {
-    let id = event["id"].as_str().unwrap_or_default().to_owned();
-    let record = |attempt: u32, result: AppResult| {
+/// Delivers `events` (one request, bulk or not) and retries the entries that failed; `false`
+/// when the double stopped.
+async fn deliver(
+    shared: &Shared,
+    app: &str,
+    key: &(String, String),
+    events: Vec<Value>,
+    bulk: bool,
+) -> bool {
+    let record = |id: &str, request: u64, attempt: u32, result: AppResult| {
         shared.inner().attempts.push(Attempt {
             app: app.to_owned(),
             topic: key.1.clone(),
-            id: id.clone(),
+            id: id.to_owned(),
+            request,
             attempt,
             result,
         });
     };
-    let settle = |fate: Fate| {
+    let settle = |id: &str, fate: Fate| {
         shared.inner().dispositions.push(Disposition {
             app: app.to_owned(),
             topic: key.1.clone(),
-            id: id.clone(),
+            id: id.to_owned(),
             fate,
         });
     };
     let config = &shared.config;
     let mut backoff = config.initial_backoff;
+    // (entryId, event) still to deliver; a retry sends only the entries that failed.
+    let mut pending: Vec<(String, Value)> = events
+        .into_iter()
+        .map(|event| (uuid::Uuid::now_v7().to_string(), event))
+        .collect();
     for attempt in 1..=config.max_attempts.max(1) {
         let (url, dead_letter_topic) = {
             let inner = shared.inner();
@@ -411,55 +489,150 @@ async fn deliver(shared: &Shared, app: &str, key: &(String, String), event: &Val
                 info.dead_letter_topic.clone(),
             )
         };
-        let mut request = shared
-            .http
-            .post(url)
-            .header("content-type", "application/cloudevents+json")
-            .body(event.to_string());
-        if let Some(traceparent) = event["traceparent"].as_str().filter(|t| !t.is_empty()) {
-            request = request.header("traceparent", traceparent);
-        }
+        let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let mut request = if bulk {
+            let entries: Vec<Value> = pending
+                .iter()
+                .map(|(entry_id, event)| {
+                    json!({
+                        "entryId": entry_id,
+                        "event": event,
+                        "contentType": "application/cloudevents+json",
+                        "metadata": {},
+                    })
+                })
+                .collect();
+            shared
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(
+                    json!({
+                        "id": uuid::Uuid::now_v7().to_string(),
+                        "type": "com.dapr.event.sent.bulk",
+                        "topic": key.1,
+                        "pubsubname": key.0,
+                        "metadata": {},
+                        "entries": entries,
+                    })
+                    .to_string(),
+                )
+        } else {
+            let event = &pending[0].1;
+            let mut request = shared
+                .http
+                .post(url)
+                .header("content-type", "application/cloudevents+json")
+                .body(event.to_string());
+            if let Some(traceparent) = event["traceparent"].as_str().filter(|t| !t.is_empty()) {
+                request = request.header("traceparent", traceparent);
+            }
+            request
+        };
         if let Some(token) = &config.app_api_token {
             request = request.header("dapr-api-token", token);
         }
-        let result = tokio::select! {
-            response = request.send() => classify(response).await,
+        let results = tokio::select! {
+            response = request.send() => {
+                if bulk {
+                    classify_bulk(response, &pending).await
+                } else {
+                    vec![classify(response).await]
+                }
+            }
             () = shared.stop.cancelled() => return false,
         };
-        record(attempt, result.clone());
-        match result {
-            AppResult::Success => {
-                settle(Fate::Delivered);
-                return true;
-            }
-            AppResult::Drop | AppResult::NotFound => {
-                settle(Fate::Dropped);
-                return true;
-            }
-            AppResult::Retry
-            | AppResult::UnknownStatus(_)
-            | AppResult::Status(_)
-            | AppResult::Unreachable => {
-                if attempt == config.max_attempts.max(1) {
-                    match dead_letter_topic {
-                        Some(dlt) => {
-                            // The runtime publishes the original CloudEvent to the dead-letter topic.
-                            shared.append(&key.0, &dlt, event.clone());
-                            settle(Fate::DeadLettered(dlt));
-                        }
-                        None => settle(Fate::GaveUp),
-                    }
-                    return true;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shared.stop.cancelled() => return false,
-                }
-                backoff = (backoff * 2).min(config.max_backoff);
+        let mut failed = Vec::new();
+        for ((entry_id, event), result) in pending.into_iter().zip(results) {
+            let id = event["id"].as_str().unwrap_or_default().to_owned();
+            record(&id, request_id, attempt, result.clone());
+            match result {
+                AppResult::Success => settle(&id, Fate::Delivered),
+                AppResult::Drop | AppResult::NotFound => settle(&id, Fate::Dropped),
+                AppResult::Retry
+                | AppResult::UnknownStatus(_)
+                | AppResult::Status(_)
+                | AppResult::Unreachable => failed.push((entry_id, event)),
             }
         }
+        pending = failed;
+        if pending.is_empty() {
+            return true;
+        }
+        if attempt == config.max_attempts.max(1) {
+            for (_, event) in &pending {
+                let id = event["id"].as_str().unwrap_or_default().to_owned();
+                match &dead_letter_topic {
+                    Some(dlt) => {
+                        // The runtime publishes the original CloudEvent to the dead-letter topic.
+                        shared.append(&key.0, dlt, event.clone());
+                        settle(&id, Fate::DeadLettered(dlt.clone()));
+                    }
+                    None => settle(&id, Fate::GaveUp),
+                }
+            }
+            return true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shared.stop.cancelled() => return false,
+        }
+        backoff = (backoff * 2).min(config.max_backoff);
     }
     true
+}
+
+/// Reads an app's answer to a bulk delivery the way the Dapr runtime does: one result per
+/// entry of `sent`, in order. A 2xx answer is read per entry (`statuses[].entryId`); an entry
+/// it does not mention, or an empty status, is `RETRY`; an unreadable 2xx body retries all;
+/// `404` drops all; any other status retries all.
+async fn classify_bulk(
+    response: Result<reqwest::Response, reqwest::Error>,
+    sent: &[(String, Value)],
+) -> Vec<AppResult> {
+    let all = |result: AppResult| vec![result; sent.len()];
+    let Ok(response) = response else {
+        return all(AppResult::Unreachable);
+    };
+    let status = response.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return all(AppResult::NotFound);
+    }
+    if !status.is_success() {
+        return all(AppResult::Status(status.as_u16()));
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    let Ok(answer) = serde_json::from_slice::<Value>(&body) else {
+        return all(AppResult::UnknownStatus("unreadable bulk answer".into()));
+    };
+    let mut by_entry: HashMap<String, String> = HashMap::new();
+    for status in answer["statuses"].as_array().into_iter().flatten() {
+        // Go's JSON decoding matches field names case-insensitively.
+        let entry_id = status
+            .as_object()
+            .and_then(|o| {
+                o.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("entryId"))
+                    .map(|(_, v)| v)
+            })
+            .and_then(Value::as_str);
+        if let Some(entry_id) = entry_id {
+            by_entry.insert(
+                entry_id.to_owned(),
+                status["status"].as_str().unwrap_or_default().to_owned(),
+            );
+        }
+    }
+    sent.iter()
+        .map(
+            |(entry_id, _)| match by_entry.get(entry_id).map(String::as_str) {
+                None | Some("") | Some("RETRY") => AppResult::Retry,
+                Some("SUCCESS") => AppResult::Success,
+                Some("DROP") => AppResult::Drop,
+                Some(other) => AppResult::UnknownStatus(other.to_owned()),
+            },
+        )
+        .collect()
 }
 
 /// Reads an app's answer the way the Dapr runtime does for HTTP subscribers.
