@@ -49,6 +49,10 @@ pub struct Figures {
     pub p99_ms: f64,
     /// Acknowledged writes of the latency rounds whose update never arrived (must be 0).
     pub unconsumed: usize,
+    /// Median over rounds of the p99 of the first leg, acknowledgement to the broker having
+    /// accepted the update (the relay's share), in milliseconds; the rest is the broker and
+    /// the consumer.
+    pub publish_p99_ms: f64,
 }
 
 /// The median of `values` (sorted in place); NaN when empty.
@@ -71,19 +75,42 @@ pub fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Acknowledgement and arrival instants per task id.
+/// Acknowledgement, publication and arrival instants per task id.
 #[derive(Default)]
 struct LatencyRecorder {
     committed: Mutex<HashMap<String, Instant>>,
+    published: Mutex<HashMap<String, Instant>>,
     consumed: Mutex<HashMap<String, Instant>>,
 }
 
 impl LatencyRecorder {
     fn clear(&self) {
-        if let (Ok(mut c), Ok(mut d)) = (self.committed.lock(), self.consumed.lock()) {
+        if let (Ok(mut c), Ok(mut p), Ok(mut d)) = (
+            self.committed.lock(),
+            self.published.lock(),
+            self.consumed.lock(),
+        ) {
             c.clear();
+            p.clear();
             d.clear();
         }
+    }
+
+    /// Acknowledgement-to-publication latencies of this round's writes, sorted.
+    fn publish_samples(&self) -> Vec<Duration> {
+        let (Ok(committed), Ok(published)) = (self.committed.lock(), self.published.lock()) else {
+            return Vec::new();
+        };
+        let mut samples: Vec<Duration> = committed
+            .iter()
+            .filter_map(|(id, at)| {
+                published
+                    .get(id)
+                    .map(|done| done.saturating_duration_since(*at))
+            })
+            .collect();
+        samples.sort();
+        samples
     }
 
     /// The latency of every acknowledged write whose update arrived, sorted, and how many
@@ -107,6 +134,47 @@ impl LatencyRecorder {
     }
 }
 
+/// The measured bus, noting when the broker accepted each task update.
+struct RecordingBus {
+    inner: Arc<dyn EventBus>,
+    updates_topic: String,
+    recorder: Arc<LatencyRecorder>,
+}
+
+#[async_trait]
+impl EventBus for RecordingBus {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn publish(&self, messages: &[crate::Message]) -> Result<(), crate::BusError> {
+        self.inner.publish(messages).await?;
+        let accepted = Instant::now();
+        if let Ok(mut published) = self.recorder.published.lock() {
+            for message in messages.iter().filter(|m| m.topic == self.updates_topic) {
+                if let Ok(event) = serde_json::from_slice::<serde_json::Value>(&message.payload)
+                    && let Some(id) = event["data"]["task_id"].as_str()
+                {
+                    published.entry(id.to_owned()).or_insert(accepted);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn crate::Subscription>, crate::BusError> {
+        self.inner.subscribe(topic, group).await
+    }
+
+    async fn ensure_topics(&self, topics: &[crate::TopicSpec]) -> Result<(), crate::BusError> {
+        self.inner.ensure_topics(topics).await
+    }
+}
+
 #[async_trait]
 impl EventHandler for LatencyRecorder {
     async fn handle(&self, event: &CloudEvent) -> Result<(), HandlerError> {
@@ -123,29 +191,36 @@ impl EventHandler for LatencyRecorder {
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Measures `rounds` throughput rounds and `rounds` latency rounds of task writes into `store`
-/// (migrated; a user is created) relayed to `bus` under `names`. `started` is called once the
-/// relay and the consumer run (the Dapr bench attaches its sidecar double then).
+/// (migrated; `users` users are created and written to in turn, so the events carry that many
+/// partition keys) relayed to `bus` under `names`. `started` is called once the relay and the
+/// consumer run (the Dapr bench attaches its sidecar double then).
 pub async fn measure(
     store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
     names: TopicNames,
     rounds: usize,
+    users: usize,
     started: impl AsyncFnOnce(),
 ) -> Result<Figures, BenchError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
+    let recorder = Arc::new(LatencyRecorder::default());
+    let recording: Arc<dyn EventBus> = Arc::new(RecordingBus {
+        inner: bus.clone(),
+        updates_topic: names.physical(Topic::TaskUpdates.name()),
+        recorder: recorder.clone(),
+    });
     tokio::spawn(
         OutboxRelay::new(
             store.clone(),
-            bus.clone(),
+            recording,
             names.clone(),
             clock.clone(),
             RelaySettings::default(),
         )
         .run(shutdown.clone()),
     );
-    let recorder = Arc::new(LatencyRecorder::default());
     tokio::spawn(
         ConsumerRunner::new(
             "bench",
@@ -160,22 +235,28 @@ pub async fn measure(
         .run(shutdown.clone()),
     );
     started().await;
-    let user = User {
-        id: UserId::new(),
-        email: taskflow_domain::Email::parse(&format!("bench-{}@example.com", UserId::new()))?,
-        display_name: None,
-        time_zone: TimeZone::UTC,
-        is_admin: false,
-        created_at: Utc::now(),
-    };
-    store.create_user(&user, "").await?;
-    let user_id = user.id;
+    let mut user_ids = Vec::with_capacity(users.max(1));
+    for _ in 0..users.max(1) {
+        let user = User {
+            id: UserId::new(),
+            email: taskflow_domain::Email::parse(&format!("bench-{}@example.com", UserId::new()))?,
+            display_name: None,
+            time_zone: TimeZone::UTC,
+            is_admin: false,
+            created_at: Utc::now(),
+        };
+        store.create_user(&user, "").await?;
+        user_ids.push(user.id);
+    }
+    let user_ids = Arc::new(user_ids);
     let counter = Arc::new(AtomicU64::new(0));
     let write = {
         let (store, recorder, counter) = (store.clone(), recorder.clone(), counter.clone());
         move || {
             let (store, recorder) = (store.clone(), recorder.clone());
             let i = counter.fetch_add(1, Ordering::Relaxed);
+            // Round robin over the users (the partition keys).
+            let user_id = user_ids[usize::try_from(i).unwrap_or(0) % user_ids.len()];
             async move {
                 let now = Utc::now();
                 let new = NewTask {
@@ -226,7 +307,7 @@ pub async fn measure(
     // Latency at a paced rate the bus keeps up with.
     let latency_rate = (events_per_second * 0.8).min(LATENCY_RATE_CAP);
     let writes_per_second = (latency_rate / 2.0).max(1.0);
-    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    let (mut p50s, mut p99s, mut publish_p99s) = (Vec::new(), Vec::new(), Vec::new());
     let mut unconsumed = 0;
     for _ in 0..rounds {
         // Let the consumer drain what earlier rounds wrote (a bus slower than the writers
@@ -268,6 +349,7 @@ pub async fn measure(
         unconsumed = unconsumed.max(missing);
         p50s.push(millis(percentile(&samples, 50.0)));
         p99s.push(millis(percentile(&samples, 99.0)));
+        publish_p99s.push(millis(percentile(&recorder.publish_samples(), 99.0)));
     }
     // Let the relay catch up before it is stopped, so the bus got every event.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -281,5 +363,6 @@ pub async fn measure(
         p50_ms: median(&mut p50s),
         p99_ms: median(&mut p99s),
         unconsumed,
+        publish_p99_ms: median(&mut publish_p99s),
     })
 }

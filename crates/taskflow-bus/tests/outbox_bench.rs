@@ -27,7 +27,7 @@ async fn one_round_on_the_memory_bus_measures_throughput_and_latency() {
     let names = TopicNames::default();
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(store.clone(), names.clone()));
     let started = AtomicBool::new(false);
-    let figures: Figures = outbox_bench::measure(store.clone(), bus, names, 1, async || {
+    let figures: Figures = outbox_bench::measure(store.clone(), bus, names, 1, 3, async || {
         started.store(true, Ordering::SeqCst)
     })
     .await

@@ -18,7 +18,9 @@ use taskflow_domain::{
     Description, Email, NewTask, Priority, RecurrenceSpec, Tags, Task, TaskId, TimeZone, Title,
     User, UserId,
 };
-use taskflow_store::postgres::{PostgresSettings, PostgresStore};
+use taskflow_store::postgres::{
+    OUTBOX_KEY_LOCK_SPACE, OUTBOX_LOCK, OutboxOrder, PostgresSettings, PostgresStore,
+};
 use taskflow_store::{
     OutboxStore, SortDirection, SortField, Store, StoreError, TaskQuery, TaskStore, UserStore,
 };
@@ -119,6 +121,13 @@ impl TestDb {
     async fn store_with(&self, max_connections: u32) -> PostgresStore {
         let mut settings = PostgresSettings::new(&self.url);
         settings.max_connections = max_connections;
+        PostgresStore::connect(&settings).await.expect("connect")
+    }
+
+    async fn per_key_store(&self, max_connections: u32) -> PostgresStore {
+        let mut settings = PostgresSettings::new(&self.url);
+        settings.max_connections = max_connections;
+        settings.outbox_order = OutboxOrder::PerKey;
         PostgresStore::connect(&settings).await.expect("connect")
     }
 
@@ -508,6 +517,145 @@ async fn outbox_readers_never_skip_rows_of_concurrent_writers() {
             .unwrap()
             .seq
     );
+    store.close().await;
+}
+
+/// With `OutboxOrder::PerKey`, a relay-like reader (every unpublished row in `seq` order, then
+/// marked published) sees each user's rows in `seq` order although several writers of each
+/// user and of different users commit concurrently: per key, `seq` order is commit order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_outbox_order_keeps_each_users_rows_in_commit_order_for_the_relay() {
+    let db = TestDb::create().await;
+    let store = Arc::new(db.per_key_store(12).await);
+    store.migrate().await.expect("migrate");
+    let mut owners = Vec::new();
+    for n in 0..3 {
+        let owner = user(&format!("per-key-{n}@example.com"));
+        store.create_user(&owner, "h").await.unwrap();
+        owners.push(owner.id);
+    }
+    let writers: Vec<_> = (0..9)
+        .map(|w| {
+            let (store, owner) = (store.clone(), owners[w % 3]);
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    let task = new_task(owner, &format!("w{w} t{i}"), "", false);
+                    let events = task_events(TaskEventKind::Created, &task, start(), None);
+                    store.insert_task(&task, &events).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut last_of_key = std::collections::HashMap::<String, i64>::new();
+    let mut published = 0;
+    let mut finished = false;
+    loop {
+        let done = writers.iter().all(|w| w.is_finished());
+        loop {
+            let rows = store.unpublished_events(50).await.unwrap();
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let last = last_of_key.entry(row.partition_key.clone()).or_default();
+                assert!(
+                    row.seq > *last,
+                    "{}: seq {} appeared after {}",
+                    row.partition_key,
+                    row.seq,
+                    last
+                );
+                *last = row.seq;
+            }
+            published += rows.len();
+            let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+            store.mark_published(&seqs, start()).await.unwrap();
+        }
+        if finished {
+            break;
+        }
+        finished = done;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    // Two events (task-events, task-updates) per task.
+    assert_eq!(published, 9 * 20 * 2);
+    assert_eq!(last_of_key.len(), 3);
+    store.close().await;
+}
+
+/// With `OutboxOrder::PerKey`, a writer waits only for writers of its own user, and whoever
+/// holds `OUTBOX_LOCK` exclusively still pauses every outbox writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_outbox_writers_wait_for_their_own_key_and_for_the_global_lock() {
+    let db = TestDb::create().await;
+    let store = Arc::new(db.per_key_store(4).await);
+    store.migrate().await.expect("migrate");
+    let (alice, bob) = (user("alice@example.com"), user("bob@example.com"));
+    store.create_user(&alice, "h").await.unwrap();
+    store.create_user(&bob, "h").await.unwrap();
+    let write = |owner: UserId, title: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let task = new_task(owner, title, "", false);
+            let events = task_events(TaskEventKind::Created, &task, start(), None);
+            store.insert_task(&task, &events).await.unwrap();
+        })
+    };
+    let mut holder = db.admin_connection().await;
+
+    sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+        .bind(OUTBOX_KEY_LOCK_SPACE)
+        .bind(alice.id.to_string())
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let for_alice = write(alice.id, "waits");
+    tokio::time::timeout(Duration::from_secs(5), write(bob.id, "passes"))
+        .await
+        .expect("bob's write does not wait for alice's key")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!for_alice.is_finished(), "alice's write waits for her key");
+    sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+        .bind(OUTBOX_KEY_LOCK_SPACE)
+        .bind(alice.id.to_string())
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), for_alice)
+        .await
+        .expect("alice's write goes on once her key is free")
+        .unwrap();
+
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(OUTBOX_LOCK)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let paused = write(bob.id, "paused");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !paused.is_finished(),
+        "the exclusive global lock pauses writers"
+    );
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(OUTBOX_LOCK)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), paused)
+        .await
+        .expect("the write goes on once the global lock is free")
+        .unwrap();
+    let rows = store
+        .events_after(Topic::TaskEvents.name(), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    let _ = holder.close().await;
     store.close().await;
 }
 

@@ -27,6 +27,11 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         postgres.max_connections = settings.database.max_connections;
         postgres.acquire_timeout = Duration::from_secs(settings.database.acquire_timeout_secs);
         postgres.statement_timeout = Duration::from_secs(settings.database.statement_timeout_secs);
+        // The in-process bus follows the outbox by position and needs one global commit order;
+        // with an external broker the relay is the only reader and per-user order is enough.
+        if settings.bus.backend != "memory" {
+            postgres.outbox_order = taskflow_store::postgres::OutboxOrder::PerKey;
+        }
         let store = taskflow_store::postgres::PostgresStore::connect(&postgres)
             .await
             .with_context(|| format!("connecting to {}", crate::settings::redact_url(&url)))?;

@@ -51,6 +51,12 @@ pub async fn api(options: &BenchOptions) -> anyhow::Result<Value> {
         "postgres" => vec!["postgres"],
         other => anyhow::bail!("--database: expected sqlite, postgres or both, got {other:?}"),
     };
+    match options.backend.as_str() {
+        "memory" => {}
+        #[cfg(feature = "nats")]
+        "nats" => {}
+        other => anyhow::bail!("--backend: bench api runs on memory or nats, got {other:?}"),
+    }
     anyhow::ensure!(options.concurrency > 0, "--concurrency must be at least 1");
     anyhow::ensure!(options.rounds > 0, "--rounds must be at least 1");
     let mut results = serde_json::Map::new();
@@ -65,6 +71,7 @@ pub async fn api(options: &BenchOptions) -> anyhow::Result<Value> {
         "round_secs": options.round_secs,
         "rounds": options.rounds,
         "list_tasks": options.list_tasks,
+        "bus": options.backend,
         "users": "one per client for creates and completions; lists read one more user holding --list-tasks tasks",
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "note": "the load generator runs on the same machine; *_cores figures are CPU seconds per wall second",
@@ -83,11 +90,13 @@ async fn one_database(options: &BenchOptions, database: &str) -> anyhow::Result<
     } else {
         None
     };
+    let bus = BenchBus::new(options);
     let outcome = async {
         let server = Server::start(
             &dir,
             postgres.as_ref().map(|db| db.url.as_str()),
             options.db_connections,
+            &bus,
         )
         .await?;
         let result = measure(options, database, &server).await;
@@ -95,6 +104,7 @@ async fn one_database(options: &BenchOptions, database: &str) -> anyhow::Result<
         result
     }
     .await;
+    bus.clean_up().await;
     if let Some(db) = postgres {
         db.drop_database().await?;
     }
@@ -606,6 +616,69 @@ impl Api {
     }
 }
 
+/// The event bus the server runs with: `--backend` with names of the benchmark's own.
+struct BenchBus {
+    backend: String,
+    nats_url: String,
+    /// Physical topic prefix (and, for NATS, the stream prefix), unique per run.
+    prefix: String,
+}
+
+impl BenchBus {
+    fn new(options: &BenchOptions) -> Self {
+        Self {
+            backend: options.backend.clone(),
+            nats_url: options.nats_url.clone(),
+            prefix: format!(
+                "bench{}",
+                hex::encode(taskflow_http::auth::random_bytes::<4>())
+            ),
+        }
+    }
+
+    fn configure(&self, command: &mut std::process::Command) {
+        command.env("TASKFLOW_BUS__BACKEND", &self.backend);
+        if self.backend == "nats" {
+            command
+                .env("TASKFLOW_BUS__NATS__URL", &self.nats_url)
+                .env(
+                    "TASKFLOW_BUS__NATS__STREAM_PREFIX",
+                    self.prefix.to_uppercase(),
+                )
+                .env("TASKFLOW_BUS__TOPICS__PREFIX", format!("{}-", self.prefix));
+        }
+    }
+
+    /// Deletes the streams the server created (NATS); errors are reported, not fatal.
+    async fn clean_up(&self) {
+        #[cfg(feature = "nats")]
+        if self.backend == "nats" {
+            let settings = taskflow_bus::backends::nats::NatsSettings {
+                url: self.nats_url.clone(),
+                stream_prefix: self.prefix.to_uppercase(),
+                ..Default::default()
+            };
+            let names = taskflow_bus::TopicNames {
+                prefix: format!("{}-", self.prefix),
+                ..Default::default()
+            };
+            match taskflow_bus::backends::nats::NatsBus::connect(&settings).await {
+                Ok(bus) => {
+                    for topic in taskflow_domain::events::Topic::ALL {
+                        for logical in [
+                            topic.name().to_owned(),
+                            taskflow_domain::events::dead_letter_topic(topic.name()),
+                        ] {
+                            let _ = bus.delete_topic(&names.physical(&logical)).await;
+                        }
+                    }
+                }
+                Err(error) => eprintln!("could not delete the benchmark's NATS streams: {error}"),
+            }
+        }
+    }
+}
+
 /// `taskflow serve` with every role on `dir` (SQLite) or `database_url`; killed when dropped.
 struct Server {
     child: std::process::Child,
@@ -618,9 +691,11 @@ impl Server {
         dir: &Path,
         database_url: Option<&str>,
         db_connections: u32,
+        bus: &BenchBus,
     ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let mut command = serve_command(dir, port)?;
+        bus.configure(&mut command);
         command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit());

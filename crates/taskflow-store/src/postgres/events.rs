@@ -8,7 +8,9 @@ use sqlx::{ConnectOptions as _, Connection as _, PgConnection, Row};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{TaskId, UserId};
 
-use super::{OUTBOX_LOCK, PostgresStore, RELAY_LOCK, at_micros, pg_error};
+use super::{
+    OUTBOX_KEY_LOCK_SPACE, OUTBOX_LOCK, OutboxOrder, PostgresStore, RELAY_LOCK, at_micros, pg_error,
+};
 use crate::error::StoreError;
 use crate::{
     AuditEntry, ConsumerEffect, ConsumerStore, DeadLetter, OutboxBacklog, OutboxRecord, OutboxStore,
@@ -26,11 +28,13 @@ struct OutboxRow<'a> {
 
 /// Appends `events` to the outbox inside the caller's transaction; returns the last seq written.
 ///
-/// Takes [`OUTBOX_LOCK`] for the rest of the transaction first, so outbox rows become visible in
-/// `seq` order (see the module docs of [`super`]). Call it as the transaction's last write.
+/// First takes the transaction-scoped locks `order` asks for (see [`OutboxOrder`]), so outbox
+/// rows become visible in `seq` order overall or per partition key. Call it as the
+/// transaction's last write.
 pub(crate) async fn write_events(
     conn: &mut PgConnection,
     events: &[OutgoingEvent],
+    order: OutboxOrder,
 ) -> Result<Option<i64>, StoreError> {
     let rows = events
         .iter()
@@ -47,21 +51,47 @@ pub(crate) async fn write_events(
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    insert_outbox_rows(conn, &rows).await
+    insert_outbox_rows(conn, &rows, order).await
 }
 
 async fn insert_outbox_rows(
     conn: &mut PgConnection,
     rows: &[OutboxRow<'_>],
+    order: OutboxOrder,
 ) -> Result<Option<i64>, StoreError> {
     if rows.is_empty() {
         return Ok(None);
     }
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(OUTBOX_LOCK)
-        .execute(&mut *conn)
-        .await
-        .map_err(pg_error)?;
+    match order {
+        OutboxOrder::Global => {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(OUTBOX_LOCK)
+                .execute(&mut *conn)
+                .await
+                .map_err(pg_error)?;
+        }
+        OutboxOrder::PerKey => {
+            let mut keys: Vec<&str> = rows.iter().map(|r| r.partition_key).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            // Shared: exclusive holders of OUTBOX_LOCK still pause every outbox writer. The
+            // per-key locks use the two-key advisory space, apart from the bigint keys, and
+            // are taken in a fixed order so two writers never wait for each other in a cycle.
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock_shared($1),
+                        (SELECT count(*) FROM (
+                            SELECT pg_advisory_xact_lock($2, hashtext(k))
+                            FROM unnest($3::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n
+                        ) AS locked)",
+            )
+            .bind(OUTBOX_LOCK)
+            .bind(OUTBOX_KEY_LOCK_SPACE)
+            .bind(&keys)
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+        }
+    }
     let seqs: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, created_at)
          SELECT event_id, topic, partition_key, event_type, payload, created_at
@@ -120,7 +150,7 @@ const OUTBOX_COLUMNS: &str = "seq, event_id, topic, partition_key, event_type, p
 impl OutboxStore for PostgresStore {
     async fn enqueue_events(&self, events: &[OutgoingEvent]) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let seq = write_events(&mut tx, events).await?;
+        let seq = write_events(&mut tx, events, self.outbox_order).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
         Ok(())
@@ -329,7 +359,8 @@ impl ConsumerStore for PostgresStore {
         match effect {
             ConsumerEffect::Nothing => {}
             ConsumerEffect::Notify(plan) => {
-                written = super::notifications::apply_plan(&mut tx, plan).await?;
+                written =
+                    super::notifications::apply_plan(&mut tx, plan, self.outbox_order).await?;
             }
             ConsumerEffect::Audit(entry) => {
                 sqlx::query(
@@ -376,7 +407,7 @@ impl ConsumerStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        let seq = write_events(&mut tx, std::slice::from_ref(notice)).await?;
+        let seq = write_events(&mut tx, std::slice::from_ref(notice), self.outbox_order).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
         Ok(())
@@ -419,6 +450,7 @@ impl ConsumerStore for PostgresStore {
                 payload: letter.payload.clone(),
                 at: now,
             }],
+            self.outbox_order,
         )
         .await?;
         tx.commit().await.map_err(pg_error)?;

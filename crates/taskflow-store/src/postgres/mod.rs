@@ -9,11 +9,21 @@
 //!   with `ON CONFLICT (series_id, occurrence_index) DO NOTHING`, so concurrent completions create
 //!   one.
 //! - **Outbox order.** An identity column hands out `seq` in *allocation* order, which is not
-//!   commit order under concurrency; a reader could see seq 11 before seq 10 commits and skip it
-//!   forever. Every transaction that writes outbox rows therefore takes one transaction-scoped
-//!   advisory lock ([`OUTBOX_LOCK`]) just before its first row and holds it until it commits, and
-//!   writes its events last: event-writing commits are serialised from that point only, and `seq`
-//!   order is commit order.
+//!   commit order under concurrency; a reader following the outbox by position could see seq 11
+//!   before seq 10 commits and skip it forever. Every transaction writes its events last and,
+//!   just before its first outbox row, takes transaction-scoped advisory locks held until it
+//!   commits, as [`PostgresSettings::outbox_order`] says:
+//!   - [`OutboxOrder::Global`] (the default): one lock ([`OUTBOX_LOCK`]) for everybody, so
+//!     `seq` order is commit order. Needed while anything follows the outbox by `seq` — the
+//!     in-process bus does. Event-writing commits are serialised from the outbox insert on,
+//!     WAL flush included: about a millisecond each, whatever the number of cores.
+//!   - [`OutboxOrder::PerKey`]: one lock per partition key (user), so `seq` order is commit
+//!     order *per key* and writers of different users commit side by side (with group commit).
+//!     Enough for the relay, which publishes every unpublished row in `seq` order: rows of one
+//!     key appear in order, a row of another key that commits late is published when it
+//!     appears. Use it with an external broker (NATS, Kafka, Dapr), where the relay is the
+//!     outbox's only reader. Writers also take [`OUTBOX_LOCK`] shared, so whoever holds it
+//!     exclusively still pauses every outbox writer.
 //! - **Search.** A stored `tsvector` column (title A, tags B, description C; `simple`
 //!   configuration; accents removed with `unaccent` when the extension can be created, else a
 //!   built-in table of Latin diacritics) with a GIN index. Terms are prefix-matched (`term:*`,
@@ -63,6 +73,20 @@ pub const MIGRATION_LOCK: i64 = 0x7466_6d69_6772_6174;
 /// Transaction advisory lock key that orders outbox writers (`'tfoutbox'` as ASCII).
 pub const OUTBOX_LOCK: i64 = 0x7466_6f75_7462_6f78;
 
+/// First key of the two-key advisory locks [`OutboxOrder::PerKey`] takes per partition key
+/// (`'tfok'` as ASCII); the second is the key's `hashtext`.
+pub const OUTBOX_KEY_LOCK_SPACE: i32 = 0x7466_6f6b;
+
+/// How outbox writers are ordered; see the module documentation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutboxOrder {
+    /// `seq` order is commit order: one lock serialises every event-writing commit.
+    #[default]
+    Global,
+    /// `seq` order is commit order per partition key; different keys commit concurrently.
+    PerKey,
+}
+
 /// Session advisory lock key held by the outbox relay leader (`'tfrelayl'` as ASCII), on a
 /// connection of its own outside the pool (see [`crate::OutboxStore::lead_outbox_relay`]).
 pub const RELAY_LOCK: i64 = 0x7466_7265_6c61_796c;
@@ -83,6 +107,9 @@ pub struct PostgresSettings {
     pub statement_timeout: Duration,
     /// Idle connections above `min_connections` are closed after this long.
     pub idle_timeout: Duration,
+    /// How outbox writers are ordered: [`OutboxOrder::Global`] whenever something follows the
+    /// outbox by position (the in-process bus), else [`OutboxOrder::PerKey`] may be used.
+    pub outbox_order: OutboxOrder,
 }
 
 impl PostgresSettings {
@@ -96,6 +123,7 @@ impl PostgresSettings {
             acquire_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
+            outbox_order: OutboxOrder::Global,
         }
     }
 }
@@ -114,6 +142,8 @@ pub struct PostgresStore {
     connect_options: PgConnectOptions,
     /// The connection holding [`RELAY_LOCK`] while this process leads the outbox relay.
     relay_leader: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
+    /// How outbox writers are ordered.
+    outbox_order: OutboxOrder,
 }
 
 impl PostgresStore {
@@ -140,6 +170,7 @@ impl PostgresStore {
             delivery_changes: Arc::new(tokio::sync::watch::channel(None).0),
             connect_options: options,
             relay_leader: Arc::new(tokio::sync::Mutex::new(None)),
+            outbox_order: settings.outbox_order,
         })
     }
 

@@ -15,6 +15,7 @@ use taskflow_domain::{
     DeliveryId, Email, NotificationId, ReminderId, TaskId, TimeZone, UserId, WebhookId,
 };
 
+use super::OutboxOrder;
 use super::events::write_events;
 use super::{PostgresStore, at_micros, pg_error};
 use crate::error::StoreError;
@@ -30,6 +31,7 @@ use crate::{
 pub(super) async fn apply_plan(
     conn: &mut PgConnection,
     plan: &NotificationPlan,
+    order: OutboxOrder,
 ) -> Result<(Option<i64>, Option<DateTime<Utc>>), StoreError> {
     let mut fresh_notification = false;
     if let Some(n) = &plan.notification {
@@ -86,7 +88,7 @@ pub(super) async fn apply_plan(
         }
     }
     let seq = if fresh_notification {
-        write_events(conn, &plan.events).await?
+        write_events(conn, &plan.events, order).await?
     } else {
         None
     };
@@ -506,7 +508,7 @@ impl NotificationStore for PostgresStore {
             .map_err(pg_error)?;
         }
         // Events last: the outbox lock is then held only until the commit.
-        let seq = write_events(&mut tx, events).await?;
+        let seq = write_events(&mut tx, events, self.outbox_order).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
         crate::announce_earliest(&self.delivery_changes, next_at);

@@ -282,7 +282,7 @@ impl ReminderStore for PostgresStore {
             .filter(|(id, _)| updated.contains(&id.as_uuid()))
             .map(|(_, event)| event.clone())
             .collect();
-        let seq = write_events(&mut tx, &events).await?;
+        let seq = write_events(&mut tx, &events, self.outbox_order).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
         Ok(events.len() as u64)
@@ -351,7 +351,7 @@ impl ReminderStore for PostgresStore {
         let task = super::rows::task_from_row(&task_row)?;
         let event =
             reminder_scheduled_event(&task, reminder.id, reminder.remind_at, fire_at, now, None);
-        let seq = write_events(&mut tx, &[event]).await?;
+        let seq = write_events(&mut tx, &[event], self.outbox_order).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
         crate::announce_earliest(&self.reminder_changes, Some(fire_at));

@@ -148,7 +148,7 @@ impl TaskStore for PostgresStore {
             .unwrap_or_default();
         let mut all_events = events.to_vec();
         all_events.extend(sync.events);
-        let seq = write_events(&mut tx, &all_events).await?;
+        let seq = write_events(&mut tx, &all_events, self.outbox_order).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
         crate::announce_earliest(&self.reminder_changes, sync.earliest);
@@ -227,7 +227,7 @@ impl TaskStore for PostgresStore {
             sync.merge(next_sync);
             all_events.append(&mut sync.events);
         }
-        let seq = write_events(&mut tx, &all_events).await?;
+        let seq = write_events(&mut tx, &all_events, self.outbox_order).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
         crate::announce_earliest(&self.reminder_changes, sync.earliest);
@@ -282,7 +282,7 @@ impl TaskStore for PostgresStore {
         let cancelled =
             cancel_task_reminders(&mut tx, &task, Utc::now(), crate::trace_of(&events)).await?;
         events.extend(cancelled);
-        let seq = write_events(&mut tx, &events).await?;
+        let seq = write_events(&mut tx, &events, self.outbox_order).await?;
         tx.commit().await.map_err(pg_error)?;
         self.announce(seq);
         Ok(())
