@@ -659,6 +659,65 @@ async fn per_key_outbox_writers_wait_for_their_own_key_and_for_the_global_lock()
     store.close().await;
 }
 
+/// Consumer records are applied in batches on PostgreSQL: concurrent calls each learn whether
+/// their event was new (a pair repeated in one batch is new once), audit entries land for the
+/// new ones only, and a call that cannot be stored fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_consumer_records_answer_each_call_and_fail_alone() {
+    use taskflow_store::{AuditEntry, ConsumerEffect, ConsumerStore};
+    let db = TestDb::create().await;
+    let store = Arc::new(db.store_with(4).await);
+    store.migrate().await.expect("migrate");
+    let owner = user("batched@example.com");
+    store.create_user(&owner, "h").await.unwrap();
+    let task_id = TaskId::new();
+    let audit = |event_id: String| {
+        ConsumerEffect::Audit(AuditEntry {
+            event_id,
+            user_id: owner.id,
+            task_id,
+            event_type: "taskflow.task.created.v1".into(),
+            occurred_at: start(),
+            data: serde_json::json!({"n": 1}),
+        })
+    };
+    // 100 distinct events, one event delivered 20 times, and one event id PostgreSQL cannot
+    // store (a NUL byte), all at once.
+    let mut calls: Vec<(String, ConsumerEffect)> = (0..100)
+        .map(|n| (format!("e{n}"), audit(format!("e{n}"))))
+        .collect();
+    calls.extend((0..20).map(|_| ("dup".to_owned(), audit("dup".to_owned()))));
+    calls.push(("bad\0id".to_owned(), ConsumerEffect::Nothing));
+    let outcomes = futures::future::join_all(calls.iter().map(|(event_id, effect)| {
+        let store = store.clone();
+        async move { store.apply_once("audit", event_id, effect, start()).await }
+    }))
+    .await;
+    for (n, outcome) in outcomes.iter().take(100).enumerate() {
+        assert!(matches!(outcome, Ok(true)), "e{n}: {outcome:?}");
+    }
+    let dup_fresh = outcomes[100..120]
+        .iter()
+        .filter(|o| matches!(o, Ok(true)))
+        .count();
+    assert_eq!(dup_fresh, 1, "a repeated event is new exactly once");
+    assert!(outcomes[100..120].iter().all(Result::is_ok));
+    assert!(outcomes[120].is_err(), "the bad call fails on its own");
+    let entries = store
+        .audit_entries(owner.id, Some(task_id), 1_000)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 101, "one entry per new event");
+    assert!(
+        !store
+            .apply_once("audit", "e7", &audit("e7".into()), start())
+            .await
+            .unwrap(),
+        "a later delivery is not new"
+    );
+    store.close().await;
+}
+
 #[tokio::test]
 async fn search_ranks_title_matches_first_and_never_fails_on_odd_terms() {
     let db = TestDb::create().await;

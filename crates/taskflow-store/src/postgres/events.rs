@@ -337,6 +337,17 @@ impl ConsumerStore for PostgresStore {
         effect: &ConsumerEffect,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        // Records with no effect or an audit entry are applied together with other calls'.
+        if let Some((request, answer)) =
+            super::consumed::Request::batchable(consumer, event_id, effect, now)
+        {
+            self.consumed.send(request).map_err(|_| {
+                StoreError::Unavailable("the consumer record queue has stopped".into())
+            })?;
+            return answer.await.map_err(|_| {
+                StoreError::Unavailable("the consumer record queue has stopped".into())
+            })?;
+        }
         let mut tx = self.begin().await?;
         // A concurrent delivery of the same event waits here for this transaction, then sees
         // the record and does nothing.

@@ -41,6 +41,7 @@
 //! found by the relay's and in-process consumers' polling.
 
 mod calendar;
+mod consumed;
 mod events;
 mod notifications;
 mod portability;
@@ -144,6 +145,8 @@ pub struct PostgresStore {
     relay_leader: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
     /// How outbox writers are ordered.
     outbox_order: OutboxOrder,
+    /// Queue of consumer records applied together (see [`consumed`]).
+    consumed: tokio::sync::mpsc::UnboundedSender<consumed::Request>,
 }
 
 impl PostgresStore {
@@ -164,13 +167,14 @@ impl PostgresStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
         Ok(Self {
-            pool,
             outbox_commits: Arc::new(tokio::sync::watch::channel(0).0),
             reminder_changes: Arc::new(tokio::sync::watch::channel(None).0),
             delivery_changes: Arc::new(tokio::sync::watch::channel(None).0),
             connect_options: options,
             relay_leader: Arc::new(tokio::sync::Mutex::new(None)),
             outbox_order: settings.outbox_order,
+            consumed: consumed::start(pool.clone()),
+            pool,
         })
     }
 
