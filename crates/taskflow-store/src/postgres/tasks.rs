@@ -35,12 +35,15 @@ const SEARCH_QUERY: &str = r"(SELECT to_tsquery('simple', string_agg(lexeme || '
 /// Closes [`SEARCH_QUERY`] after its bound terms.
 const SEARCH_QUERY_END: &str = "::text[]) WITH ORDINALITY AS u(term, n)) AS f) AS l) AS s";
 
-async fn write_tags(conn: &mut PgConnection, task: &Task) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM task_tags WHERE task_id = $1")
-        .bind(task.id.as_uuid())
-        .execute(&mut *conn)
-        .await
-        .map_err(pg_error)?;
+/// Writes the tag rows of `task`; `replace` first removes the ones it had (a new task has none).
+async fn write_tags(conn: &mut PgConnection, task: &Task, replace: bool) -> Result<(), StoreError> {
+    if replace {
+        sqlx::query("DELETE FROM task_tags WHERE task_id = $1")
+            .bind(task.id.as_uuid())
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+    }
     if !task.tags.as_slice().is_empty() {
         sqlx::query(
             "INSERT INTO task_tags (task_id, user_id, tag)
@@ -107,7 +110,7 @@ pub(super) async fn insert_row(
     if !inserted {
         return Ok(None);
     }
-    write_tags(conn, task).await?;
+    write_tags(conn, task, false).await?;
     if task.reminders.is_empty() {
         return Ok(Some(ReminderSync::default()));
     }
@@ -212,7 +215,7 @@ impl TaskStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        write_tags(&mut tx, task).await?;
+        write_tags(&mut tx, task, true).await?;
         let mut sync = sync_reminders(&mut tx, task, crate::trace_of(events)).await?;
         let mut created = false;
         // Rows first, events last: the outbox lock is then held only until the commit.
