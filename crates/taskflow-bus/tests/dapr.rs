@@ -60,6 +60,16 @@ fn settings(double: &DaprDouble) -> DaprSettings {
     }
 }
 
+/// A sidecar double, an application whose bus talks to it (its settings passed through
+/// `adjust`), and a fresh topic. The application has not been attached to the double yet.
+async fn double_and_app(
+    adjust: impl FnOnce(DaprSettings) -> DaprSettings,
+) -> (DaprDouble, App, String) {
+    let double = DaprDouble::start(DoubleConfig::default()).await;
+    let app = app(adjust(settings(&double))).await;
+    (double, app, unique_topic())
+}
+
 fn unique_topic() -> String {
     format!("dapr-{}", uuid::Uuid::now_v7().simple())
 }
@@ -239,13 +249,11 @@ fn requests_of(attempts: &[dapr_double::Attempt], attempt: u32) -> Vec<usize> {
 
 #[tokio::test]
 async fn bulk_deliveries_carry_many_events_per_request_in_order() {
-    let double = DaprDouble::start(DoubleConfig::default()).await;
-    let app = app(DaprSettings {
+    let (double, app, topic) = double_and_app(|s| DaprSettings {
         bulk_max_await_ms: 300,
-        ..settings(&double)
+        ..s
     })
     .await;
-    let topic = unique_topic();
     let mut sub = app.bus.subscribe(&topic, "g").await.unwrap();
     double.attach_app("app", &app.url).await.unwrap();
 
@@ -277,13 +285,11 @@ async fn bulk_deliveries_carry_many_events_per_request_in_order() {
 
 #[tokio::test]
 async fn bulk_entries_not_acknowledged_by_every_group_are_retried_alone() {
-    let double = DaprDouble::start(DoubleConfig::default()).await;
-    let app = app(DaprSettings {
+    let (double, app, topic) = double_and_app(|s| DaprSettings {
         bulk_max_await_ms: 300,
-        ..settings(&double)
+        ..s
     })
     .await;
-    let topic = unique_topic();
     let mut audit = app.bus.subscribe(&topic, "audit").await.unwrap();
     let mut mailer = app.bus.subscribe(&topic, "mailer").await.unwrap();
     double.attach_app("app", &app.url).await.unwrap();
@@ -522,9 +528,7 @@ async fn the_double_interprets_bulk_answers_like_the_runtime() {
 
 #[tokio::test]
 async fn deliveries_arrive_in_order_per_key_and_the_ack_answers_success() {
-    let double = DaprDouble::start(DoubleConfig::default()).await;
-    let app = app(settings(&double)).await;
-    let topic = unique_topic();
+    let (double, app, topic) = double_and_app(|s| s).await;
     let mut sub = app.bus.subscribe(&topic, "g").await.unwrap();
     double.attach_app("app", &app.url).await.unwrap();
 
@@ -569,9 +573,7 @@ async fn deliveries_arrive_in_order_per_key_and_the_ack_answers_success() {
 
 #[tokio::test]
 async fn dropping_a_subscription_with_unacked_deliveries_answers_retry_and_they_come_again() {
-    let double = DaprDouble::start(DoubleConfig::default()).await;
-    let app = app(settings(&double)).await;
-    let topic = unique_topic();
+    let (double, app, topic) = double_and_app(|s| s).await;
     app.bus.register(&topic);
     double.attach_app("app", &app.url).await.unwrap();
 
@@ -613,14 +615,12 @@ async fn dropping_a_subscription_with_unacked_deliveries_answers_retry_and_they_
 
 #[tokio::test]
 async fn groups_in_one_app_each_get_every_event_and_members_of_a_group_share() {
-    let double = DaprDouble::start(DoubleConfig::default()).await;
     // One event per request, so each answer can be watched on its own.
-    let app = app(DaprSettings {
+    let (double, app, topic) = double_and_app(|s| DaprSettings {
         bulk_max_messages: 1,
-        ..settings(&double)
+        ..s
     })
     .await;
-    let topic = unique_topic();
     let mut audit = app.bus.subscribe(&topic, "audit").await.unwrap();
     let mut mailer_1 = app.bus.subscribe(&topic, "mailer").await.unwrap();
     let mut mailer_2 = app.bus.subscribe(&topic, "mailer").await.unwrap();
@@ -691,9 +691,7 @@ async fn malformed_deliveries_are_dropped_unknown_topics_are_404_and_unready_one
 
 #[tokio::test]
 async fn shutdown_answers_retry_to_pending_deliveries_and_closes_subscriptions() {
-    let double = DaprDouble::start(DoubleConfig::default()).await;
-    let app = app(settings(&double)).await;
-    let topic = unique_topic();
+    let (double, app, topic) = double_and_app(|s| s).await;
     let mut sub = app.bus.subscribe(&topic, "g").await.unwrap();
     double.attach_app("app", &app.url).await.unwrap();
     let message = event(&topic, "alice", 0);
@@ -993,13 +991,11 @@ async fn secrets_are_read_through_the_sidecar() {
 /// request, so the story runs as it does for every other backend.
 #[tokio::test]
 async fn dapr_bus_passes_the_delivery_story_with_bulk_subscribe() {
-    let double = DaprDouble::start(DoubleConfig::default()).await;
-    let app = app(DaprSettings {
+    let (double, app, topic) = double_and_app(|s| DaprSettings {
         bulk_max_await_ms: 500,
-        ..settings(&double)
+        ..s
     })
     .await;
-    let topic = unique_topic();
     app.bus.register(&topic);
     double.attach_app("app", &app.url).await.unwrap();
     let bus = app.bus.clone();
