@@ -78,7 +78,9 @@ impl Tickets {
         let expires_at = now + ttl;
         let claims = TicketClaims {
             sub: user.to_string(),
-            exp: expires_at.timestamp(),
+            // `exp` is in whole seconds: rounded up, so a ticket lasts at least its TTL (rounded
+            // down, a 1 s ticket issued late in a second expired within milliseconds).
+            exp: expires_at.timestamp() + i64::from(expires_at.timestamp_subsec_nanos() > 0),
             aud: TICKET_AUDIENCE.into(),
             jti: hex::encode(random_bytes::<16>()),
         };
@@ -142,6 +144,12 @@ mod tests {
             tickets.redeem(&late, later).unwrap_err().code(),
             "ticket_expired"
         );
+        // Issued late in a second, a short ticket still works after the second boundary.
+        let short = Tickets::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(1));
+        let late_in_second = DateTime::from_timestamp(1_800_000_000, 999_000_000).unwrap();
+        let (quick, _) = short.issue(user, late_in_second).unwrap();
+        let just_after = late_in_second + chrono::TimeDelta::milliseconds(500);
+        assert_eq!(short.redeem(&quick, just_after).unwrap(), user);
         let other = Tickets::new(b"another secret another secret 12", Duration::from_secs(60));
         let (foreign, _) = other.issue(user, now).unwrap();
         assert_eq!(
