@@ -53,6 +53,7 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     store.migrate().await.context("applying migrations")?;
     store.close().await;
     Ok(())
+    sqlite.background_checkpoints = settings.database.sqlite_checkpoints == "background";
 }
 
 /// The configured event bus and the HTTP routes it needs (Dapr's subscription endpoints).

@@ -112,6 +112,10 @@ pub struct BenchOptions {
     /// default is the server's); `--hold-secs` must be longer.
     #[arg(long, default_value_t = 15)]
     pub heartbeat_secs: u64,
+    /// `bench events`, and `bench api` on SQLite: the store's `database.sqlite_checkpoints`,
+    /// `background` (the default) or `commit` (SQLite's automatic checkpoints), to compare them.
+    #[arg(long, default_value = "background", value_parser = ["background", "commit"])]
+    pub sqlite_checkpoints: String,
     /// `bench api`: `sqlite`, `postgres` or `both`.
     #[arg(long, default_value = "both")]
     pub database: String,
@@ -136,7 +140,6 @@ pub struct BenchOptions {
     pub fanout_client: bool,
 }
 
-/// Runs `which` and writes `<out_dir>/<name>.json`.
 /// Parses a `KEY=VALUE` command-line pair (a non-empty key is required).
 fn parse_key_value(pair: &str) -> Result<(String, String), String> {
     match pair.split_once('=') {
@@ -147,6 +150,7 @@ fn parse_key_value(pair: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Runs `which` and writes `<out_dir>/<name>.json`.
 pub async fn run(which: Benchmark, options: BenchOptions) -> anyhow::Result<()> {
     if options.fanout_client {
         anyhow::ensure!(
@@ -441,10 +445,11 @@ async fn events(options: &BenchOptions) -> anyhow::Result<Value> {
         _ => 2.0,
     };
     let dir = std::env::temp_dir().join(format!("taskflow-bench-events-{}", uuid_like()));
-    let settings = Settings {
+    let mut settings = Settings {
         data_dir: dir.clone(),
         ..Settings::default()
     };
+    settings.database.sqlite_checkpoints = options.sqlite_checkpoints.clone();
     let store = crate::app::open_store(&settings).await?;
     store.migrate().await?;
     let names = TopicNames {
@@ -500,7 +505,10 @@ async fn events(options: &BenchOptions) -> anyhow::Result<Value> {
         ),
     };
     let backend_name = bus.name();
-    println!("sustained writes through the outbox ({backend_name} bus, SQLite synchronous=FULL):");
+    println!(
+        "sustained writes through the outbox ({backend_name} bus, SQLite synchronous=FULL, {} checkpoints):",
+        options.sqlite_checkpoints
+    );
     let figures = outbox_bench::measure(
         store.clone(),
         bus,
@@ -533,6 +541,7 @@ async fn events(options: &BenchOptions) -> anyhow::Result<Value> {
         "benchmark": "events",
         "backend": backend_name,
         "store": "sqlite (synchronous=FULL)",
+        "sqlite_checkpoints": options.sqlite_checkpoints,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "rounds": options.rounds,
         "users": options.users,

@@ -95,7 +95,7 @@ async fn one_database(options: &BenchOptions, database: &str) -> anyhow::Result<
         let server = Server::start(
             &dir,
             postgres.as_ref().map(|db| db.url.as_str()),
-            options.db_connections,
+            options,
             &bus,
         )
         .await?;
@@ -204,6 +204,7 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
     Ok(json!({
         "database": database,
         "db_connections": options.db_connections,
+        "sqlite_checkpoints": (database == "sqlite").then_some(&options.sqlite_checkpoints),
         "peak": {
             "create": create_summary,
             "list": summary(&lists, None),
@@ -690,7 +691,7 @@ impl Server {
     async fn start(
         dir: &Path,
         database_url: Option<&str>,
-        db_connections: u32,
+        options: &BenchOptions,
         bus: &BenchBus,
     ) -> anyhow::Result<Self> {
         let port = free_port()?;
@@ -702,12 +703,16 @@ impl Server {
         if let Some(url) = database_url {
             command.env("TASKFLOW_DATABASE__URL", url);
         }
-        if db_connections > 0 {
+        if options.db_connections > 0 {
             command.env(
                 "TASKFLOW_DATABASE__MAX_CONNECTIONS",
-                db_connections.to_string(),
+                options.db_connections.to_string(),
             );
         }
+        command.env(
+            "TASKFLOW_DATABASE__SQLITE_CHECKPOINTS",
+            &options.sqlite_checkpoints,
+        );
         let child = command.spawn().context("starting taskflow serve")?;
         let pid = child.id();
         let server = Self {

@@ -490,6 +490,9 @@ pub struct DatabaseSettings {
     /// PostgreSQL: seconds a statement may run before the server cancels it.
     pub statement_timeout_secs: u64,
 }
+    /// SQLite WAL checkpoints: `background` (a thread of their own, off the write path) or
+    /// `commit` (SQLite's automatic ones, inside the commit that filled the log).
+    pub sqlite_checkpoints: String,
 
 /// `[log]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -535,6 +538,7 @@ impl Default for DatabaseSettings {
         }
     }
 }
+            sqlite_checkpoints: "background".into(),
 
 impl Default for LogSettings {
     fn default() -> Self {
@@ -694,6 +698,15 @@ impl Settings {
             });
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if !matches!(
+            self.database.sqlite_checkpoints.as_str(),
+            "background" | "commit"
+        ) {
+            return Err(SettingsError::Invalid {
+                key: "database.sqlite_checkpoints",
+                message: "use `background` (a thread of their own) or `commit` (inside the commit that filled the log)".into(),
+            });
+        }
             return Err(SettingsError::Invalid {
                 key: "log.level",
                 message: "use a level such as `info` or a filter like `taskflow=debug,info`".into(),

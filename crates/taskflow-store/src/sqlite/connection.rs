@@ -29,6 +29,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, watch};
 
+use super::checkpoint::CommitSignal;
 use crate::error::StoreError;
 
 /// Most jobs sharing one transaction.
@@ -184,17 +185,20 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`. Commits that wrote outbox rows raise
-    /// `outbox_commits` to their newest seq.
+    /// `outbox_commits` to their newest seq; every commit is reported to `checkpoints`, the
+    /// thread that checkpoints the log when `conn` does not (see [`super::checkpoint`]).
     pub(crate) fn start(
         conn: Connection,
         outbox_commits: Arc<watch::Sender<i64>>,
+        checkpoints: Option<CommitSignal>,
     ) -> Result<Self, StoreError> {
         let (jobs, queue) = flume::bounded::<Message<WriteJob>>(4 * MAX_BATCH);
         let (stopped_tx, stopped) = oneshot::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                run(&conn, &queue, &outbox_commits);
+                run(&conn, &queue, &outbox_commits, checkpoints.as_ref());
+                drop(checkpoints);
                 drop(conn);
                 let _ = stopped_tx.send(());
             })
@@ -280,6 +284,7 @@ fn run(
     conn: &Connection,
     queue: &flume::Receiver<Message<WriteJob>>,
     outbox_commits: &watch::Sender<i64>,
+    checkpoints: Option<&CommitSignal>,
 ) {
     let mut stopping = false;
     while !stopping {
@@ -299,6 +304,9 @@ fn run(
             }
         }
         commit_batch(conn, batch, outbox_commits);
+        if let Some(checkpoints) = checkpoints {
+            checkpoints.committed();
+        }
     }
 }
 
@@ -453,7 +461,7 @@ mod tests {
         };
         let conn = open(&options, true).unwrap();
         conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
-        let writer = Writer::start(conn, Arc::new(watch::channel(0).0)).unwrap();
+        let writer = Writer::start(conn, Arc::new(watch::channel(0).0), None).unwrap();
         (writer, dir)
     }
 
@@ -570,6 +578,82 @@ mod tests {
             .await
             .expect_err("closed");
         assert!(matches!(refused, StoreError::Unavailable(_)));
+    }
+
+    /// Writes `rows` rows of 4 KiB each through `writer`, 25 to a write.
+    async fn write_pages(writer: &Writer, rows: i64) {
+        for chunk in 0..rows / 25 {
+            writer
+                .write(move |conn| {
+                    for v in chunk * 25..(chunk + 1) * 25 {
+                        conn.execute("INSERT INTO t (v, pad) VALUES (?, zeroblob(4096))", [v])?;
+                    }
+                    Ok(((), None))
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Size of the database file itself (not its write-ahead log).
+    fn file_size(options: &ConnectionOptions) -> u64 {
+        std::fs::metadata(&options.path).unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn the_checkpoint_thread_copies_commits_into_the_database_file_instead_of_the_writer() {
+        let dir = tempfile_dir::Dir::new();
+        let options = |name: &str| ConnectionOptions {
+            path: dir.path.join(name),
+            synchronous_full: true,
+            busy_timeout: Duration::from_secs(1),
+        };
+        let start = |options: &ConnectionOptions, checkpoints: bool| {
+            let conn = open(options, true).unwrap();
+            conn.execute_batch("CREATE TABLE t (v INTEGER, pad BLOB)")
+                .unwrap();
+            let signal = if checkpoints {
+                Some(super::super::checkpoint::start(options, &conn).unwrap())
+            } else {
+                conn.execute_batch("PRAGMA wal_autocheckpoint = 0").unwrap();
+                None
+            };
+            Writer::start(conn, Arc::new(watch::channel(0).0), signal).unwrap()
+        };
+        let (with, without) = (options("with.db"), options("without.db"));
+        let (checkpointed, unchecked) = (start(&with, true), start(&without, false));
+
+        let automatic: i64 = checkpointed
+            .write(|conn| {
+                Ok((
+                    conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?,
+                    None,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(automatic, 0, "the writer's commits run no checkpoint");
+
+        // 2 MiB of rows: more than SQLite's automatic threshold (1 000 pages of 4 KiB).
+        write_pages(&checkpointed, 500).await;
+        write_pages(&unchecked, 500).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while file_size(&with) < 2_000_000 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            file_size(&with) >= 2_000_000,
+            "the rows reached the database file: {} bytes",
+            file_size(&with)
+        );
+        assert!(
+            file_size(&without) < 200_000,
+            "without the thread (and automatic checkpoints off) they stay in the log: {} bytes",
+            file_size(&without)
+        );
+
+        checkpointed.close().await;
+        unchecked.close().await;
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! versioned migrations (`migrations/sqlite/`), so databases keep sqlx's migration table.
 
 mod calendar;
+mod checkpoint;
 mod connection;
 mod events;
 mod notifications;
@@ -48,6 +49,9 @@ pub struct SqliteSettings {
     pub acquire_timeout: Duration,
     /// `FULL` (default: durable across power loss) or `NORMAL` (durable across process crashes only).
     pub synchronous_full: bool,
+    /// Checkpoint the write-ahead log on a thread of its own (default) rather than in the
+    /// commit that filled it (SQLite's automatic checkpoints); see [`checkpoint`].
+    pub background_checkpoints: bool,
 }
 
 impl SqliteSettings {
@@ -58,6 +62,7 @@ impl SqliteSettings {
             read_connections: 4,
             acquire_timeout: Duration::from_secs(10),
             synchronous_full: true,
+            background_checkpoints: true,
         }
     }
 }
@@ -95,22 +100,32 @@ impl SqliteStore {
             synchronous_full: settings.synchronous_full,
             busy_timeout: settings.acquire_timeout,
         };
-        let (writer, readers) = {
+        let (writer, readers, checkpoints) = {
             let options = options.clone();
             let read_connections = settings.read_connections as usize;
+            let background_checkpoints = settings.background_checkpoints;
             tokio::task::spawn_blocking(move || {
                 // The writer first: it creates the file and switches it to WAL, which the
                 // read-only connections need.
                 let writer = connection::open(&options, true)?;
                 let readers = Readers::start(&options, read_connections)?;
-                Ok::<_, StoreError>((writer, readers))
+                let checkpoints = background_checkpoints
+                    .then(|| {
+                        checkpoint::start(&options, &writer)
+                            .inspect_err(|error| {
+                                tracing::warn!(%error, "WAL checkpoints stay on the writer's commits");
+                            })
+                            .ok()
+                    })
+                    .flatten();
+                Ok::<_, StoreError>((writer, readers, checkpoints))
             })
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening the database failed: {e}")))??
         };
         let outbox_commits = std::sync::Arc::new(tokio::sync::watch::channel(0).0);
         Ok(Self {
-            writes: Writer::start(writer, outbox_commits.clone())?,
+            writes: Writer::start(writer, outbox_commits.clone(), checkpoints)?,
             readers,
             options,
             outbox_commits,
