@@ -774,9 +774,15 @@ const LEAD: Duration = Duration::from_secs(60);
 
 /// The backend process holding the relay lead's advisory lock on `db`, if any.
 async fn relay_leader_pid(db: &TestDb) -> Option<i32> {
-    let key = taskflow_store::postgres::RELAY_LOCK;
+    let pids = advisory_lock_pids(db, taskflow_store::postgres::RELAY_LOCK).await;
+    assert!(pids.len() <= 1, "one leader at most: {pids:?}");
+    pids.first().copied()
+}
+
+/// Sessions holding the session advisory lock `key` in the test database.
+async fn advisory_lock_pids(db: &TestDb, key: i64) -> Vec<i32> {
     let mut conn = db.admin_connection().await;
-    let pid = sqlx::query_scalar(
+    let pids = sqlx::query_scalar(
         "SELECT pid FROM pg_locks
          WHERE locktype = 'advisory' AND granted AND objsubid = 1
            AND classid::bigint = $1 AND objid::bigint = $2
@@ -784,11 +790,84 @@ async fn relay_leader_pid(db: &TestDb) -> Option<i32> {
     )
     .bind(key >> 32)
     .bind(key & 0xffff_ffff)
-    .fetch_optional(&mut conn)
+    .fetch_all(&mut conn)
     .await
     .unwrap();
     let _ = conn.close().await;
-    pid
+    pids
+}
+
+/// Connects a store that writes events with `order` and claims it.
+async fn claiming(db: &TestDb, order: OutboxOrder) -> Result<PostgresStore, StoreError> {
+    let mut settings = PostgresSettings::new(&db.url);
+    settings.max_connections = 2;
+    settings.outbox_order = order;
+    settings.claim_outbox_order = true;
+    PostgresStore::connect(&settings).await
+}
+
+#[tokio::test]
+async fn processes_of_different_outbox_orders_never_write_to_one_database_together() {
+    use taskflow_store::postgres::{GLOBAL_ORDER_LOCK, PER_KEY_ORDER_LOCK};
+    let db = TestDb::create().await;
+    let refused = |outcome: Result<PostgresStore, StoreError>| match outcome {
+        Err(StoreError::Unavailable(message)) => message,
+        Ok(_) => panic!("a process of the other order was let in"),
+        Err(other) => panic!("unexpected error: {other}"),
+    };
+
+    // Two in-process-bus processes share the database; a broker-backed one is refused, and
+    // says why and what to do.
+    let memory = [
+        claiming(&db, OutboxOrder::Global).await.unwrap(),
+        claiming(&db, OutboxOrder::Global).await.unwrap(),
+    ];
+    let message = refused(claiming(&db, OutboxOrder::PerKey).await);
+    assert!(message.contains("in-process bus"), "{message}");
+    assert!(message.contains("same kind of bus"), "{message}");
+    assert_eq!(advisory_lock_pids(&db, GLOBAL_ORDER_LOCK).await.len(), 2);
+    // Tools that write no events (migrate, export) claim nothing and are not refused.
+    let tool = db.per_key_store(1).await;
+    tool.migrate().await.unwrap();
+    tool.close().await;
+
+    // Once every in-process-bus process is gone the broker-backed ones may start, and then
+    // the in-process bus is refused.
+    for store in &memory {
+        store.close().await;
+    }
+    let brokered = claiming(&db, OutboxOrder::PerKey).await.unwrap();
+    let message = refused(claiming(&db, OutboxOrder::Global).await);
+    assert!(message.contains("external broker"), "{message}");
+    brokered.readiness().await.unwrap();
+
+    // A claim lost with its session (server restart, broken connection) is taken again at the
+    // next readiness check; if meanwhile a process of the other order started, readiness
+    // fails instead.
+    let kill = |pids: Vec<i32>| async {
+        let mut admin = db.admin_connection().await;
+        for pid in pids {
+            sqlx::query("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+        let _ = admin.close().await;
+    };
+    kill(advisory_lock_pids(&db, PER_KEY_ORDER_LOCK).await).await;
+    brokered.readiness().await.unwrap();
+    assert_eq!(advisory_lock_pids(&db, PER_KEY_ORDER_LOCK).await.len(), 1);
+
+    kill(advisory_lock_pids(&db, PER_KEY_ORDER_LOCK).await).await;
+    let memory = claiming(&db, OutboxOrder::Global).await.unwrap();
+    assert!(matches!(
+        brokered.readiness().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    memory.close().await;
+    brokered.readiness().await.unwrap();
+    brokered.close().await;
 }
 
 #[tokio::test]

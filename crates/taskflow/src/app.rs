@@ -21,6 +21,17 @@ use crate::settings::{Role, Settings};
 
 /// Opens the configured database (no migrations applied).
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    open(settings, false).await
+}
+
+/// As [`open_store`], for a process that writes events (`serve`, `mcp`): on PostgreSQL it
+/// claims the outbox order its bus needs for as long as it runs, and refuses to start beside
+/// processes that claimed the other one.
+pub async fn open_event_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    open(settings, true).await
+}
+
+async fn open(settings: &Settings, writes_events: bool) -> anyhow::Result<Arc<dyn Store>> {
     let url = settings.database_url();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut postgres = taskflow_store::postgres::PostgresSettings::new(&url);
@@ -32,6 +43,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         if settings.bus.backend != "memory" {
             postgres.outbox_order = taskflow_store::postgres::OutboxOrder::PerKey;
         }
+        postgres.claim_outbox_order = writes_events;
         let store = taskflow_store::postgres::PostgresStore::connect(&postgres)
             .await
             .with_context(|| format!("connecting to {}", crate::settings::redact_url(&url)))?;
@@ -188,7 +200,7 @@ pub async fn mcp_stdio(mut settings: Settings) -> anyhow::Result<()> {
     );
     load_secrets(&mut settings).await?;
     settings.ensure_jwt_secret()?;
-    let store = open_store(&settings).await?;
+    let store = open_event_store(&settings).await?;
     store.migrate().await.context("applying migrations")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::new(
@@ -216,7 +228,7 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
     // The metrics recorder first: workers record from their first moment.
     let _ = taskflow_http::metrics::prometheus_handle();
     let roles = settings.roles()?;
-    let store = open_store(&settings).await?;
+    let store = open_event_store(&settings).await?;
     store.migrate().await.context("applying migrations")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (bus, bus_routes) = open_bus(&settings, &store).await?;

@@ -34,6 +34,11 @@
 //!   they cannot. The lock is released with the leader's session (process death, broken
 //!   connection, or a leader that stopped checking for longer than it asked: the server ends
 //!   the idle session), so a standby takes over at its next attempt.
+//! - **One outbox order per database.** With [`PostgresSettings::claim_outbox_order`] a
+//!   process claims its order for as long as it runs and refuses to start next to processes
+//!   of the other order (session advisory locks [`GLOBAL_ORDER_LOCK`] and
+//!   [`PER_KEY_ORDER_LOCK`], checked under [`CLAIM_CHECK_LOCK`]): one per-key writer beside an in-process bus
+//!   could make it skip events.
 //! - **Migrations** run under a session advisory lock ([`MIGRATION_LOCK`]) on a dedicated
 //!   connection, so several processes may call [`Store::migrate`] at once.
 //!
@@ -44,6 +49,7 @@ mod calendar;
 mod consumed;
 mod events;
 mod notifications;
+mod order_claim;
 mod portability;
 mod reminders;
 mod rows;
@@ -111,6 +117,10 @@ pub struct PostgresSettings {
     /// How outbox writers are ordered: [`OutboxOrder::Global`] whenever something follows the
     /// outbox by position (the in-process bus), else [`OutboxOrder::PerKey`] may be used.
     pub outbox_order: OutboxOrder,
+    /// Claim `outbox_order` for this process's lifetime, refusing to connect while a process
+    /// of the other order holds its claim; for processes that write events (see the module
+    /// documentation). Off by default: migrations, exports and other tools write no events.
+    pub claim_outbox_order: bool,
 }
 
 impl PostgresSettings {
@@ -125,9 +135,12 @@ impl PostgresSettings {
             statement_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             outbox_order: OutboxOrder::Global,
+            claim_outbox_order: false,
         }
     }
 }
+
+pub use order_claim::{CLAIM_CHECK_LOCK, GLOBAL_ORDER_LOCK, PER_KEY_ORDER_LOCK};
 
 /// A [`Store`] on a PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -145,6 +158,8 @@ pub struct PostgresStore {
     relay_leader: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
     /// How outbox writers are ordered.
     outbox_order: OutboxOrder,
+    /// The connection holding this process's claim on `outbox_order`, when it claims one.
+    order_claim: Option<Arc<tokio::sync::Mutex<Option<PgConnection>>>>,
     /// Queue of consumer records applied together (see [`consumed`]).
     consumed: tokio::sync::mpsc::UnboundedSender<consumed::Request>,
 }
@@ -166,7 +181,17 @@ impl PostgresStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        let order_claim = if settings.claim_outbox_order {
+            let claim = order_claim::claim(&options, settings.outbox_order).await;
+            if claim.is_err() {
+                pool.close().await;
+            }
+            Some(Arc::new(tokio::sync::Mutex::new(Some(claim?))))
+        } else {
+            None
+        };
         Ok(Self {
+            order_claim,
             outbox_commits: Arc::new(tokio::sync::watch::channel(0).0),
             reminder_changes: Arc::new(tokio::sync::watch::channel(None).0),
             delivery_changes: Arc::new(tokio::sync::watch::channel(None).0),
@@ -254,6 +279,20 @@ impl Store for PostgresStore {
     }
 
     async fn readiness(&self) -> Result<(), StoreError> {
+        if let Some(claim) = &self.order_claim {
+            // A claim dies with its session (a server restart, a broken connection): take it
+            // again, or report why not.
+            let mut held = claim.lock().await;
+            let alive = match held.as_mut() {
+                Some(conn) => order_claim::holds(conn).await,
+                None => false,
+            };
+            if !alive {
+                *held = None;
+                *held = Some(order_claim::claim(&self.connect_options, self.outbox_order).await?);
+                tracing::info!("outbox order claimed again after its connection was lost");
+            }
+        }
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
                 .fetch_one(&self.pool)
@@ -269,6 +308,11 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        if let Some(claim) = &self.order_claim
+            && let Some(conn) = claim.lock().await.take()
+        {
+            let _ = sqlx::Connection::close(conn).await;
+        }
         self.pool.close().await;
     }
 }
