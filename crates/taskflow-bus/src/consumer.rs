@@ -121,6 +121,8 @@ pub struct ConsumerRunner {
     clock: Arc<dyn Clock>,
     handler: Arc<dyn EventHandler>,
     policy: RetryPolicy,
+    /// The group lives only as long as this process ([`EventBus::subscribe_transient`]).
+    transient: bool,
 }
 
 impl ConsumerRunner {
@@ -145,7 +147,15 @@ impl ConsumerRunner {
             clock,
             handler,
             policy,
+            transient: false,
         }
+    }
+
+    /// Marks the group as this process's own, named afresh at each start: the broker may
+    /// discard it some time after the process is gone ([`EventBus::subscribe_transient`]).
+    pub fn transient(mut self) -> Self {
+        self.transient = true;
+        self
     }
 
     /// Consumes until `shutdown`, resubscribing with backoff when the broker goes away.
@@ -173,7 +183,11 @@ impl ConsumerRunner {
 
     async fn consume(&self, shutdown: &CancellationToken) -> Result<(), BusError> {
         let physical = self.names.physical(&self.topic);
-        let mut subscription = self.bus.subscribe(&physical, &self.group).await?;
+        let mut subscription = if self.transient {
+            self.bus.subscribe_transient(&physical, &self.group).await?
+        } else {
+            self.bus.subscribe(&physical, &self.group).await?
+        };
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),

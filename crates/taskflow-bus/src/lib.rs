@@ -94,6 +94,17 @@ pub trait EventBus: Send + Sync + 'static {
     async fn publish(&self, messages: &[Message]) -> Result<(), BusError>;
     /// Joins consumer group `group` on `topic`; each message goes to one member of a group.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError>;
+    /// Joins `group` on `topic` for the life of this process only (a realtime feeder's group,
+    /// named afresh at each start): a broker that keeps each group's state may discard this
+    /// one once no member has asked it for messages for a while, instead of keeping it for
+    /// ever after the process is gone. Otherwise as [`Self::subscribe`].
+    async fn subscribe_transient(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        self.subscribe(topic, group).await
+    }
     /// Creates topics that do not exist yet (no-op where the backend needs none).
     async fn ensure_topics(&self, _topics: &[TopicSpec]) -> Result<(), BusError> {
         Ok(())

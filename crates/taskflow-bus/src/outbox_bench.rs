@@ -170,6 +170,14 @@ impl EventBus for RecordingBus {
         self.inner.subscribe(topic, group).await
     }
 
+    async fn subscribe_transient(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn crate::Subscription>, crate::BusError> {
+        self.inner.subscribe_transient(topic, group).await
+    }
+
     async fn ensure_topics(&self, topics: &[crate::TopicSpec]) -> Result<(), crate::BusError> {
         self.inner.ensure_topics(topics).await
     }

@@ -384,6 +384,36 @@ async fn a_dropped_member_hands_its_messages_back_at_once() {
 }
 
 #[tokio::test]
+async fn a_transient_group_expires_on_the_server_and_a_lasting_one_does_not() {
+    let bus = shared_bus().await;
+    let topic = format!("groups-{}", unique());
+    let _cleanup = delete_on_drop(&bus, &[&topic]);
+    let lasting = bus.subscribe(&topic, "audit").await.unwrap();
+    let transient = bus
+        .subscribe_transient(&topic, "realtime-1234")
+        .await
+        .unwrap();
+    let stream = bus
+        .jetstream()
+        .get_stream(bus.stream_name(&topic))
+        .await
+        .unwrap();
+    let threshold = |info: async_nats::jetstream::consumer::Info| info.config.inactive_threshold;
+    assert_eq!(
+        threshold(stream.consumer_info("realtime-1234").await.unwrap()),
+        taskflow_bus::backends::nats::TRANSIENT_GROUP_EXPIRY,
+        "the server deletes a transient group an hour after its last pull"
+    );
+    assert_eq!(
+        threshold(stream.consumer_info("audit").await.unwrap()),
+        Duration::ZERO,
+        "a lasting group is kept however long its members are away"
+    );
+    drop((lasting, transient));
+    bus.delete_topic(&topic).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_message_in_progress_outlives_ack_wait_without_redelivery() {
     let bus = shared_bus().await; // ack_wait 2 s
     let topic = format!("slow-{}", unique());

@@ -173,7 +173,8 @@ impl TestApp {
                 clock.clone(),
                 Arc::new(RealtimeHandler::new(Arc::new(feed), clock.now())),
                 RetryPolicy::task_updates(),
-            );
+            )
+            .transient();
             tokio::spawn(realtime.run(shutdown.clone()));
             let audit = ConsumerRunner::new(
                 AUDIT_GROUP,

@@ -366,7 +366,8 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
                 clock.now(),
             )),
             RetryPolicy::task_updates(),
-        );
+        )
+        .transient();
         tasks.spawn(runner.run(workers.clone()));
     }
     let addr = settings.listen_addr()?;

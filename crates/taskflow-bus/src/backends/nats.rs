@@ -83,6 +83,12 @@ const PULL_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait for any single reply from the server (pull, fetch, acknowledgement, API).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the server keeps a transient group's consumer ([`EventBus::subscribe_transient`])
+/// after its last pull: a realtime feeder's group, left behind by every process that stopped.
+/// Long enough that a member that is alive never loses it (it pulls every few seconds, and
+/// resubscribes should the consumer be gone).
+pub const TRANSIENT_GROUP_EXPIRY: Duration = Duration::from_secs(3600);
+
 /// Connection and stream settings for the NATS JetStream backend.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -367,6 +373,53 @@ impl NatsBus {
         Ok(stream)
     }
 
+    /// Joins durable consumer `group` on `topic`'s stream; `inactive_threshold` above zero lets
+    /// the server delete the consumer once nobody pulled from it that long.
+    async fn join(
+        &self,
+        topic: &str,
+        group: &str,
+        inactive_threshold: Duration,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        if group.is_empty() {
+            return Err(BusError::Config("nats: empty consumer group".into()));
+        }
+        let stream = self
+            .ensure_stream(topic, self.default_max_age(), false)
+            .await?;
+        let durable = sanitize(group);
+        let config = pull::Config {
+            durable_name: Some(durable.clone()),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ack_wait: Duration::from_secs(self.settings.ack_wait_secs.max(1)),
+            max_deliver: self.settings.max_deliver,
+            inactive_threshold,
+            ..pull::Config::default()
+        };
+        let consumer: PullConsumer = stream
+            .get_or_create_consumer(&durable, config)
+            .await
+            .map_err(|error| {
+                unavailable(
+                    &format!("consumer {durable} on {}", self.stream_name(topic)),
+                    error,
+                )
+            })?;
+        let held: Held = Arc::new(Mutex::new(HashMap::new()));
+        let interval = Duration::from_secs(self.settings.ack_wait_secs.max(1)) / 3;
+        let keepalive = tokio::spawn(keep_alive(self.client.clone(), held.clone(), interval));
+        Ok(Box::new(NatsSubscription {
+            client: self.client.clone(),
+            consumer,
+            topic: topic.to_owned(),
+            prefetch: self.settings.prefetch.max(1),
+            buffer: VecDeque::new(),
+            held,
+            keepalive,
+        }))
+    }
+
     fn default_max_age(&self) -> Duration {
         Duration::from_secs(self.settings.max_age_secs)
     }
@@ -437,42 +490,15 @@ impl EventBus for NatsBus {
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
-        if group.is_empty() {
-            return Err(BusError::Config("nats: empty consumer group".into()));
-        }
-        let stream = self
-            .ensure_stream(topic, self.default_max_age(), false)
-            .await?;
-        let durable = sanitize(group);
-        let config = pull::Config {
-            durable_name: Some(durable.clone()),
-            ack_policy: AckPolicy::Explicit,
-            deliver_policy: DeliverPolicy::All,
-            ack_wait: Duration::from_secs(self.settings.ack_wait_secs.max(1)),
-            max_deliver: self.settings.max_deliver,
-            ..pull::Config::default()
-        };
-        let consumer: PullConsumer = stream
-            .get_or_create_consumer(&durable, config)
-            .await
-            .map_err(|error| {
-                unavailable(
-                    &format!("consumer {durable} on {}", self.stream_name(topic)),
-                    error,
-                )
-            })?;
-        let held: Held = Arc::new(Mutex::new(HashMap::new()));
-        let interval = Duration::from_secs(self.settings.ack_wait_secs.max(1)) / 3;
-        let keepalive = tokio::spawn(keep_alive(self.client.clone(), held.clone(), interval));
-        Ok(Box::new(NatsSubscription {
-            client: self.client.clone(),
-            consumer,
-            topic: topic.to_owned(),
-            prefetch: self.settings.prefetch.max(1),
-            buffer: VecDeque::new(),
-            held,
-            keepalive,
-        }))
+        self.join(topic, group, Duration::ZERO).await
+    }
+
+    async fn subscribe_transient(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        self.join(topic, group, TRANSIENT_GROUP_EXPIRY).await
     }
 
     async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<(), BusError> {
