@@ -27,7 +27,7 @@ use axum::http::HeaderName;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -39,13 +39,30 @@ pub use state::AppState;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// What a process serves over HTTP besides health, readiness and metrics.
-#[derive(Default)]
 pub struct RouterOptions {
     /// Serve the public API (`/api/v1`, `/docs`) and the web UI (`/`, `/ui/…`); off for
     /// worker-only processes.
     pub api: bool,
     /// Routes a backend contributes (e.g. Dapr's subscription endpoints), served without auth.
     pub extra: Option<Router>,
+    /// How long a client may take to send a request's headers, counted from the moment the
+    /// connection is ready for one (so it also closes keep-alive connections idle that long).
+    /// Without it, a client that trickles headers (slowloris) holds a connection for ever.
+    pub header_read_timeout: Duration,
+}
+
+/// [`RouterOptions::header_read_timeout`] unless configured.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for RouterOptions {
+    /// No API, no extra routes, the default header timeout.
+    fn default() -> Self {
+        Self {
+            api: false,
+            extra: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
 }
 
 /// Every route, with authentication, rate limits, metrics, request ids and tracing.
@@ -55,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         RouterOptions {
             api: true,
             extra: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         },
     )
 }
@@ -253,6 +271,7 @@ pub async fn serve(
         RouterOptions {
             api: true,
             extra: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         },
         shutdown,
     )
@@ -274,6 +293,7 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.rate_limits.clone();
+    let header_read_timeout = options.header_read_timeout;
     let sweeper = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -315,6 +335,8 @@ pub async fn serve_with(
         let running = running.clone();
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);

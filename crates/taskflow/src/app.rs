@@ -53,6 +53,7 @@ async fn open(settings: &Settings, writes_events: bool) -> anyhow::Result<Arc<dy
     sqlite.read_connections = settings.database.max_connections;
     sqlite.acquire_timeout = Duration::from_secs(settings.database.acquire_timeout_secs);
     sqlite.synchronous_full = settings.database.sqlite_synchronous == "full";
+    sqlite.background_checkpoints = settings.database.sqlite_checkpoints == "background";
     let store = SqliteStore::connect(&sqlite)
         .await
         .with_context(|| format!("opening {}", crate::settings::redact_url(&url)))?;
@@ -65,7 +66,6 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     store.migrate().await.context("applying migrations")?;
     store.close().await;
     Ok(())
-    sqlite.background_checkpoints = settings.database.sqlite_checkpoints == "background";
 }
 
 /// The configured event bus and the HTTP routes it needs (Dapr's subscription endpoints).
@@ -394,6 +394,7 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
     let options = RouterOptions {
         api: roles.contains(&Role::Api),
         extra: bus_routes,
+        header_read_timeout: Duration::from_secs(settings.header_read_timeout_secs),
     };
     let server = tokio::spawn(taskflow_http::serve_with(
         listener,

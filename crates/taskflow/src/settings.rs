@@ -30,6 +30,9 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+    /// Seconds a client may take to send a request's headers (and a keep-alive connection may
+    /// sit idle between requests) before the connection is closed.
+    pub header_read_timeout_secs: u64,
     /// Where secrets come from.
     pub secrets: SecretsSettings,
     /// Roles this process runs (`api`, `relay`, `audit`, `realtime`, `scheduler`, `notifier`);
@@ -487,12 +490,12 @@ pub struct DatabaseSettings {
     pub acquire_timeout_secs: u64,
     /// SQLite durability: `full` (survives power loss) or `normal` (survives process crashes).
     pub sqlite_synchronous: String,
-    /// PostgreSQL: seconds a statement may run before the server cancels it.
-    pub statement_timeout_secs: u64,
-}
     /// SQLite WAL checkpoints: `background` (a thread of their own, off the write path) or
     /// `commit` (SQLite's automatic ones, inside the commit that filled the log).
     pub sqlite_checkpoints: String,
+    /// PostgreSQL: seconds a statement may run before the server cancels it.
+    pub statement_timeout_secs: u64,
+}
 
 /// `[log]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -516,6 +519,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             rate_limit: RateLimitSettings::default(),
             shutdown_grace_secs: 30,
+            header_read_timeout_secs: 30,
             secrets: SecretsSettings::default(),
             roles: Vec::new(),
             bus: BusSettings::default(),
@@ -534,11 +538,11 @@ impl Default for DatabaseSettings {
             max_connections: 4,
             acquire_timeout_secs: 10,
             sqlite_synchronous: "full".into(),
+            sqlite_checkpoints: "background".into(),
             statement_timeout_secs: 30,
         }
     }
 }
-            sqlite_checkpoints: "background".into(),
 
 impl Default for LogSettings {
     fn default() -> Self {
@@ -630,6 +634,12 @@ impl Settings {
     /// Checks values that types alone cannot.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.listen_addr()?;
+        if !(1..=3600).contains(&self.header_read_timeout_secs) {
+            return Err(SettingsError::Invalid {
+                key: "header_read_timeout_secs",
+                message: "use a number of seconds from 1 to 3600".into(),
+            });
+        }
         let url = self.database_url();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -688,6 +698,15 @@ impl Settings {
                 message: "use `full` (durable across power loss) or `normal`".into(),
             });
         }
+        if !matches!(
+            self.database.sqlite_checkpoints.as_str(),
+            "background" | "commit"
+        ) {
+            return Err(SettingsError::Invalid {
+                key: "database.sqlite_checkpoints",
+                message: "use `background` (a thread of their own) or `commit` (inside the commit that filled the log)".into(),
+            });
+        }
         if !matches!(self.log.format.as_str(), "pretty" | "text" | "json") {
             return Err(SettingsError::Invalid {
                 key: "log.format",
@@ -698,15 +717,6 @@ impl Settings {
             });
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-        if !matches!(
-            self.database.sqlite_checkpoints.as_str(),
-            "background" | "commit"
-        ) {
-            return Err(SettingsError::Invalid {
-                key: "database.sqlite_checkpoints",
-                message: "use `background` (a thread of their own) or `commit` (inside the commit that filled the log)".into(),
-            });
-        }
             return Err(SettingsError::Invalid {
                 key: "log.level",
                 message: "use a level such as `info` or a filter like `taskflow=debug,info`".into(),

@@ -43,9 +43,14 @@ fn free_port() -> u16 {
 }
 
 fn start_server(dir: &Path, port: u16) -> Child {
+    start_server_with(dir, port, &[])
+}
+
+fn start_server_with(dir: &Path, port: u16, env: &[(&str, &str)]) -> Child {
     let mut child = binary()
         .current_dir(dir)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -168,6 +173,11 @@ fn bad_settings_fail_fast_with_a_fix() {
             "user_burst",
         ),
         (
+            &["serve"],
+            &[("TASKFLOW_HEADER_READ_TIMEOUT_SECS", "0")],
+            "header_read_timeout_secs",
+        ),
+        (
             &["--config", "missing.toml", "serve"],
             &[],
             "does not exist",
@@ -183,6 +193,48 @@ fn bad_settings_fail_fast_with_a_fix() {
         );
         assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_cut_off_after_the_header_timeout() {
+    let dir = temp_dir();
+    let port = free_port();
+    let mut child = start_server_with(&dir, port, &[("TASKFLOW_HEADER_READ_TIMEOUT_SECS", "1")]);
+
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let started = Instant::now();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    // A well-behaved client on another connection is served meanwhile.
+    let healthy = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(healthy.status(), 200);
+    // The slow one never finishes its headers; the server closes it (hyper may answer 408
+    // first), well before the 10 s this test waits.
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "the connection stayed open");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+
+    signal(&child, "TERM");
+    assert!(
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
 }
 
 #[test]
