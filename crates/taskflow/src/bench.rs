@@ -113,8 +113,8 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 15)]
     pub heartbeat_secs: u64,
     /// `bench events`, and `bench api` on SQLite: the store's `database.sqlite_checkpoints`,
-    /// `background` (the default) or `commit` (SQLite's automatic checkpoints), to compare them.
-    #[arg(long, default_value = "background", value_parser = ["background", "commit"])]
+    /// `commit` (SQLite's automatic checkpoints, the default) or `background`, to compare them.
+    #[arg(long, default_value = "commit", value_parser = ["commit", "background"])]
     pub sqlite_checkpoints: String,
     /// `bench api`: `sqlite`, `postgres` or `both`.
     #[arg(long, default_value = "both")]
@@ -132,6 +132,10 @@ pub struct BenchOptions {
     /// `bench api`: seconds per measured round.
     #[arg(long, default_value_t = 5.0)]
     pub round_secs: f64,
+    /// `bench api`: open-loop create rate per second instead of half the measured peak (0), to
+    /// compare the create latency of two setups at one load.
+    #[arg(long, default_value_t = 0.0)]
+    pub create_rate: f64,
     /// `bench api`: tasks the user holds when lists are measured.
     #[arg(long, default_value_t = 100_000)]
     pub list_tasks: usize,

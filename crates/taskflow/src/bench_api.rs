@@ -71,6 +71,7 @@ pub async fn api(options: &BenchOptions) -> anyhow::Result<Value> {
         "round_secs": options.round_secs,
         "rounds": options.rounds,
         "list_tasks": options.list_tasks,
+        "create_rate": (options.create_rate > 0.0).then_some(options.create_rate),
         "bus": options.backend,
         "users": "one per client for creates and completions; lists read one more user holding --list-tasks tasks",
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -179,18 +180,21 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
         ("list", Operation::List, list_peak),
         ("complete", Operation::Complete, complete_peak),
     ] {
+        let rate = match operation {
+            Operation::Create if options.create_rate > 0.0 => options.create_rate,
+            _ => peak / 2.0,
+        };
         let mut rounds = Vec::new();
         for round in 0..options.rounds {
-            let stats = run(operation, Some(peak / 2.0), options.round_secs).await?;
+            let stats = run(operation, Some(rate), options.round_secs).await?;
             println!(
-                "{name} at half peak ({:.0}/s) round {round}: {}",
-                peak / 2.0,
+                "{name} at half peak ({rate:.0}/s) round {round}: {}",
                 stats.line()
             );
             rounds.push(stats);
         }
         wait_for_audit(server, api.writes()).await?;
-        half.insert(name.to_owned(), summary(&rounds, Some(peak / 2.0)));
+        half.insert(name.to_owned(), summary(&rounds, Some(rate)));
     }
 
     let goal_creates = if database == "sqlite" {

@@ -178,6 +178,11 @@ fn bad_settings_fail_fast_with_a_fix() {
             "header_read_timeout_secs",
         ),
         (
+            &["serve"],
+            &[("TASKFLOW_DATABASE__SQLITE_CHECKPOINTS", "sometimes")],
+            "sqlite_checkpoints",
+        ),
+        (
             &["--config", "missing.toml", "serve"],
             &[],
             "does not exist",
