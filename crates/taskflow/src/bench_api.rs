@@ -130,6 +130,22 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
         }
     };
 
+    // Completions take tasks the clients created, and may run faster than creations did: before
+    // completing `count` tasks in all, each client tops its stock up (unmeasured creates).
+    let restock = |count: f64| {
+        let api = api.clone();
+        let run = &run;
+        async move {
+            let per_client = (count / options.concurrency as f64).ceil() as usize;
+            while api.fewest_open() < per_client {
+                let missing = (per_client - api.fewest_open()) * options.concurrency;
+                let secs = (missing as f64 / 500.0).clamp(0.2, 30.0);
+                run(Operation::Create, None, secs).await?;
+            }
+            wait_for_audit(server, api.writes()).await
+        }
+    };
+
     // Warm-up: connections, caches, the first group commits.
     run(Operation::Create, None, 2.0).await?;
     wait_for_audit(server, api.writes()).await?;
@@ -165,6 +181,9 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
     }
     let list_peak = median(&mut lists.iter().map(Stats::rate).collect::<Vec<_>>());
 
+    // Room for completions at up to twice the creation rate.
+    let rounds_secs = options.round_secs * options.rounds as f64;
+    restock(2.0 * create_peak * rounds_secs).await?;
     let mut completes = Vec::new();
     for round in 0..options.rounds {
         let mut stats = run(Operation::Complete, None, options.round_secs).await?;
@@ -184,6 +203,9 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
             Operation::Create if options.create_rate > 0.0 => options.create_rate,
             _ => peak / 2.0,
         };
+        if matches!(operation, Operation::Complete) {
+            restock(1.2 * rate * rounds_secs).await?;
+        }
         let mut rounds = Vec::new();
         for round in 0..options.rounds {
             let stats = run(operation, Some(rate), options.round_secs).await?;
@@ -547,6 +569,15 @@ impl Api {
     /// Tasks the listed user holds.
     fn listed(&self) -> usize {
         self.listed.load(Ordering::Relaxed) as usize
+    }
+
+    /// Open tasks the client with the fewest has created and not completed yet.
+    fn fewest_open(&self) -> usize {
+        self.created_by
+            .iter()
+            .map(|ids| ids.lock().expect("ids").len())
+            .min()
+            .unwrap_or(0)
     }
 
     /// Task events written so far (one per create and one per completion of a one-off task).
