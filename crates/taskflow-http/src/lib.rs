@@ -71,8 +71,7 @@ pub fn router(state: AppState) -> Router {
         state,
         RouterOptions {
             api: true,
-            extra: None,
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            ..RouterOptions::default()
         },
     )
 }
@@ -270,8 +269,7 @@ pub async fn serve(
         state,
         RouterOptions {
             api: true,
-            extra: None,
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            ..RouterOptions::default()
         },
         shutdown,
     )

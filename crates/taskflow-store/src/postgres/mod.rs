@@ -37,8 +37,8 @@
 //! - **One outbox order per database.** With [`PostgresSettings::claim_outbox_order`] a
 //!   process claims its order for as long as it runs and refuses to start next to processes
 //!   of the other order (session advisory locks [`GLOBAL_ORDER_LOCK`] and
-//!   [`PER_KEY_ORDER_LOCK`], checked under [`CLAIM_CHECK_LOCK`]): one per-key writer beside an in-process bus
-//!   could make it skip events.
+//!   [`PER_KEY_ORDER_LOCK`], checked under [`CLAIM_CHECK_LOCK`]): one per-key writer beside
+//!   an in-process bus could make it skip events.
 //! - **Migrations** run under a session advisory lock ([`MIGRATION_LOCK`]) on a dedicated
 //!   connection, so several processes may call [`Store::migrate`] at once.
 //!
