@@ -118,17 +118,23 @@ impl TestDb {
             .expect("connect")
     }
 
-    async fn store_with(&self, max_connections: u32) -> PostgresStore {
-        let mut settings = PostgresSettings::new(&self.url);
-        settings.max_connections = max_connections;
-        PostgresStore::connect(&settings).await.expect("connect")
-    }
-
     async fn per_key_store(&self, max_connections: u32) -> PostgresStore {
         let mut settings = PostgresSettings::new(&self.url);
         settings.max_connections = max_connections;
         settings.outbox_order = OutboxOrder::PerKey;
         PostgresStore::connect(&settings).await.expect("connect")
+    }
+
+    /// A fresh, migrated database and a store on it with `max_connections`, writing its outbox
+    /// rows in `order`.
+    async fn migrated(max_connections: u32, order: OutboxOrder) -> (Self, Arc<PostgresStore>) {
+        let db = Self::create().await;
+        let mut settings = PostgresSettings::new(&db.url);
+        settings.max_connections = max_connections;
+        settings.outbox_order = order;
+        let store = PostgresStore::connect(&settings).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        (db, Arc::new(store))
     }
 
     /// A direct connection to the test database as the admin.
@@ -346,9 +352,7 @@ async fn concurrent_migrations_all_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_with_one_expected_version_let_exactly_one_through() {
-    let db = TestDb::create().await;
-    let store = Arc::new(db.store_with(20).await);
-    store.migrate().await.expect("migrate");
+    let (db, store) = TestDb::migrated(20, OutboxOrder::Global).await;
     let owner = user("race@example.com");
     store.create_user(&owner, "h").await.unwrap();
     let original = new_task(owner.id, "Contended", "", false);
@@ -388,9 +392,7 @@ async fn concurrent_updates_with_one_expected_version_let_exactly_one_through() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_completions_create_one_next_occurrence() {
-    let db = TestDb::create().await;
-    let store = Arc::new(db.store_with(20).await);
-    store.migrate().await.expect("migrate");
+    let (db, store) = TestDb::migrated(20, OutboxOrder::Global).await;
     let owner = user("series-race@example.com");
     store.create_user(&owner, "h").await.unwrap();
     let first = new_task(owner.id, "Daily", "", true);
@@ -457,9 +459,7 @@ async fn concurrent_completions_create_one_next_occurrence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_readers_never_skip_rows_of_concurrent_writers() {
-    let db = TestDb::create().await;
-    let store = Arc::new(db.store_with(12).await);
-    store.migrate().await.expect("migrate");
+    let (db, store) = TestDb::migrated(12, OutboxOrder::Global).await;
     let owner = user("outbox-race@example.com");
     store.create_user(&owner, "h").await.unwrap();
     let topic = Topic::TaskEvents.name();
@@ -525,9 +525,7 @@ async fn outbox_readers_never_skip_rows_of_concurrent_writers() {
 /// user and of different users commit concurrently: per key, `seq` order is commit order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_outbox_order_keeps_each_users_rows_in_commit_order_for_the_relay() {
-    let db = TestDb::create().await;
-    let store = Arc::new(db.per_key_store(12).await);
-    store.migrate().await.expect("migrate");
+    let (db, store) = TestDb::migrated(12, OutboxOrder::PerKey).await;
     let mut owners = Vec::new();
     for n in 0..3 {
         let owner = user(&format!("per-key-{n}@example.com"));
@@ -590,9 +588,7 @@ async fn per_key_outbox_order_keeps_each_users_rows_in_commit_order_for_the_rela
 /// holds `OUTBOX_LOCK` exclusively still pauses every outbox writer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_outbox_writers_wait_for_their_own_key_and_for_the_global_lock() {
-    let db = TestDb::create().await;
-    let store = Arc::new(db.per_key_store(4).await);
-    store.migrate().await.expect("migrate");
+    let (db, store) = TestDb::migrated(4, OutboxOrder::PerKey).await;
     let (alice, bob) = (user("alice@example.com"), user("bob@example.com"));
     store.create_user(&alice, "h").await.unwrap();
     store.create_user(&bob, "h").await.unwrap();
@@ -665,9 +661,7 @@ async fn per_key_outbox_writers_wait_for_their_own_key_and_for_the_global_lock()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_consumer_records_answer_each_call_and_fail_alone() {
     use taskflow_store::{AuditEntry, ConsumerEffect, ConsumerStore};
-    let db = TestDb::create().await;
-    let store = Arc::new(db.store_with(4).await);
-    store.migrate().await.expect("migrate");
+    let (db, store) = TestDb::migrated(4, OutboxOrder::Global).await;
     let owner = user("batched@example.com");
     store.create_user(&owner, "h").await.unwrap();
     let task_id = TaskId::new();
