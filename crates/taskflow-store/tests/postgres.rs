@@ -352,7 +352,7 @@ async fn concurrent_migrations_all_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_with_one_expected_version_let_exactly_one_through() {
-    let (db, store) = TestDb::migrated(20, OutboxOrder::Global).await;
+    let (_db, store) = TestDb::migrated(20, OutboxOrder::Global).await;
     let owner = user("race@example.com");
     store.create_user(&owner, "h").await.unwrap();
     let original = new_task(owner.id, "Contended", "", false);
@@ -392,7 +392,7 @@ async fn concurrent_updates_with_one_expected_version_let_exactly_one_through() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_completions_create_one_next_occurrence() {
-    let (db, store) = TestDb::migrated(20, OutboxOrder::Global).await;
+    let (_db, store) = TestDb::migrated(20, OutboxOrder::Global).await;
     let owner = user("series-race@example.com");
     store.create_user(&owner, "h").await.unwrap();
     let first = new_task(owner.id, "Daily", "", true);
@@ -459,7 +459,7 @@ async fn concurrent_completions_create_one_next_occurrence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_readers_never_skip_rows_of_concurrent_writers() {
-    let (db, store) = TestDb::migrated(12, OutboxOrder::Global).await;
+    let (_db, store) = TestDb::migrated(12, OutboxOrder::Global).await;
     let owner = user("outbox-race@example.com");
     store.create_user(&owner, "h").await.unwrap();
     let topic = Topic::TaskEvents.name();
@@ -525,7 +525,7 @@ async fn outbox_readers_never_skip_rows_of_concurrent_writers() {
 /// user and of different users commit concurrently: per key, `seq` order is commit order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_outbox_order_keeps_each_users_rows_in_commit_order_for_the_relay() {
-    let (db, store) = TestDb::migrated(12, OutboxOrder::PerKey).await;
+    let (_db, store) = TestDb::migrated(12, OutboxOrder::PerKey).await;
     let mut owners = Vec::new();
     for n in 0..3 {
         let owner = user(&format!("per-key-{n}@example.com"));
@@ -661,7 +661,7 @@ async fn per_key_outbox_writers_wait_for_their_own_key_and_for_the_global_lock()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_consumer_records_answer_each_call_and_fail_alone() {
     use taskflow_store::{AuditEntry, ConsumerEffect, ConsumerStore};
-    let (db, store) = TestDb::migrated(4, OutboxOrder::Global).await;
+    let (_db, store) = TestDb::migrated(4, OutboxOrder::Global).await;
     let owner = user("batched@example.com");
     store.create_user(&owner, "h").await.unwrap();
     let task_id = TaskId::new();
