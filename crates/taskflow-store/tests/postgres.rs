@@ -914,6 +914,49 @@ async fn one_process_leads_the_outbox_relay_and_a_standby_takes_over_when_it_goe
     }
 }
 
+/// Backend pids of the store's own sessions (application name `taskflow`) in the test database.
+async fn store_session_pids(db: &TestDb) -> BTreeSet<i32> {
+    let mut conn = db.admin_connection().await;
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'taskflow'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let _ = conn.close().await;
+    pids.into_iter().collect()
+}
+
+#[tokio::test]
+async fn a_standby_asks_for_the_lead_again_on_the_connection_it_kept() {
+    let db = TestDb::create().await;
+    let stores = [db.store().await, db.store().await];
+    stores[0].migrate().await.expect("migrate");
+    assert!(stores[0].lead_outbox_relay(LEAD).await.unwrap());
+    assert!(!stores[1].lead_outbox_relay(LEAD).await.unwrap());
+    let sessions = store_session_pids(&db).await;
+    for _ in 0..5 {
+        assert!(!stores[1].lead_outbox_relay(LEAD).await.unwrap());
+    }
+    assert_eq!(
+        store_session_pids(&db).await,
+        sessions,
+        "a standby opens no connection per attempt"
+    );
+    stores[0].resign_outbox_relay().await;
+    assert!(stores[1].lead_outbox_relay(LEAD).await.unwrap());
+    let leader = relay_leader_pid(&db).await.expect("a leader");
+    assert!(
+        sessions.contains(&leader),
+        "the standby took the lead on the connection it kept"
+    );
+    for store in &stores {
+        store.resign_outbox_relay().await;
+        store.close().await;
+    }
+}
+
 #[tokio::test]
 async fn a_relay_leader_that_stops_checking_loses_the_lead_to_a_standby() {
     let db = TestDb::create().await;

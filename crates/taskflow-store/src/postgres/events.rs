@@ -272,21 +272,38 @@ impl OutboxStore for PostgresStore {
         &self,
         lapse_after: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        let mut leader = self.relay_leader.lock().await;
-        if let Some(conn) = leader.as_mut() {
-            // Still the leader while the session holding the lock is alive.
-            let ping = sqlx::query("SELECT 1").execute(&mut *conn);
-            match tokio::time::timeout(LEADER_PING_TIMEOUT, ping).await {
-                Ok(Ok(_)) => return Ok(true),
+        let mut session = self.relay_leader.lock().await;
+        if let Some(held) = session.as_mut() {
+            // A leader is still the leader while the session holding the lock is alive; a
+            // standby asks for the lock again on the connection it kept.
+            let check = async {
+                if held.leading {
+                    sqlx::query("SELECT 1").execute(&mut held.conn).await?;
+                    Ok(true)
+                } else {
+                    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                        .bind(RELAY_LOCK)
+                        .fetch_one(&mut held.conn)
+                        .await
+                }
+            };
+            match tokio::time::timeout(LEADER_PING_TIMEOUT, check).await {
+                Ok(Ok(true)) if held.leading => return Ok(true),
+                Ok(Ok(true)) => return Ok(take_lead(held, lapse_after).await),
+                Ok(Ok(false)) => return Ok(false),
                 Ok(Err(error)) => {
-                    tracing::warn!(%error, "outbox relay lost its leader connection; the lead is free");
-                    *leader = None;
+                    if held.leading {
+                        tracing::warn!(%error, "outbox relay lost its leader connection; the lead is free");
+                    }
+                    *session = None;
                 }
                 Err(_) => {
-                    tracing::warn!(
-                        "outbox relay's leader connection does not answer; giving the lead up"
-                    );
-                    *leader = None;
+                    if held.leading {
+                        tracing::warn!(
+                            "outbox relay's leader connection does not answer; giving the lead up"
+                        );
+                    }
+                    *session = None;
                 }
             }
         }
@@ -300,32 +317,37 @@ impl OutboxStore for PostgresStore {
             .fetch_one(&mut conn)
             .await
             .map_err(pg_error)?;
-        if !won {
-            let _ = conn.close().await;
-            return Ok(false);
-        }
-        // Every check is a statement on this session: a leader that stops checking leaves it
-        // idle, and the server ends it (releasing the lock) once `lapse_after` has passed.
-        let millis = lapse_after.as_millis().clamp(1, i32::MAX as u128);
-        if let Err(error) = sqlx::query(&format!("SET idle_session_timeout = {millis}"))
-            .execute(&mut conn)
-            .await
-        {
-            static WARNED: std::sync::Once = std::sync::Once::new();
-            WARNED.call_once(|| {
-                tracing::warn!(%error, "the server cannot end the session of a relay leader that stopped working (idle_session_timeout needs PostgreSQL 14); its lead goes only with its connection");
-            });
-        }
-        *leader = Some(conn);
-        Ok(true)
+        let held = session.insert(super::RelaySession {
+            conn,
+            leading: false,
+        });
+        Ok(won && take_lead(held, lapse_after).await)
     }
 
     async fn resign_outbox_relay(&self) {
-        if let Some(conn) = self.relay_leader.lock().await.take() {
+        if let Some(held) = self.relay_leader.lock().await.take() {
             // Closing the session releases its advisory lock.
-            let _ = conn.close().await;
+            let _ = held.conn.close().await;
         }
     }
+}
+
+/// Marks `held`, whose session just won [`RELAY_LOCK`], as leading. Every check is a statement
+/// on this session: a leader that stops checking leaves it idle, and the server ends it
+/// (releasing the lock) once `lapse_after` has passed.
+async fn take_lead(held: &mut super::RelaySession, lapse_after: std::time::Duration) -> bool {
+    let millis = lapse_after.as_millis().clamp(1, i32::MAX as u128);
+    if let Err(error) = sqlx::query(&format!("SET idle_session_timeout = {millis}"))
+        .execute(&mut held.conn)
+        .await
+    {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(%error, "the server cannot end the session of a relay leader that stopped working (idle_session_timeout needs PostgreSQL 14); its lead goes only with its connection");
+        });
+    }
+    held.leading = true;
+    true
 }
 
 #[async_trait]

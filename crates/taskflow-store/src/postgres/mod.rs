@@ -142,6 +142,14 @@ impl PostgresSettings {
 
 pub use order_claim::{CLAIM_CHECK_LOCK, GLOBAL_ORDER_LOCK, PER_KEY_ORDER_LOCK};
 
+/// The connection on which this process leads the outbox relay (holding [`RELAY_LOCK`]) or,
+/// as a standby, asks for the lead again at each attempt instead of connecting anew.
+#[derive(Debug)]
+struct RelaySession {
+    conn: PgConnection,
+    leading: bool,
+}
+
 /// A [`Store`] on a PostgreSQL database.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
@@ -155,7 +163,7 @@ pub struct PostgresStore {
     /// How the pool connects; the relay leader opens its own connection with it.
     connect_options: PgConnectOptions,
     /// The connection holding [`RELAY_LOCK`] while this process leads the outbox relay.
-    relay_leader: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
+    relay_leader: Arc<tokio::sync::Mutex<Option<RelaySession>>>,
     /// How outbox writers are ordered.
     outbox_order: OutboxOrder,
     /// The connection holding this process's claim on `outbox_order`, when it claims one.
