@@ -30,8 +30,8 @@
 //!   all must match) and ranked with `ts_rank_cd`; the listing's score is the *negated* rank so
 //!   that, as with SQLite's BM25, lower is better and ascending relevance means best first.
 //! - **One relay at a time.** The outbox relay leader holds a session advisory lock
-//!   ([`RELAY_LOCK`]) on a dedicated connection; standbys try to take it and stay idle while
-//!   they cannot. The lock is released with the leader's session (process death, broken
+//!   ([`RELAY_LOCK`]) on a dedicated connection; standbys try to take it, each on a connection
+//!   it keeps for that, and stay idle while they cannot. The lock is released with the leader's session (process death, broken
 //!   connection, or a leader that stopped checking for longer than it asked: the server ends
 //!   the idle session), so a standby takes over at its next attempt.
 //! - **One outbox order per database.** With [`PostgresSettings::claim_outbox_order`] a
