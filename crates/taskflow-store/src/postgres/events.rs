@@ -289,7 +289,10 @@ impl OutboxStore for PostgresStore {
             };
             match tokio::time::timeout(LEADER_PING_TIMEOUT, check).await {
                 Ok(Ok(true)) if held.leading => return Ok(true),
-                Ok(Ok(true)) => return Ok(take_lead(held, lapse_after).await),
+                Ok(Ok(true)) => {
+                    take_lead(held, lapse_after).await;
+                    return Ok(true);
+                }
                 Ok(Ok(false)) => return Ok(false),
                 Ok(Err(error)) => {
                     if held.leading {
@@ -321,7 +324,10 @@ impl OutboxStore for PostgresStore {
             conn,
             leading: false,
         });
-        Ok(won && take_lead(held, lapse_after).await)
+        if won {
+            take_lead(held, lapse_after).await;
+        }
+        Ok(won)
     }
 
     async fn resign_outbox_relay(&self) {
@@ -335,7 +341,7 @@ impl OutboxStore for PostgresStore {
 /// Marks `held`, whose session just won [`RELAY_LOCK`], as leading. Every check is a statement
 /// on this session: a leader that stops checking leaves it idle, and the server ends it
 /// (releasing the lock) once `lapse_after` has passed.
-async fn take_lead(held: &mut super::RelaySession, lapse_after: std::time::Duration) -> bool {
+async fn take_lead(held: &mut super::RelaySession, lapse_after: std::time::Duration) {
     let millis = lapse_after.as_millis().clamp(1, i32::MAX as u128);
     if let Err(error) = sqlx::query(&format!("SET idle_session_timeout = {millis}"))
         .execute(&mut held.conn)
@@ -347,7 +353,6 @@ async fn take_lead(held: &mut super::RelaySession, lapse_after: std::time::Durat
         });
     }
     held.leading = true;
-    true
 }
 
 #[async_trait]
