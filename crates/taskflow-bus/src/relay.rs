@@ -148,15 +148,41 @@ impl OutboxRelay {
         Ok(leading)
     }
 
-    /// Publishes one batch if this relay leads; returns how many rows it published.
+    /// Publishes one batch if this relay leads and marks it published; returns how many rows
+    /// it published. (The running relay overlaps each batch's mark with the next batch: see
+    /// [`Self::relay_until`].)
     pub async fn tick(&self) -> Result<usize, BusError> {
+        let mut marking = None;
+        let published = self.publish_batch(&mut marking).await;
+        let marked = finish(marking).await;
+        let published = published?;
+        marked?;
+        Ok(published)
+    }
+
+    /// Publishes one batch if this relay leads, leaving its mark running in `marking`, after
+    /// the mark of the batch before (which `marking` held) committed. Rows whose mark is still
+    /// running are skipped, so they are not published twice; rows of the same keys after them
+    /// go out meanwhile, which keeps each key's order because those rows were published first.
+    async fn publish_batch(&self, marking: &mut Option<Marking>) -> Result<usize, BusError> {
         if !self.leads().await? {
             return Ok(0);
         }
-        let rows = self
-            .store
-            .unpublished_events(self.settings.batch_size)
-            .await?;
+        let mut rows = match marking.as_ref() {
+            None => {
+                self.store
+                    .unpublished_events(self.settings.batch_size)
+                    .await?
+            }
+            Some(marking) => {
+                let through = marking.seqs.iter().copied().max().unwrap_or_default();
+                let limit = self.settings.batch_size + marking.seqs.len() as u32;
+                let mut rows = self.store.unpublished_events_after(through, limit).await?;
+                rows.retain(|row| !marking.seqs.contains(&row.seq));
+                rows
+            }
+        };
+        rows.truncate(self.settings.batch_size as usize);
         if rows.is_empty() {
             return Ok(0);
         }
@@ -181,8 +207,17 @@ impl OutboxRelay {
             }
             return Err(error);
         }
+        // One mark at a time: the store marks in order (SQLite keeps a high-water mark).
+        finish(marking.take()).await?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        self.store.mark_published(&seqs, self.clock.now()).await?;
+        let store = self.store.clone();
+        let at = self.clock.now();
+        let marked = seqs.clone();
+        *marking = Some(Marking {
+            seqs: seqs.into_iter().collect(),
+            task: tokio::spawn(async move { store.mark_published(&marked, at).await }),
+            _spans: spans,
+        });
         let now = self.clock.now();
         for row in &rows {
             metrics::counter!("events_published_total", "topic" => row.topic.clone(), "backend" => self.bus.name())
@@ -225,7 +260,19 @@ impl OutboxRelay {
         self.store.resign_outbox_relay().await;
     }
 
+    /// The relay loop. Each batch's mark (a store write, which waits for a commit) runs while
+    /// the next batch is read and published; the next mark waits for it. So a batch waits
+    /// only for the read and the publish of the one before it, not also for its commit. Should
+    /// a mark fail, its rows are published again later (at least once, as after a crash).
     async fn relay_until(&self, shutdown: &CancellationToken) {
+        let mut marking = None;
+        self.relay_with(shutdown, &mut marking).await;
+        if let Err(error) = finish(marking).await {
+            tracing::warn!(%error, "marking the last batch published failed; it will be published again");
+        }
+    }
+
+    async fn relay_with(&self, shutdown: &CancellationToken, marking: &mut Option<Marking>) {
         let mut commits = self.store.outbox_commits();
         let mut backoff = Duration::from_millis(100);
         let mut last_prune = tokio::time::Instant::now();
@@ -235,7 +282,12 @@ impl OutboxRelay {
                 return;
             }
             commits.borrow_and_update();
-            match self.tick().await {
+            let mut published = self.publish_batch(marking).await;
+            if matches!(published, Ok(0)) {
+                // Idle: let the last mark commit before waiting.
+                published = finish(marking.take()).await.map(|()| 0);
+            }
+            match published {
                 Ok(n) if n > 0 => {
                     backoff = Duration::from_millis(100);
                     continue;
@@ -244,6 +296,9 @@ impl OutboxRelay {
                     backoff = Duration::from_millis(100);
                 }
                 Err(error) => {
+                    if let Err(error) = finish(marking.take()).await {
+                        tracing::warn!(%error, "marking a batch published failed; it will be published again");
+                    }
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot publish; will retry");
                     metrics::counter!("outbox_publish_failures_total").increment(1);
                     self.record_backlog().await;
@@ -272,5 +327,27 @@ impl OutboxRelay {
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
+    }
+}
+
+/// A published batch whose mark is being written.
+struct Marking {
+    /// Its rows.
+    seqs: std::collections::HashSet<i64>,
+    task: tokio::task::JoinHandle<Result<(), taskflow_store::StoreError>>,
+    /// The rows' `publish` spans, which end once the mark is done.
+    _spans: Vec<tracing::Span>,
+}
+
+/// Waits for `marking`'s mark, if any.
+async fn finish(marking: Option<Marking>) -> Result<(), BusError> {
+    let Some(marking) = marking else {
+        return Ok(());
+    };
+    match marking.task.await {
+        Ok(result) => Ok(result?),
+        Err(error) => Err(BusError::Unavailable(format!(
+            "marking a batch published stopped: {error}"
+        ))),
     }
 }

@@ -227,6 +227,18 @@ pub trait OutboxStore: Send + Sync {
     async fn enqueue_events(&self, events: &[OutgoingEvent]) -> Result<(), StoreError>;
     /// Unpublished rows in commit order.
     async fn unpublished_events(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;
+    /// Unpublished rows for a relay whose batch up to seq `marking_through` is still being
+    /// marked published. A store that commits rows in seq order returns only rows after it
+    /// (SQLite does); the default returns [`Self::unpublished_events`], including rows still
+    /// being marked, which the relay skips.
+    async fn unpublished_events_after(
+        &self,
+        marking_through: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let _ = marking_through;
+        self.unpublished_events(limit).await
+    }
     /// Marks rows as handed to the bus. The relay hands rows over in seq order, the first
     /// unpublished ones first, so a backend may record just the highest seq (SQLite does).
     async fn mark_published(&self, seqs: &[i64], at: DateTime<Utc>) -> Result<(), StoreError>;

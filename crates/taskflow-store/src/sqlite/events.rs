@@ -162,6 +162,28 @@ impl OutboxStore for SqliteStore {
         .await
     }
 
+    /// One writer commits rows in seq order, so the rows being marked are all at or before
+    /// `marking_through`.
+    async fn unpublished_events_after(
+        &self,
+        marking_through: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.read(move |conn| {
+            query_all(
+                conn,
+                "SELECT * FROM outbox WHERE seq > MAX((SELECT published_through FROM outbox_relay), ?)
+                 ORDER BY seq LIMIT ?",
+                &[
+                    Value::Integer(marking_through),
+                    Value::Integer(i64::from(limit)),
+                ],
+                outbox_from_row,
+            )
+        })
+        .await
+    }
+
     async fn mark_published(&self, seqs: &[i64], _at: DateTime<Utc>) -> Result<(), StoreError> {
         if seqs.is_empty() {
             return Ok(());
