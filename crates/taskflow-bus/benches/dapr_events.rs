@@ -7,10 +7,13 @@
 //! per topic; against a real sidecar the figures include its own overhead (~1.2 ms p99 by
 //! Dapr's published numbers) and the broker behind it.
 //!
-//! `cargo bench -p taskflow-bus --features dapr --bench dapr_events -- [--rounds N] [--users N] [--out-dir DIR]`
-//! prints the medians and writes `<DIR>/events-dapr.json` (default `bench-results`). With one
-//! user (the default) every event of a topic has one partition key, so the bus publishes them
-//! one request at a time; `--users` spreads the writes over that many keys.
+//! `cargo bench -p taskflow-bus --features dapr --bench dapr_events -- [--rounds N] [--users N] [--bulk-publish N] [--out-dir DIR]`
+//! prints the medians and writes `<DIR>/events-dapr.json` (default `bench-results`; with
+//! `--bulk-publish` above 1, `events-dapr-bulk.json`). With one user (the default) every
+//! event of a topic has one partition key, so the bus publishes them one request at a time;
+//! `--users` spreads the writes over that many keys. `--bulk-publish N` sets
+//! `bulk_publish_max_messages` (default 1: one event per request): each request then carries
+//! the next event of up to N keys.
 
 #[path = "../tests/dapr_double/mod.rs"]
 mod dapr_double;
@@ -29,9 +32,19 @@ use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
 /// The goal for the Dapr double: commit-to-consume p99 ≤ 25 ms at 10 000 events/s.
 const GOAL_P99_MS: f64 = 25.0;
 
-/// `--rounds N`, `--users N` and `--out-dir DIR` (cargo's own `--bench` argument is ignored).
-fn options() -> Result<(usize, usize, PathBuf), BenchError> {
+/// What the command line asks for.
+struct Options {
+    rounds: usize,
+    users: usize,
+    bulk_publish: u32,
+    out_dir: PathBuf,
+}
+
+/// `--rounds N`, `--users N`, `--bulk-publish N` and `--out-dir DIR` (cargo's own `--bench`
+/// argument is ignored).
+fn options() -> Result<Options, BenchError> {
     let (mut rounds, mut users, mut out_dir) = (5, 1, PathBuf::from("bench-results"));
+    let mut bulk_publish = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -47,17 +60,33 @@ fn options() -> Result<(usize, usize, PathBuf), BenchError> {
                     return Err("--users must be at least 1".into());
                 }
             }
+            "--bulk-publish" => {
+                bulk_publish = args
+                    .next()
+                    .ok_or("--bulk-publish needs a number")?
+                    .parse()?;
+            }
             "--out-dir" => out_dir = args.next().ok_or("--out-dir needs a folder")?.into(),
             "--bench" => {}
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
-    Ok((rounds, users, out_dir))
+    Ok(Options {
+        rounds,
+        users,
+        bulk_publish,
+        out_dir,
+    })
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BenchError> {
-    let (rounds, users, out_dir) = options()?;
+    let Options {
+        rounds,
+        users,
+        bulk_publish,
+        out_dir,
+    } = options()?;
     let dir = std::env::temp_dir().join(format!("taskflow-bench-dapr-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir)?;
     let store: Arc<dyn Store> = Arc::new(
@@ -76,6 +105,7 @@ async fn main() -> Result<(), BenchError> {
     };
     let bus = Arc::new(DaprBus::new(&DaprSettings {
         http_endpoint: double.endpoint(),
+        bulk_publish_max_messages: bulk_publish,
         ..DaprSettings::default()
     })?);
     bus.register(&names.physical(Topic::TaskUpdates.name()));
@@ -116,6 +146,7 @@ async fn main() -> Result<(), BenchError> {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "rounds": rounds,
         "users": users,
+        "bulk_publish_max_messages": bulk_publish,
         "events_per_second_median": figures.events_per_second,
         "events_per_second_rounds": figures.events_per_second_rounds,
         "latency_rate_events_per_second": figures.latency_rate,
@@ -130,7 +161,11 @@ async fn main() -> Result<(), BenchError> {
     double.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&out_dir)?;
-    let path = out_dir.join("events-dapr.json");
+    let path = out_dir.join(if bulk_publish > 1 {
+        "events-dapr-bulk.json"
+    } else {
+        "events-dapr.json"
+    });
     std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
     println!("result written to {}", path.display());
     Ok(())

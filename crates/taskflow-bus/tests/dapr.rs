@@ -6,6 +6,7 @@
 
 mod dapr_double;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -152,6 +153,99 @@ async fn publish_sends_the_cloud_event_as_is_with_the_partition_key_and_trace() 
     }
 }
 
+/// The settings of a bus that publishes in bulk, at most `max` events per request.
+fn bulk_publishing(double: &DaprDouble, max: u32) -> DaprSettings {
+    DaprSettings {
+        bulk_publish_max_messages: max,
+        ..settings(double)
+    }
+}
+
+#[tokio::test]
+async fn bulk_publish_sends_one_event_per_key_per_request_and_keeps_each_keys_order() {
+    let double = DaprDouble::start(DoubleConfig::default()).await;
+    let bus = DaprBus::new(&bulk_publishing(&double, 10)).unwrap();
+    let (first, second) = (unique_topic(), unique_topic());
+    // 25 keys on the first topic (4 events each, interleaved), 1 key on the second.
+    let mut batch = Vec::new();
+    for n in 0..4 {
+        for key in 0..25 {
+            batch.push(event(&first, &format!("user-{key}"), n));
+        }
+        batch.push(event(&second, "solo", n));
+    }
+    bus.publish(&batch).await.unwrap();
+
+    let published = double.published();
+    assert_eq!(published.len(), batch.len());
+    // Per key, the double's log holds the events in publish order, although it appends the
+    // entries of each request in a random order.
+    let mut by_key: HashMap<(String, String), Vec<u64>> = HashMap::new();
+    let mut requests: HashMap<u64, Vec<String>> = HashMap::new();
+    for got in &published {
+        let key = got.partition_key.clone().expect("every entry has its key");
+        by_key
+            .entry((got.topic.clone(), key.clone()))
+            .or_default()
+            .push(got.envelope["data"]["n"].as_u64().unwrap());
+        assert_eq!(got.envelope["partitionkey"], json!(key));
+        requests.entry(got.request).or_default().push(key);
+        assert_eq!(got.content_type, "application/cloudevents+json");
+        // Every test event has one trace, so the request carries it and each entry's span
+        // belongs to it.
+        let trace = got.envelope["traceparent"].as_str().unwrap();
+        assert_eq!(
+            trace.split('-').nth(1),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+    }
+    assert_eq!(by_key.len(), 26);
+    assert!(by_key.values().all(|ns| ns == &[0, 1, 2, 3]), "{by_key:?}");
+    for keys in requests.values() {
+        assert!(keys.len() <= 10, "{keys:?}");
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            keys.len(),
+            "one event per key in a request: {keys:?}"
+        );
+    }
+    // 4 waves: 3 requests each for 25 keys, 1 for the lone key.
+    assert_eq!(requests.len(), 4 * 3 + 4);
+}
+
+#[tokio::test]
+async fn bulk_publish_refuses_a_batch_with_an_event_that_is_not_a_json_object() {
+    let double = DaprDouble::start(DoubleConfig::default()).await;
+    let bus = DaprBus::new(&bulk_publishing(&double, 10)).unwrap();
+    let topic = unique_topic();
+    let batch = [
+        event(&topic, "alice", 0),
+        Message {
+            payload: b"[1]".to_vec(),
+            ..event(&topic, "bob", 0)
+        },
+    ];
+    match bus.publish(&batch).await {
+        Err(BusError::Unavailable(message)) => {
+            assert!(message.contains("not a JSON object"), "{message}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(double.published().is_empty());
+    let wrong = DaprBus::new(&DaprSettings {
+        pubsub_name: "nope".into(),
+        ..bulk_publishing(&double, 10)
+    })
+    .unwrap();
+    match wrong.publish(&[event(&topic, "alice", 1)]).await {
+        Err(BusError::Unavailable(message)) => {
+            assert!(message.contains("ERR_PUBSUB_NOT_FOUND"), "{message}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn subscribe_endpoint_lists_every_registered_topic_with_its_route() {
     let app = app(DaprSettings::default()).await;
@@ -212,6 +306,20 @@ fn settings_the_sidecar_cannot_work_with_are_refused() {
                 ..DaprSettings::default()
             },
             "bulk_max_messages",
+        ),
+        (
+            DaprSettings {
+                bulk_publish_max_messages: 0,
+                ..DaprSettings::default()
+            },
+            "bulk_publish_max_messages",
+        ),
+        (
+            DaprSettings {
+                bulk_publish_max_messages: 1_001,
+                ..DaprSettings::default()
+            },
+            "bulk_publish_max_messages",
         ),
         (
             DaprSettings {
@@ -993,6 +1101,24 @@ async fn secrets_are_read_through_the_sidecar() {
 async fn dapr_bus_passes_the_delivery_story_with_bulk_subscribe() {
     let (double, app, topic) = double_and_app(|s| DaprSettings {
         bulk_max_await_ms: 500,
+        ..s
+    })
+    .await;
+    app.bus.register(&topic);
+    double.attach_app("app", &app.url).await.unwrap();
+    let bus = app.bus.clone();
+    taskflow_bus::conformance::run(app.bus.as_ref(), &topic, |messages| {
+        let bus = bus.clone();
+        async move { bus.publish(&messages).await.unwrap() }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dapr_bus_passes_the_delivery_story_with_bulk_publish_and_bulk_subscribe() {
+    let (double, app, topic) = double_and_app(|s| DaprSettings {
+        bulk_max_await_ms: 500,
+        bulk_publish_max_messages: 100,
         ..s
     })
     .await;

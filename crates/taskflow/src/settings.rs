@@ -772,6 +772,7 @@ impl Settings {
                 key: match field {
                     "bulk_max_messages" => "bus.dapr.bulk_max_messages",
                     "bulk_max_await_ms" => "bus.dapr.bulk_max_await_ms",
+                    "bulk_publish_max_messages" => "bus.dapr.bulk_publish_max_messages",
                     "pubsub_name" => "bus.dapr.pubsub_name",
                     _ => "bus.dapr",
                 },
@@ -1145,6 +1146,15 @@ mod tests {
             s.validate(),
             Err(SettingsError::Invalid {
                 key: "bus.dapr.bulk_max_await_ms",
+                ..
+            })
+        ));
+        s.bus.dapr.bulk_max_await_ms = 5;
+        s.bus.dapr.bulk_publish_max_messages = 0;
+        assert!(matches!(
+            s.validate(),
+            Err(SettingsError::Invalid {
+                key: "bus.dapr.bulk_publish_max_messages",
                 ..
             })
         ));

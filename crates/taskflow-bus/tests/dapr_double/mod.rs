@@ -7,6 +7,14 @@
 //!   wrapped into a CloudEvent (`type: com.dapr.event.sent`) like the sidecar does; either
 //!   way the sidecar's `topic`, `pubsubname`, `traceid`, `traceparent`, `tracestate`
 //!   attributes are set; `metadata.partitionKey` is recorded; `204` on success.
+//! * `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`: a JSON array of
+//!   `{"entryId","event","contentType","metadata"}`; each entry is enveloped like a single
+//!   publish (each with a span of its own under the request's `traceparent`), entry metadata
+//!   (e.g. `partitionKey`) overriding the request's `metadata.*` query; an unknown pubsub is
+//!   `400 ERR_PUBSUB_NOT_FOUND`, a body that is not such an array or an entry id that is
+//!   missing or repeated `400 ERR_PUBSUB_EVENTS_SER`, a CloudEvent entry that is not an
+//!   object `400 ERR_PUBSUB_CLOUD_EVENTS_SER`; `204` when all were accepted. The entries of
+//!   one request are appended in a **random order**, since Dapr promises none.
 //! * Programmatic subscriptions: [`DaprDouble::attach_app`] (the sidecar's start-up) and
 //!   [`DaprDouble::refresh`] read the app's `GET /dapr/subscribe` (`route` or
 //!   `routes.default`, `deadLetterTopic`). A new subscription starts at the end of the topic
@@ -31,8 +39,9 @@
 //! * `dapr-api-token` is required on every API call when configured (`401` otherwise), and
 //!   sent to the app when an app token is configured.
 //!
-//! Not modelled: partitions (one topic is one ordered stream), `rawPayload`, bulk
-//! publish, routing rules, TTLs, resiliency policies, gRPC.
+//! Not modelled: partitions (one topic is one ordered stream), `rawPayload`, partial
+//! failures of a bulk publish (`500` with `failedEntries`), routing rules, TTLs, resiliency
+//! policies, gRPC.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -95,6 +104,8 @@ pub struct Published {
     pub partition_key: Option<String>,
     /// The CloudEvent as the sidecar stores and delivers it.
     pub envelope: Value,
+    /// Which publish request carried it (a bulk publish carries several events).
+    pub request: u64,
 }
 
 /// How an app answered one delivery attempt.
@@ -218,6 +229,10 @@ impl DaprDouble {
         });
         let router = axum::Router::new()
             .route("/v1.0/publish/{pubsub}/{*topic}", post(publish))
+            .route(
+                "/v1.0-alpha1/publish/bulk/{pubsub}/{*topic}",
+                post(bulk_publish),
+            )
             .route("/v1.0/secrets/{store}/{key}", get(secret))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -715,30 +730,63 @@ async fn publish(
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .map_or_else(random_traceparent, str::to_owned);
-    let tracestate = headers
+    let envelope = match envelope_of(
+        &shared,
+        &pubsub,
+        &topic,
+        &content_type,
+        &body,
+        &traceparent,
+        &tracestate_of(&headers),
+    ) {
+        Some(envelope) => envelope,
+        None => return unreadable_cloud_event(&topic),
+    };
+    shared.inner().published.push(Published {
+        pubsub: pubsub.clone(),
+        topic: topic.clone(),
+        content_type,
+        partition_key: query.get("metadata.partitionKey").cloned(),
+        envelope: envelope.clone(),
+        request: shared.next_request.fetch_add(1, Ordering::Relaxed),
+    });
+    shared.append(&pubsub, &topic, envelope);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn tracestate_of(headers: &HeaderMap) -> String {
+    headers
         .get("tracestate")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
-        .to_owned();
+        .to_owned()
+}
+
+/// The CloudEvent the sidecar stores for `body` published as `content_type`:
+/// `application/cloudevents+json` kept as it is, anything else wrapped; the sidecar's
+/// attributes set either way. `None` for a CloudEvent body that is not a JSON object.
+fn envelope_of(
+    shared: &Shared,
+    pubsub: &str,
+    topic: &str,
+    content_type: &str,
+    body: &[u8],
+    traceparent: &str,
+    tracestate: &str,
+) -> Option<Value> {
     let mut envelope = if content_type.starts_with("application/cloudevents+json") {
-        match serde_json::from_slice::<Value>(&body) {
+        match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(map)) => map,
-            _ => {
-                return dapr_error(
-                    StatusCode::BAD_REQUEST,
-                    "ERR_PUBSUB_CLOUD_EVENTS_SER",
-                    format!("error when unmarshalling the CloudEvent for topic {topic}"),
-                );
-            }
+            _ => return None,
         }
     } else {
         let is_json =
             content_type.starts_with("application/json") || content_type.contains("+json");
         let data = if is_json {
-            serde_json::from_slice::<Value>(&body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+            serde_json::from_slice::<Value>(body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
         } else {
-            Value::String(String::from_utf8_lossy(&body).into_owned())
+            Value::String(String::from_utf8_lossy(body).into_owned())
         };
         let Value::Object(map) = json!({
             "id": uuid::Uuid::now_v7().to_string(),
@@ -763,15 +811,123 @@ async fn publish(
         .entry("type")
         .or_insert(json!("com.dapr.event.sent"));
     envelope.entry("specversion").or_insert(json!("1.0"));
-    let envelope = Value::Object(envelope);
-    shared.inner().published.push(Published {
-        pubsub: pubsub.clone(),
-        topic: topic.clone(),
-        content_type,
-        partition_key: query.get("metadata.partitionKey").cloned(),
-        envelope: envelope.clone(),
-    });
-    shared.append(&pubsub, &topic, envelope);
+    Some(Value::Object(envelope))
+}
+
+/// The sidecar's answer to a CloudEvent it cannot read.
+fn unreadable_cloud_event(topic: &str) -> Response {
+    dapr_error(
+        StatusCode::BAD_REQUEST,
+        "ERR_PUBSUB_CLOUD_EVENTS_SER",
+        format!("error when unmarshalling the CloudEvent for topic {topic}"),
+    )
+}
+
+/// One entry of a bulk publish request.
+#[derive(serde::Deserialize)]
+struct BulkPublishEntry {
+    #[serde(rename = "entryId", default)]
+    entry_id: String,
+    event: Value,
+    #[serde(rename = "contentType", default)]
+    content_type: String,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+}
+
+/// `POST /v1.0-alpha1/publish/bulk/{pubsub}/{topic}`: every entry is enveloped like a single
+/// publish (each with a span of its own under the request's trace), entry metadata overriding
+/// the request's `metadata.*` query. Entries are appended in a random order: Dapr promises no
+/// order among the entries of one request.
+async fn bulk_publish(
+    State(shared): State<Arc<Shared>>,
+    Path((pubsub, topic)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use rand::seq::SliceRandom;
+    if let Some(denied) = refused(&shared, &headers) {
+        return denied;
+    }
+    if !shared.config.pubsubs.contains(&pubsub) {
+        return dapr_error(
+            StatusCode::BAD_REQUEST,
+            "ERR_PUBSUB_NOT_FOUND",
+            format!("pubsub {pubsub} not found"),
+        );
+    }
+    let Ok(entries) = serde_json::from_slice::<Vec<BulkPublishEntry>>(&body) else {
+        return dapr_error(
+            StatusCode::BAD_REQUEST,
+            "ERR_PUBSUB_EVENTS_SER",
+            format!("error when unmarshaling the request for topic {topic}"),
+        );
+    };
+    let repeated_or_missing = {
+        let mut ids = std::collections::HashSet::new();
+        entries
+            .iter()
+            .any(|entry| entry.entry_id.is_empty() || !ids.insert(entry.entry_id.as_str()))
+    };
+    if repeated_or_missing {
+        return dapr_error(
+            StatusCode::BAD_REQUEST,
+            "ERR_PUBSUB_EVENTS_SER",
+            "entryId is duplicated or not present for entry".into(),
+        );
+    }
+    let trace_id = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.split('-').nth(1))
+        .map(str::to_owned);
+    let tracestate = tracestate_of(&headers);
+    let request_metadata: HashMap<String, String> = query
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("metadata.")?.to_owned(), v.clone())))
+        .collect();
+    let request = shared.next_request.fetch_add(1, Ordering::Relaxed);
+    let mut accepted = Vec::with_capacity(entries.len());
+    for entry in entries {
+        // A string event is its bytes; anything else is its JSON text.
+        let bytes = match &entry.event {
+            Value::String(text) => text.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        };
+        let traceparent = match &trace_id {
+            Some(trace) => format!("00-{trace}-{:016x}-01", rand::random::<u64>()),
+            None => random_traceparent(),
+        };
+        let envelope = match envelope_of(
+            &shared,
+            &pubsub,
+            &topic,
+            &entry.content_type,
+            &bytes,
+            &traceparent,
+            &tracestate,
+        ) {
+            Some(envelope) => envelope,
+            None => return unreadable_cloud_event(&topic),
+        };
+        let mut metadata = request_metadata.clone();
+        metadata.extend(entry.metadata);
+        accepted.push(Published {
+            pubsub: pubsub.clone(),
+            topic: topic.clone(),
+            content_type: entry.content_type,
+            partition_key: metadata.get("partitionKey").cloned(),
+            envelope,
+            request,
+        });
+    }
+    accepted.shuffle(&mut rand::rng());
+    for published in accepted {
+        let envelope = published.envelope.clone();
+        shared.inner().published.push(published);
+        shared.append(&pubsub, &topic, envelope);
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -12,8 +12,21 @@
 //!   publishes again later (at least once). Kafka components use `partitionKey` as the record
 //!   key, which keeps one user's events in order. Messages of one topic and key are sent one
 //!   after the other, each awaited, so they reach the broker in order; different topics or
-//!   keys are sent side by side (up to [`PUBLISH_LANES`] requests at once). Dapr's bulk publish
-//!   API is not used: it does not promise any order.
+//!   keys are sent side by side (up to [`PUBLISH_LANES`] requests at once).
+//! * **Bulk publish** (off unless [`DaprSettings::bulk_publish_max_messages`] is above 1).
+//!   Events go as `POST <http_endpoint>/v1.0-alpha1/publish/bulk/<pubsub_name>/<topic>` with
+//!   a JSON array of entries `{"entryId","event","contentType","metadata":{"partitionKey"}}`
+//!   (the entry id is the event's id; Kafka components key each record by its entry's
+//!   `partitionKey`). `204` means every entry was accepted; `500` lists `failedEntries`, and
+//!   then the whole batch counts as failed and is published again. Dapr promises no order
+//!   among the entries of one request, so a request holds **at most one event per key**: the
+//!   batch goes out in waves, wave `n` carrying the `n`-th event of every key of a topic, and
+//!   the next wave starts only once every request of this one was accepted. With many users
+//!   one round trip then carries many events; with one user it carries one, like a single
+//!   publish. The sidecar gives each entry a span of its own under the request's trace, so
+//!   the request carries a `traceparent` header only when all its entries share one (always
+//!   for a single entry); the events of a mixed request start new traces at the sidecar
+//!   instead of joining their own request's. The endpoint exists from Dapr 1.10 (alpha API).
 //! * **Subscribe (programmatic, pushed).** The application merges [`DaprBus::router`] into its
 //!   HTTP server. The sidecar reads `GET /dapr/subscribe` (one entry per topic, route
 //!   `/dapr/events/<topic>`) and then pushes every event as `POST /dapr/events/<topic>` with
@@ -126,6 +139,10 @@ pub struct DaprSettings {
     /// Longest the sidecar waits to fill a bulk delivery before sending what it has, in
     /// milliseconds (`maxAwaitDurationMs`); it bounds the latency bulk delivery adds.
     pub bulk_max_await_ms: u32,
+    /// Most events in one bulk publish request (Dapr's alpha bulk publish API, at most one
+    /// event per partition key each). `1`, the default, publishes one event per request,
+    /// which keeps every event's own trace and works with every sidecar version.
+    pub bulk_publish_max_messages: u32,
 }
 
 /// Most events per bulk delivery [`DaprSettings::bulk_max_messages`] accepts.
@@ -143,6 +160,7 @@ impl Default for DaprSettings {
             timeout_ms: 5_000,
             bulk_max_messages: 100,
             bulk_max_await_ms: 5,
+            bulk_publish_max_messages: 1,
         }
     }
 }
@@ -158,6 +176,7 @@ impl fmt::Debug for DaprSettings {
             .field("timeout_ms", &self.timeout_ms)
             .field("bulk_max_messages", &self.bulk_max_messages)
             .field("bulk_max_await_ms", &self.bulk_max_await_ms)
+            .field("bulk_publish_max_messages", &self.bulk_publish_max_messages)
             .finish()
     }
 }
@@ -191,6 +210,12 @@ impl DaprSettings {
             return Err((
                 "bulk_max_messages",
                 format!("use 1 to {MAX_BULK_MESSAGES} (1 turns bulk subscribe off)"),
+            ));
+        }
+        if !(1..=MAX_BULK_MESSAGES).contains(&self.bulk_publish_max_messages) {
+            return Err((
+                "bulk_publish_max_messages",
+                format!("use 1 to {MAX_BULK_MESSAGES} (1 turns bulk publish off)"),
             ));
         }
         if self.bulk_max_await_ms > MAX_BULK_AWAIT_MS {
@@ -293,6 +318,8 @@ pub struct DaprBus {
     sidecar: Sidecar,
     pubsub: String,
     inbox: Arc<inbox::Inbox>,
+    /// Most entries per bulk publish request; 1 publishes one event per request.
+    bulk_publish: usize,
 }
 
 impl fmt::Debug for DaprBus {
@@ -321,6 +348,7 @@ impl DaprBus {
                     .filter(|token| !token.is_empty()),
                 settings.bulk(),
             )),
+            bulk_publish: settings.bulk_publish_max_messages as usize,
         })
     }
 
@@ -347,6 +375,67 @@ impl DaprBus {
     /// Call it before stopping the HTTP server, whose graceful shutdown waits for them.
     pub fn shutdown(&self) {
         self.inbox.shutdown();
+    }
+
+    /// Publishes `lanes` (one topic, one key each, in order) through the bulk publish API:
+    /// wave `n` carries the `n`-th message of every lane, split into requests of at most
+    /// [`Self::bulk_publish`] entries, and starts once every request of wave `n - 1` was
+    /// accepted; the first refusal ends the topic's publishing.
+    async fn publish_waves(&self, topic: &str, mut lanes: Vec<Lane<'_>>) -> Result<(), BusError> {
+        use futures::StreamExt;
+        loop {
+            let wave: Vec<&Message> = lanes.iter_mut().filter_map(Lane::pop_front).collect();
+            if wave.is_empty() {
+                return Ok(());
+            }
+            let mut requests: Vec<futures::future::BoxFuture<'_, Result<(), BusError>>> =
+                Vec::new();
+            for entries in wave.chunks(self.bulk_publish) {
+                requests.push(Box::pin(self.publish_bulk(topic, entries)));
+            }
+            let mut sent = futures::stream::iter(requests).buffer_unordered(PUBLISH_LANES);
+            let mut outcome = Ok(());
+            while let Some(result) = sent.next().await {
+                outcome = outcome.and(result);
+            }
+            outcome?;
+        }
+    }
+
+    /// One bulk publish request; every entry has a key of its own (Dapr keeps no order among
+    /// the entries of a request).
+    async fn publish_bulk(&self, topic: &str, entries: &[&Message]) -> Result<(), BusError> {
+        let path = format!(
+            "/v1.0-alpha1/publish/bulk/{}/{}",
+            encode_component(&self.pubsub),
+            encode_component(topic)
+        );
+        let mut request = self
+            .sidecar
+            .request(reqwest::Method::POST, &path)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(bulk_body(entries)?);
+        let traces: Vec<Option<String>> = entries.iter().map(|m| traceparent(&m.payload)).collect();
+        if let Some(Some(shared)) = traces.first()
+            && traces.iter().all(|t| t.as_ref() == Some(shared))
+        {
+            request = request.header("traceparent", shared);
+        }
+        let response = request.send().await.map_err(|error| {
+            BusError::Unavailable(format!(
+                "cannot publish to Dapr sidecar at {}: {error}",
+                self.sidecar.endpoint
+            ))
+        })?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(BusError::Unavailable(format!(
+            "Dapr refused a bulk publish of {} events to {}/{topic}: {}",
+            entries.len(),
+            self.pubsub,
+            describe_error(response).await
+        )))
     }
 
     /// Publishes `lane` (one topic and key) in order, each message awaited.
@@ -393,6 +482,63 @@ impl DaprBus {
     }
 }
 
+/// The messages of one topic and key, in publish order.
+type Lane<'a> = std::collections::VecDeque<&'a Message>;
+
+/// `messages` split by topic and key, each lane in publish order, lanes in order of first
+/// appearance.
+fn lanes_of(messages: &[Message]) -> Vec<Lane<'_>> {
+    let mut lanes: Vec<Lane<'_>> = Vec::new();
+    let mut lane_of: std::collections::HashMap<(&str, &str), usize> =
+        std::collections::HashMap::new();
+    for message in messages {
+        let lane = *lane_of
+            .entry((message.topic.as_str(), message.key.as_str()))
+            .or_insert_with(|| {
+                lanes.push(Lane::new());
+                lanes.len() - 1
+            });
+        lanes[lane].push_back(message);
+    }
+    lanes
+}
+
+/// The bulk publish body: `[{"entryId","event","contentType","metadata"}…]`, each event
+/// embedded as the JSON object it is (a payload that is not one is refused here, as the
+/// sidecar would refuse it).
+fn bulk_body(entries: &[&Message]) -> Result<Vec<u8>, BusError> {
+    let mut body = Vec::with_capacity(entries.iter().map(|m| m.payload.len() + 160).sum());
+    body.push(b'[');
+    for (i, message) in entries.iter().enumerate() {
+        let is_object = message.payload.trim_ascii_start().first() == Some(&b'{')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&message.payload).is_ok();
+        if !is_object {
+            return Err(BusError::Unavailable(format!(
+                "event {} is not a JSON object; the sidecar cannot publish it",
+                message.id
+            )));
+        }
+        if i > 0 {
+            body.push(b',');
+        }
+        let quoted = |value: &str| serde_json::to_string(value).unwrap_or_default();
+        body.extend_from_slice(b"{\"entryId\":");
+        body.extend_from_slice(quoted(&message.id).as_bytes());
+        body.extend_from_slice(b",\"contentType\":\"");
+        body.extend_from_slice(CLOUDEVENTS_CONTENT_TYPE.as_bytes());
+        body.extend_from_slice(b"\",\"event\":");
+        body.extend_from_slice(&message.payload);
+        if !message.key.is_empty() {
+            body.extend_from_slice(b",\"metadata\":{\"partitionKey\":");
+            body.extend_from_slice(quoted(&message.key).as_bytes());
+            body.push(b'}');
+        }
+        body.push(b'}');
+    }
+    body.push(b']');
+    Ok(body)
+}
+
 /// The `traceparent` attribute of a CloudEvent payload, if it has a usable one.
 fn traceparent(payload: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
@@ -414,24 +560,29 @@ impl EventBus for DaprBus {
     /// Messages of one topic and key go one after the other (each awaited), which is all the
     /// ordering the sidecar can keep; different topics or keys go side by side, at most
     /// [`PUBLISH_LANES`] requests at a time.
+    ///
+    /// With bulk publish on, each topic's lanes go out in waves instead (see
+    /// [`Self::publish_waves`]), the topics side by side.
     async fn publish(&self, messages: &[Message]) -> Result<(), BusError> {
         use futures::StreamExt;
-        let mut lanes: Vec<Vec<&Message>> = Vec::new();
-        let mut lane_of: std::collections::HashMap<(&str, &str), usize> =
-            std::collections::HashMap::new();
-        for message in messages {
-            let lane = *lane_of
-                .entry((message.topic.as_str(), message.key.as_str()))
-                .or_insert_with(|| {
-                    lanes.push(Vec::new());
-                    lanes.len() - 1
-                });
-            lanes[lane].push(message);
-        }
-        let mut sends: Vec<futures::future::BoxFuture<'_, Result<(), BusError>>> =
-            Vec::with_capacity(lanes.len());
-        for lane in lanes {
-            sends.push(Box::pin(self.publish_lane(lane)));
+        let lanes = lanes_of(messages);
+        let mut sends: Vec<futures::future::BoxFuture<'_, Result<(), BusError>>> = Vec::new();
+        if self.bulk_publish > 1 {
+            let mut by_topic: std::collections::BTreeMap<&str, Vec<Lane<'_>>> =
+                std::collections::BTreeMap::new();
+            for lane in lanes {
+                by_topic
+                    .entry(lane[0].topic.as_str())
+                    .or_default()
+                    .push(lane);
+            }
+            for (topic, lanes) in by_topic {
+                sends.push(Box::pin(self.publish_waves(topic, lanes)));
+            }
+        } else {
+            for lane in lanes {
+                sends.push(Box::pin(self.publish_lane(lane.into())));
+            }
         }
         let mut results = futures::stream::iter(sends).buffer_unordered(PUBLISH_LANES);
         let mut outcome = Ok(());
