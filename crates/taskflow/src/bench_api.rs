@@ -5,6 +5,8 @@
 //! The server is a child process, so its CPU time and the load generator's (this process) are
 //! measured apart and reported as cores used. Per database:
 //!
+//! 0. **baseline**: `GET /api/v1/me` back to back (authenticated, writes nothing): the ceiling
+//!    of the HTTP path and the load generator; creates are also reported as a ratio to it.
 //! 1. **peak**: closed loop (each client sends its next request when the previous one is
 //!    answered) for `--round-secs`, `--rounds` times per operation. After each create round the
 //!    benchmark waits until the audit consumer has consumed every event, and reports the rate
@@ -150,6 +152,17 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
     run(Operation::Create, None, 2.0).await?;
     wait_for_audit(server, api.writes()).await?;
 
+    // The baseline: authenticated round trips that write nothing, through the same middleware,
+    // clients and connections. Their rate is the ceiling of the HTTP path and load generator on
+    // this machine, so the creates' ratio to it says how much the write itself costs.
+    let mut baseline = Vec::new();
+    for round in 0..options.rounds {
+        let stats = run(Operation::Me, None, options.round_secs).await?;
+        println!("baseline (GET /api/v1/me) round {round}: {}", stats.line());
+        baseline.push(stats);
+    }
+    let baseline_peak = median(&mut baseline.iter().map(Stats::rate).collect::<Vec<_>>());
+
     let mut creates = Vec::new();
     for round in 0..options.rounds {
         let mut stats = run(Operation::Create, None, options.round_secs).await?;
@@ -158,6 +171,10 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
         creates.push(stats);
     }
     let create_peak = median(&mut creates.iter().map(Stats::rate).collect::<Vec<_>>());
+    println!(
+        "creates at peak: {:.2}x the baseline's round trips",
+        create_peak / baseline_peak
+    );
 
     // One more user, whose `--list-tasks` tasks every client creates (one user's writes are
     // serialized on PostgreSQL, so this runs at about one user's rate).
@@ -232,7 +249,9 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
         "db_connections": options.db_connections,
         "sqlite_checkpoints": (database == "sqlite").then_some(&options.sqlite_checkpoints),
         "peak": {
+            "baseline_me": summary(&baseline, None),
             "create": create_summary,
+            "create_ratio_to_baseline": create_peak / baseline_peak,
             "list": summary(&lists, None),
             "complete": summary(&completes, None),
         },
@@ -264,6 +283,8 @@ enum Operation {
     List,
     /// Completes one of the client's own user's tasks.
     Complete,
+    /// `GET /api/v1/me` as the client's own user: the baseline, which writes nothing.
+    Me,
 }
 
 /// What one round measured.
@@ -423,6 +444,7 @@ async fn drive(
                         };
                         api.complete(worker, &id).await?;
                     }
+                    Operation::Me => api.me(worker).await?,
                 }
                 latencies.push(due.elapsed());
             }
@@ -637,6 +659,18 @@ impl Api {
             .bytes()
             .await?;
         anyhow::ensure!(!body.is_empty(), "empty list answer");
+        Ok(())
+    }
+
+    async fn me(&self, worker: usize) -> anyhow::Result<()> {
+        self.clients[worker]
+            .get(format!("{}/api/v1/me", self.base))
+            .bearer_auth(&self.tokens[worker])
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
         Ok(())
     }
 
