@@ -704,6 +704,26 @@ fn random_traceparent() -> String {
     )
 }
 
+/// `None` when a publish to `pubsub` may proceed; else the sidecar's `401`, or
+/// `unknown_pubsub` with `ERR_PUBSUB_NOT_FOUND`.
+fn refused_publish(
+    shared: &Shared,
+    headers: &HeaderMap,
+    pubsub: &str,
+    unknown_pubsub: StatusCode,
+) -> Option<Response> {
+    if let Some(denied) = refused(shared, headers) {
+        return Some(denied);
+    }
+    (!shared.config.pubsubs.iter().any(|p| p == pubsub)).then(|| {
+        dapr_error(
+            unknown_pubsub,
+            "ERR_PUBSUB_NOT_FOUND",
+            format!("pubsub {pubsub} not found"),
+        )
+    })
+}
+
 async fn publish(
     State(shared): State<Arc<Shared>>,
     Path((pubsub, topic)): Path<(String, String)>,
@@ -711,15 +731,8 @@ async fn publish(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(denied) = refused(&shared, &headers) {
-        return denied;
-    }
-    if !shared.config.pubsubs.contains(&pubsub) {
-        return dapr_error(
-            StatusCode::NOT_FOUND,
-            "ERR_PUBSUB_NOT_FOUND",
-            format!("pubsub {pubsub} not found"),
-        );
+    if let Some(refusal) = refused_publish(&shared, &headers, &pubsub, StatusCode::NOT_FOUND) {
+        return refusal;
     }
     let content_type = headers
         .get("content-type")
@@ -847,15 +860,9 @@ async fn bulk_publish(
     body: axum::body::Bytes,
 ) -> Response {
     use rand::seq::SliceRandom;
-    if let Some(denied) = refused(&shared, &headers) {
-        return denied;
-    }
-    if !shared.config.pubsubs.contains(&pubsub) {
-        return dapr_error(
-            StatusCode::BAD_REQUEST,
-            "ERR_PUBSUB_NOT_FOUND",
-            format!("pubsub {pubsub} not found"),
-        );
+    // Dapr documents 400 here where the single publish answers 404.
+    if let Some(refusal) = refused_publish(&shared, &headers, &pubsub, StatusCode::BAD_REQUEST) {
+        return refusal;
     }
     let Ok(entries) = serde_json::from_slice::<Vec<BulkPublishEntry>>(&body) else {
         return dapr_error(

@@ -421,6 +421,17 @@ impl DaprBus {
         {
             request = request.header("traceparent", shared);
         }
+        let what = format!("a bulk publish of {} events to", entries.len());
+        self.send_publish(request, topic, &what).await
+    }
+
+    /// Sends a publish request to `topic`; a refusal reads "Dapr refused <what> <pubsub>/<topic>".
+    async fn send_publish(
+        &self,
+        request: reqwest::RequestBuilder,
+        topic: &str,
+        what: &str,
+    ) -> Result<(), BusError> {
         let response = request.send().await.map_err(|error| {
             BusError::Unavailable(format!(
                 "cannot publish to Dapr sidecar at {}: {error}",
@@ -431,8 +442,7 @@ impl DaprBus {
             return Ok(());
         }
         Err(BusError::Unavailable(format!(
-            "Dapr refused a bulk publish of {} events to {}/{topic}: {}",
-            entries.len(),
+            "Dapr refused {what} {}/{topic}: {}",
             self.pubsub,
             describe_error(response).await
         )))
@@ -463,22 +473,8 @@ impl DaprBus {
         if let Some(traceparent) = traceparent(&message.payload) {
             request = request.header("traceparent", traceparent);
         }
-        let response = request.send().await.map_err(|error| {
-            BusError::Unavailable(format!(
-                "cannot publish to Dapr sidecar at {}: {error}",
-                self.sidecar.endpoint
-            ))
-        })?;
-        if response.status().is_success() {
-            return Ok(());
-        }
-        Err(BusError::Unavailable(format!(
-            "Dapr refused to publish {} to {}/{}: {}",
-            message.id,
-            self.pubsub,
-            message.topic,
-            describe_error(response).await
-        )))
+        let what = format!("to publish {} to", message.id);
+        self.send_publish(request, &message.topic, &what).await
     }
 }
 
