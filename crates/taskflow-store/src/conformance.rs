@@ -654,6 +654,21 @@ async fn listing(store: &dyn Store) {
         by_title(&["buy bread"]),
         "all terms must match"
     );
+    // A store may index who owns a task to scope its searches (SQLite does), but that is
+    // not text of the task: neither the owner's id nor a prefix of it matches.
+    let owner_hex = owner.id.to_string().replace('-', "");
+    for owner_term in [
+        format!("u{owner_hex}"),
+        format!("u{}", &owner_hex[..4]),
+        owner_hex,
+    ] {
+        q.search_terms = search_terms(&owner_term);
+        assert_eq!(
+            collect(store, owner.id, q.clone()).await,
+            Vec::<TaskId>::new(),
+            "searching {owner_term}"
+        );
+    }
     q.search_terms = search_terms("\"OR\" NEAR(");
     let _ = collect(store, owner.id, q).await;
 
