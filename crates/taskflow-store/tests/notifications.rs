@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, NaiveTime, TimeDelta, TimeZone as _, Utc};
-use sqlx::{Connection, Executor, PgConnection};
 use taskflow_domain::notification::{
     Delivery, DeliveryAttempt, DeliveryStatus, Notification, NotificationPreferences, QuietWindow,
     WebhookEndpoint,
@@ -17,6 +16,7 @@ use taskflow_domain::{
 use taskflow_store::postgres::{PostgresSettings, PostgresStore};
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
 use taskflow_store::{ConsumerEffect, DeliveryOutcome, NotificationPlan, Store, StoreError};
+use taskflow_testing::postgres::ScratchPostgres;
 
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().unwrap()
@@ -500,75 +500,10 @@ async fn notifications_on_sqlite() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn admin_url() -> String {
-    std::env::var("TASKFLOW_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// `url` pointing at database `name`.
-fn url_for(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-    format!("{}/{name}{query}", &base[..path_start])
-}
-
-/// A fresh database, dropped when this guard is dropped (also when the story panics).
-struct TestDb {
-    name: String,
-}
-
-impl TestDb {
-    async fn create() -> Self {
-        let name = format!("taskflow_test_{}", uuid::Uuid::now_v7().simple());
-        let mut admin = PgConnection::connect(&admin_url())
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {}: {e}", admin_url()));
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .expect("create the test database");
-        let _ = admin.close().await;
-        Self { name }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop may run inside the test's runtime: clean up on a thread with its own runtime.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let Ok(mut admin) = PgConnection::connect(&admin_url()).await else {
-                    eprintln!("cannot drop test database {name}: server unreachable");
-                    return;
-                };
-                if let Err(e) = admin
-                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                    .await
-                {
-                    eprintln!("cannot drop test database {name}: {e}");
-                }
-                let _ = admin.close().await;
-            });
-        });
-        let _ = cleanup.join();
-    }
-}
-
 #[tokio::test]
 async fn notifications_on_postgres() {
-    let db = TestDb::create().await;
-    let store = PostgresStore::connect(&PostgresSettings::new(url_for(&admin_url(), &db.name)))
+    let db = ScratchPostgres::create("taskflow_test").await;
+    let store = PostgresStore::connect(&PostgresSettings::new(&db.url))
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");

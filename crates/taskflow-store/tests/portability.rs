@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
-use sqlx::{Connection, Executor, PgConnection};
 use taskflow_domain::events::{
     OutgoingEvent, TaskEventKind, Topic, dead_letter_topic, task_events,
 };
@@ -23,71 +22,15 @@ use taskflow_store::{
     AccessToken, AuditEntry, ConsumerEffect, DeadLetter, OutboxStore as _, Store, TaskQuery,
     query::search_terms,
 };
+use taskflow_testing::postgres::ScratchPostgres;
 
-fn admin_url() -> String {
-    std::env::var("TASKFLOW_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// `admin_url()` pointing at database `name`.
-fn url_for(name: &str) -> String {
-    let url = admin_url();
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
-    let path_start = base.rfind('/').expect("a URL with a path");
-    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-    format!("{}/{name}{query}", &base[..path_start])
-}
-
-/// A fresh PostgreSQL database, dropped with the guard.
-struct TestDb {
-    name: String,
-}
-
-impl TestDb {
-    async fn create() -> Self {
-        let name = format!("taskflow_test_{}", uuid::Uuid::now_v7().simple());
-        let mut admin = PgConnection::connect(&admin_url())
-            .await
-            .expect("PostgreSQL is reachable (or set TASKFLOW_TEST_POSTGRES_URL)");
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .expect("create the test database");
-        let _ = admin.close().await;
-        Self { name }
-    }
-
-    async fn store(&self) -> PostgresStore {
-        let store = PostgresStore::connect(&PostgresSettings::new(url_for(&self.name)))
-            .await
-            .expect("connect");
-        store.migrate().await.expect("migrate");
-        store
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    if let Err(e) = admin.execute(sql.as_str()).await {
-                        eprintln!("cannot drop test database {name}: {e}");
-                    }
-                    let _ = admin.close().await;
-                }
-            });
-        });
-        let _ = cleanup.join();
-    }
+/// A migrated PostgreSQL store on `db`.
+async fn postgres_store(db: &ScratchPostgres) -> PostgresStore {
+    let store = PostgresStore::connect(&PostgresSettings::new(&db.url))
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    store
 }
 
 /// A fresh, migrated SQLite file in its own folder (removed with the guard).
@@ -523,8 +466,8 @@ async fn sqlite_to_postgres_to_sqlite_is_byte_identical() {
         "instants keep their microseconds:\n{first}"
     );
 
-    let db = TestDb::create().await;
-    let postgres = db.store().await;
+    let db = ScratchPostgres::create("taskflow_test").await;
+    let postgres = postgres_store(&db).await;
     let counts = import(&postgres, &first)
         .await
         .expect("import into PostgreSQL");
@@ -568,8 +511,8 @@ async fn import_into_a_non_empty_store_is_refused() {
     assert_eq!(body(&export(&source.store).await), body(&exported));
 
     // One dead letter is enough to make a database non-empty.
-    let db = TestDb::create().await;
-    let postgres = db.store().await;
+    let db = ScratchPostgres::create("taskflow_test").await;
+    let postgres = postgres_store(&db).await;
     let dead_only: String = exported
         .lines()
         .filter(|l| l.contains("taskflow-export") || l.starts_with("{\"kind\":\"dead_letter\""))
@@ -643,8 +586,8 @@ async fn malformed_files_name_the_line_and_import_nothing() {
         (with_line(1, lines[1]), 1, "not a TaskFlow export"),
         (String::new(), 1, "empty"),
     ];
-    let db = TestDb::create().await;
-    let postgres = db.store().await;
+    let db = ScratchPostgres::create("taskflow_test").await;
+    let postgres = postgres_store(&db).await;
     let target = TestFile::create().await;
     for (file, line, needle) in cases {
         for store in [&postgres as &dyn Store, &target.store] {

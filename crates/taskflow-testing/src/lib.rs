@@ -1,10 +1,12 @@
 //! Test harness: [`TestApp::spawn`] starts the real TaskFlow HTTP app in-process on port 0
 //! with a fresh SQLite database in its own temporary folder, and offers helpers to register
 //! users and call the API. With the `nats` feature, [`cluster`] runs several `taskflow serve`
-//! processes on one PostgreSQL database and NATS JetStream.
+//! processes on one PostgreSQL database and NATS JetStream. [`postgres::ScratchPostgres`] is a
+//! database of a test's own, dropped afterwards.
 
 #[cfg(feature = "nats")]
 pub mod cluster;
+pub mod postgres;
 
 use std::path::PathBuf;
 use std::sync::Arc;

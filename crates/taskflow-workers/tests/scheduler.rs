@@ -6,8 +6,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
 use serde_json::Value;
-use sqlx::Connection as _;
-use sqlx::Executor as _;
 use taskflow_domain::events::task_events;
 use taskflow_domain::reminder::{Offset, ReminderState, reminder_due_event};
 use taskflow_domain::{
@@ -17,42 +15,41 @@ use taskflow_domain::{
 use taskflow_store::Store;
 use taskflow_store::postgres::{PostgresSettings, PostgresStore};
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
+use taskflow_testing::postgres::ScratchPostgres;
 use taskflow_workers::scheduler::{Scheduler, SchedulerSettings};
 
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2027, 3, 1, 9, 0, 0).unwrap()
 }
 
-async fn sqlite() -> Arc<dyn Store> {
+/// A temporary folder removed when dropped.
+struct ScratchDir(std::path::PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A migrated SQLite store in a folder of its own, removed with the returned guard.
+async fn sqlite() -> (Arc<dyn Store>, ScratchDir) {
     let dir = std::env::temp_dir().join(format!("taskflow-sched-{}", uuid::Uuid::now_v7()));
     let url = format!("sqlite://{}/test.db", dir.display());
     let store = SqliteStore::connect(&SqliteSettings::new(url))
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
-    Arc::new(store)
+    (Arc::new(store), ScratchDir(dir))
 }
 
-async fn postgres() -> Arc<dyn Store> {
-    let admin_url = std::env::var("TASKFLOW_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("taskflow_sched_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("PostgreSQL on 127.0.0.1:5432 (see scripts/install-test-deps.sh)");
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .expect("create database");
-    let url = match admin_url.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("bad admin URL {admin_url}"),
-    };
-    let store = PostgresStore::connect(&PostgresSettings::new(&url))
+/// A migrated PostgreSQL store on a database of its own, dropped with the returned guard.
+async fn postgres() -> (Arc<dyn Store>, ScratchPostgres) {
+    let db = ScratchPostgres::create("taskflow_sched").await;
+    let store = PostgresStore::connect(&PostgresSettings::new(&db.url))
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
-    Arc::new(store)
+    (Arc::new(store), db)
 }
 
 struct Fixture {
@@ -176,10 +173,16 @@ fn secs(n: i64) -> TimeDelta {
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite_backend {
-            $(#[tokio::test] async fn $name() { super::$name(super::sqlite().await).await; })*
+            $(#[tokio::test] async fn $name() {
+                let (store, _dir) = super::sqlite().await;
+                super::$name(store).await;
+            })*
         }
         mod postgres_backend {
-            $(#[tokio::test] async fn $name() { super::$name(super::postgres().await).await; })*
+            $(#[tokio::test] async fn $name() {
+                let (store, _db) = super::postgres().await;
+                super::$name(store).await;
+            })*
         }
     };
 }
