@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection as _, Executor};
 use taskflow_domain::events::{TaskEventKind, Topic, task_events};
 use taskflow_domain::recurrence::{Anchor, RecurrenceRule};
 use taskflow_domain::{
@@ -24,92 +24,29 @@ use taskflow_store::postgres::{
 use taskflow_store::{
     OutboxStore, SortDirection, SortField, Store, StoreError, TaskQuery, TaskStore, UserStore,
 };
+use taskflow_testing::postgres::ScratchPostgres;
 
-const START_COMMAND: &str =
-    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
+/// A fresh database (see [`ScratchPostgres`]) with the stores these tests open on it.
+struct TestDb(ScratchPostgres);
 
-fn admin_url() -> String {
-    std::env::var("TASKFLOW_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// `url` pointing at database `name` (and, when given, logging in as `user`).
-fn url_for(url: &str, name: &str, user: Option<(&str, &str)>) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut authority = base[authority_start..path_start].to_owned();
-    if let Some((user, password)) = user {
-        let host = authority
-            .rsplit_once('@')
-            .map_or(authority.as_str(), |(_, h)| h);
-        authority = format!("{user}:{password}@{host}");
+impl std::ops::Deref for TestDb {
+    type Target = ScratchPostgres;
+    fn deref(&self) -> &ScratchPostgres {
+        &self.0
     }
-    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-    format!("{}{authority}/{name}{query}", &base[..authority_start])
-}
-
-async fn admin() -> PgConnection {
-    let url = admin_url();
-    PgConnection::connect(&url).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is not reachable at {url}: {e}\n\
-             Start the local server with `{START_COMMAND}` (or set TASKFLOW_TEST_POSTGRES_URL)."
-        )
-    })
-}
-
-/// A fresh database, dropped (with any role made for it) when this guard is dropped.
-struct TestDb {
-    name: String,
-    url: String,
-    role: Option<String>,
 }
 
 impl TestDb {
     async fn create() -> Self {
-        let name = format!("taskflow_test_{}", uuid::Uuid::now_v7().simple());
-        let mut admin = admin().await;
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .expect("create the test database");
-        let _ = admin.close().await;
-        Self {
-            url: url_for(&admin_url(), &name, None),
-            name,
-            role: None,
-        }
+        Self(ScratchPostgres::create("taskflow_test").await)
     }
 
-    /// A fresh database and a role that may create tables in its `public` schema but not
-    /// extensions (it has no CREATE privilege on the database): like a locked-down production
-    /// account. `url` logs in as that role.
+    /// A fresh database that the tests reach as a locked-down role (see
+    /// [`ScratchPostgres::restrict_login`]).
     async fn create_restricted() -> Self {
-        let mut db = Self::create().await;
-        let role = format!("{}_app", db.name);
-        let password = uuid::Uuid::now_v7().simple().to_string();
-        let mut admin = admin().await;
-        admin
-            .execute(format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'").as_str())
-            .await
-            .expect("create role");
-        db.role = Some(role.clone());
-        let _ = admin.close().await;
-        let mut inside = PgConnection::connect(&url_for(&admin_url(), &db.name, None))
-            .await
-            .expect("connect to the test database");
-        inside
-            .execute(format!("GRANT CREATE ON SCHEMA public TO {role}").as_str())
-            .await
-            .expect("grant");
-        let _ = inside.close().await;
-        db.url = url_for(&admin_url(), &db.name, Some((&role, &password)));
-        db
+        let mut db = ScratchPostgres::create("taskflow_test").await;
+        db.restrict_login().await;
+        Self(db)
     }
 
     async fn store(&self) -> PostgresStore {
@@ -135,48 +72,6 @@ impl TestDb {
         let store = PostgresStore::connect(&settings).await.expect("connect");
         store.migrate().await.expect("migrate");
         (db, Arc::new(store))
-    }
-
-    /// A direct connection to the test database as the admin.
-    async fn admin_connection(&self) -> PgConnection {
-        PgConnection::connect(&url_for(&admin_url(), &self.name, None))
-            .await
-            .expect("connect to the test database")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (name, role) = (self.name.clone(), self.role.take());
-        // Drop may run inside the test's runtime (or while unwinding from a panic): do the async
-        // clean-up on a thread with its own runtime and wait for it.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let Ok(mut admin) = PgConnection::connect(&admin_url()).await else {
-                    eprintln!("cannot drop test database {name}: server unreachable");
-                    return;
-                };
-                if let Err(e) = admin
-                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                    .await
-                {
-                    eprintln!("cannot drop test database {name}: {e}");
-                }
-                if let Some(role) = role
-                    && let Err(e) = admin
-                        .execute(format!("DROP ROLE IF EXISTS {role}").as_str())
-                        .await
-                {
-                    eprintln!("cannot drop test role {role}: {e}");
-                }
-                let _ = admin.close().await;
-            });
-        });
-        let _ = cleanup.join();
     }
 }
 
