@@ -423,10 +423,10 @@ impl SqlBuilder {
     }
 }
 
-/// An FTS5 expression matching every term as a prefix: `"buy"* "mil"*`.
-/// The full-text query for `terms` (each a prefix, all required) among `user`'s tasks: the
-/// index holds each task's owner as a token of its own column (migration 0014), so it
-/// intersects the user's tasks with the matches itself instead of reading every user's matches.
+/// The full-text query for `terms` among `user`'s tasks: every term as a prefix, all required
+/// (`"buy"* "mil"*`), in the title, description and tags of tasks whose owner token is the
+/// user's. The index holds that token in a column of its own (migration 0014), so it intersects
+/// the user's tasks with the matches itself instead of reading every user's matches.
 fn fts_query(user: UserId, terms: &[String]) -> String {
     let terms = terms
         .iter()
