@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use crate::{EventBus, Message};
+use crate::relay::{OutboxRelay, RelaySettings};
+use crate::{EventBus, Message, TopicNames};
 
 fn message(topic: &str, key: &str, n: usize) -> Message {
     Message {
@@ -285,4 +286,23 @@ pub async fn run_consumer_story<F, Fut>(
 
     shutdown.cancel();
     let _ = task.await;
+}
+
+/// Runs the outbox relay from `store` to `bus` (on the system clock) until `shutdown` is
+/// cancelled; the handle finishes once the relay has stopped.
+pub fn spawn_relay(
+    store: std::sync::Arc<dyn taskflow_store::Store>,
+    bus: std::sync::Arc<dyn EventBus>,
+    names: TopicNames,
+    settings: RelaySettings,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let relay = OutboxRelay::new(
+        store,
+        bus,
+        names,
+        std::sync::Arc::new(taskflow_domain::SystemClock),
+        settings,
+    );
+    tokio::spawn(relay.run(shutdown.clone()))
 }

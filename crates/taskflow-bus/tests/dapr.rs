@@ -15,9 +15,8 @@ use axum::routing::{get, post};
 use dapr_double::{AppResult, DaprDouble, DoubleConfig, Fate};
 use serde_json::{Value, json};
 use taskflow_bus::backends::dapr::{DaprBus, DaprSecrets, DaprSettings};
-use taskflow_bus::relay::{OutboxRelay, RelaySettings};
+use taskflow_bus::relay::RelaySettings;
 use taskflow_bus::{BusError, EventBus, Message, Received, Subscription, TopicNames};
-use taskflow_domain::SystemClock;
 use taskflow_store::Store;
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
 use tokio_util::sync::CancellationToken;
@@ -1229,14 +1228,13 @@ async fn dapr_bus_passes_the_consumer_story_behind_the_outbox_relay() {
     double.attach_app("taskflow", &app.url).await.unwrap();
     let bus: Arc<dyn EventBus> = app.bus.clone();
     let shutdown = CancellationToken::new();
-    let relay = OutboxRelay::new(
+    taskflow_bus::conformance::spawn_relay(
         store.clone(),
         bus.clone(),
         TopicNames::default(),
-        Arc::new(SystemClock),
         RelaySettings::default(),
+        &shutdown,
     );
-    tokio::spawn(relay.run(shutdown.clone()));
     let writer = store.clone();
     taskflow_bus::conformance::run_consumer_story(
         bus,

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use taskflow_bus::backends::kafka::{CONTENT_TYPE, KafkaBus, KafkaSettings, MESSAGE_ID_HEADER};
-use taskflow_bus::relay::{OutboxRelay, RelaySettings};
+use taskflow_bus::relay::RelaySettings;
 use taskflow_bus::{EventBus, Message, TopicNames, TopicSpec};
-use taskflow_domain::SystemClock;
 use taskflow_store::Store;
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
 use tokio_util::sync::CancellationToken;
@@ -235,14 +234,13 @@ async fn kafka_bus_passes_the_consumer_story_through_the_outbox_relay() {
     let store = store().await;
     let bus: Arc<dyn EventBus> = Arc::new(KafkaBus::new(settings).unwrap());
     let shutdown = CancellationToken::new();
-    let relay = OutboxRelay::new(
+    let relay = taskflow_bus::conformance::spawn_relay(
         store.clone(),
         bus.clone(),
         names.clone(),
-        Arc::new(SystemClock),
         RelaySettings::default(),
+        &shutdown,
     );
-    let relay = tokio::spawn(relay.run(shutdown.clone()));
     let writer = store.clone();
     taskflow_bus::conformance::run_consumer_story(
         bus,

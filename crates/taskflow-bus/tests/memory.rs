@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use taskflow_bus::backends::memory::MemoryBus;
-use taskflow_bus::relay::{OutboxRelay, RelaySettings};
+use taskflow_bus::relay::RelaySettings;
 use taskflow_bus::{BusError, EventBus, TopicNames};
-use taskflow_domain::SystemClock;
 use taskflow_domain::events::{CloudEvent, OutgoingEvent};
 use taskflow_store::Store;
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
@@ -62,14 +61,13 @@ async fn memory_bus_passes_the_consumer_story() {
     let store = store().await;
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(store.clone(), TopicNames::default()));
     let shutdown = CancellationToken::new();
-    let relay = OutboxRelay::new(
+    taskflow_bus::conformance::spawn_relay(
         store.clone(),
         bus.clone(),
         TopicNames::default(),
-        Arc::new(SystemClock),
         RelaySettings::default(),
+        &shutdown,
     );
-    tokio::spawn(relay.run(shutdown.clone()));
     let writer = store.clone();
     taskflow_bus::conformance::run_consumer_story(
         bus,
@@ -124,17 +122,16 @@ async fn the_running_relay_publishes_every_row_once_in_order_while_writes_go_on(
     let store = store().await;
     let bus = Arc::new(KeepingBus::default());
     let shutdown = CancellationToken::new();
-    let relay = OutboxRelay::new(
+    let relaying = taskflow_bus::conformance::spawn_relay(
         store.clone(),
         bus.clone(),
         TopicNames::default(),
-        Arc::new(SystemClock),
         RelaySettings {
             batch_size: 50,
             ..RelaySettings::default()
         },
+        &shutdown,
     );
-    let relaying = tokio::spawn(relay.run(shutdown.clone()));
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let store = store.clone();

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use futures::StreamExt as _;
 use taskflow_bus::backends::nats::{NatsBus, NatsSettings};
 use taskflow_bus::consumer::{ConsumerRunner, EventHandler, HandlerError, RetryPolicy};
-use taskflow_bus::relay::{OutboxRelay, RelaySettings};
+use taskflow_bus::relay::RelaySettings;
 use taskflow_bus::{EventBus, Message, Subscription, TopicNames, TopicSpec};
 use taskflow_domain::events::{CloudEvent, OutgoingEvent};
 use taskflow_domain::{SystemClock, UserId};
@@ -200,14 +200,13 @@ async fn nats_bus_passes_the_consumer_story_through_the_outbox_relay() {
         ],
     );
     let shutdown = CancellationToken::new();
-    let relay = OutboxRelay::new(
+    let relay = taskflow_bus::conformance::spawn_relay(
         store.clone(),
         bus.clone(),
         names.clone(),
-        Arc::new(SystemClock),
         RelaySettings::default(),
+        &shutdown,
     );
-    let relay = tokio::spawn(relay.run(shutdown.clone()));
     let writer = store.clone();
     taskflow_bus::conformance::run_consumer_story(
         bus,
@@ -636,14 +635,13 @@ async fn a_broker_outage_loses_nothing_and_the_backlog_drains() {
         max_backoff: Duration::from_secs(1),
         ..RelaySettings::default()
     };
-    let relay = OutboxRelay::new(
+    let relay = taskflow_bus::conformance::spawn_relay(
         store.clone(),
         bus.clone(),
         names.clone(),
-        Arc::new(SystemClock),
         relay_settings,
+        &shutdown,
     );
-    let relay = tokio::spawn(relay.run(shutdown.clone()));
 
     let group = "outage-consumer".to_owned();
     let recorder = Arc::new(Recorder {
