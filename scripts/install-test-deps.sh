@@ -15,8 +15,8 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
-# C compiler for the bundled SQLite.
-if ! have cc; then
+# C compiler for the bundled SQLite, make for jemalloc (the binary's allocator).
+if ! have cc || ! have make; then
   apt_install build-essential
 fi
 # The crash test inspects the database with the sqlite3 command-line shell.

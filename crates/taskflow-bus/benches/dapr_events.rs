@@ -29,6 +29,11 @@ use taskflow_domain::events::Topic;
 use taskflow_store::Store;
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
 
+/// The `taskflow` binary's allocator, so these figures compare with `taskflow bench events`.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The goal for the Dapr double: commit-to-consume p99 ≤ 25 ms at 10 000 events/s.
 const GOAL_P99_MS: f64 = 25.0;
 
