@@ -777,3 +777,58 @@ async fn a_broker_outage_loses_nothing_and_the_backlog_drains() {
     assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
     nats.delete_topic("task-events").await.unwrap();
 }
+
+/// `delete_topics` removes the stream of every topic and dead-letter topic under a prefix and
+/// leaves other prefixes alone.
+#[tokio::test]
+async fn delete_topics_removes_every_stream_under_its_prefix_only() {
+    let bus = shared_bus().await;
+    let (ours, theirs) = (
+        TopicNames {
+            prefix: format!("mine-{}-", unique()),
+            ..TopicNames::default()
+        },
+        TopicNames {
+            prefix: format!("other-{}-", unique()),
+            ..TopicNames::default()
+        },
+    );
+    let physical = |names: &TopicNames| -> Vec<String> {
+        taskflow_domain::events::Topic::ALL
+            .iter()
+            .flat_map(|topic| [topic.name().to_owned(), format!("{}.dlq", topic.name())])
+            .map(|logical| names.physical(&logical))
+            .collect()
+    };
+    let specs: Vec<TopicSpec> = physical(&ours)
+        .into_iter()
+        .chain(physical(&theirs))
+        .map(|name| TopicSpec {
+            name,
+            partitions: 1,
+            retention: Duration::from_secs(3600),
+        })
+        .collect();
+    bus.ensure_topics(&specs).await.unwrap();
+    assert_eq!(specs.len(), 16);
+
+    bus.delete_topics(&ours).await.unwrap();
+    for topic in physical(&ours) {
+        assert!(
+            bus.jetstream()
+                .get_stream(bus.stream_name(&topic))
+                .await
+                .is_err(),
+            "{topic} is gone"
+        );
+    }
+    for topic in physical(&theirs) {
+        bus.jetstream()
+            .get_stream(bus.stream_name(&topic))
+            .await
+            .unwrap();
+    }
+    bus.delete_topics(&theirs).await.unwrap();
+    // Deleting what is gone is not an error.
+    bus.delete_topics(&ours).await.unwrap();
+}

@@ -12,8 +12,8 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use taskflow_bus::TopicNames;
 use taskflow_bus::backends::nats::{NatsBus, NatsSettings};
-use taskflow_domain::events::{Topic, dead_letter_topic};
 
 use crate::TEST_JWT_SECRET;
 
@@ -224,11 +224,11 @@ async fn delete_streams(settings: NatsSettings, prefix: String) {
     let Ok(bus) = NatsBus::connect(&settings).await else {
         return;
     };
-    for topic in Topic::ALL {
-        for logical in [topic.name().to_owned(), dead_letter_topic(topic.name())] {
-            let _ = bus.delete_topic(&format!("{prefix}{logical}")).await;
-        }
-    }
+    let names = TopicNames {
+        prefix,
+        ..TopicNames::default()
+    };
+    let _ = bus.delete_topics(&names).await;
 }
 
 impl Drop for Cluster {

@@ -438,8 +438,6 @@ async fn events(options: &BenchOptions) -> anyhow::Result<Value> {
     use taskflow_bus::backends::memory::MemoryBus;
     use taskflow_bus::outbox_bench;
     use taskflow_bus::{EventBus, TopicNames};
-    #[cfg(feature = "nats")]
-    use taskflow_domain::events::Topic;
 
     const GOAL_EVENTS_PER_SECOND: f64 = 25_000.0;
     // The goals: p99 ≤ 2 ms in-process, ≤ 5 ms through NATS (at 10 000 events/s).
@@ -473,16 +471,10 @@ async fn events(options: &BenchOptions) -> anyhow::Result<Value> {
                 ..Default::default()
             };
             let bus = Arc::new(taskflow_bus::backends::nats::NatsBus::connect(&settings).await?);
-            let streams = bus.clone();
-            let topics: Vec<String> = [Topic::TaskEvents, Topic::TaskUpdates]
-                .iter()
-                .map(|t| names.physical(t.name()))
-                .collect();
+            let (streams, names) = (bus.clone(), names.clone());
             let cleanup: futures_cleanup::Step = Box::new(move || {
                 Box::pin(async move {
-                    for topic in topics {
-                        let _ = streams.delete_topic(&topic).await;
-                    }
+                    let _ = streams.delete_topics(&names).await;
                 })
             });
             (bus, Some(cleanup))

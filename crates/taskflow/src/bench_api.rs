@@ -732,18 +732,12 @@ impl BenchBus {
                 prefix: format!("{}-", self.prefix),
                 ..Default::default()
             };
-            match taskflow_bus::backends::nats::NatsBus::connect(&settings).await {
-                Ok(bus) => {
-                    for topic in taskflow_domain::events::Topic::ALL {
-                        for logical in [
-                            topic.name().to_owned(),
-                            taskflow_domain::events::dead_letter_topic(topic.name()),
-                        ] {
-                            let _ = bus.delete_topic(&names.physical(&logical)).await;
-                        }
-                    }
-                }
-                Err(error) => eprintln!("could not delete the benchmark's NATS streams: {error}"),
+            let deleted = match taskflow_bus::backends::nats::NatsBus::connect(&settings).await {
+                Ok(bus) => bus.delete_topics(&names).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = deleted {
+                eprintln!("could not delete the benchmark's NATS streams: {error}");
             }
         }
     }

@@ -481,11 +481,11 @@ async fn serve_on_nats_delivers_task_events_to_the_audit_log() {
     let bus = taskflow_bus::backends::nats::NatsBus::connect(&settings)
         .await
         .unwrap();
-    for topic in ["task-events", "task-updates", "reminders", "notifications"] {
-        for name in [format!("{prefix}{topic}"), format!("{prefix}{topic}.dlq")] {
-            let _ = bus.delete_topic(&name).await;
-        }
-    }
+    let names = taskflow_bus::TopicNames {
+        prefix,
+        ..Default::default()
+    };
+    let _ = bus.delete_topics(&names).await;
 }
 
 /// The binary on PostgreSQL: migrations, the API and the audit consumer, on a fresh database.

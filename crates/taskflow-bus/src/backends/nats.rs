@@ -275,6 +275,23 @@ impl NatsBus {
         }
     }
 
+    /// Deletes the stream of every TaskFlow topic and of its dead-letter topic under `names`
+    /// (a test's or a benchmark's own prefix), going on past failures; returns the first.
+    pub async fn delete_topics(&self, names: &crate::TopicNames) -> Result<(), BusError> {
+        let mut first_error = None;
+        for topic in taskflow_domain::events::Topic::ALL {
+            for logical in [
+                topic.name().to_owned(),
+                taskflow_domain::events::dead_letter_topic(topic.name()),
+            ] {
+                if let Err(error) = self.delete_topic(&names.physical(&logical)).await {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     fn forget(&self, topic: &str) {
         self.ensured
             .lock()
