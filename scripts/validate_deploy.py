@@ -89,6 +89,7 @@ RENDER_CASES = [
             "notifier": {"enabled": False}, "audit": {"enabled": False},
         },
     }),
+    ("Recreate rollout (switching the bus kind)", {"updateStrategy": "Recreate", "bus": {"backend": "nats"}}),
     ("everything optional off", {"ingress": {"enabled": False}, "networkPolicy": {"enabled": False},
                                  "metrics": {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False},
                                              "grafanaDashboards": {"enabled": False}},
@@ -103,6 +104,7 @@ REFUSE_CASES = [
     ("consumers beyond the partitions", {"bus": {"partitions": 3}}, "partitions"),
     ("Dapr bus without Dapr", {"dapr": {"enabled": False}}, "dapr.enabled"),
     ("unknown bus", {"bus": {"backend": "rabbitmq"}, "dapr": {"enabled": False}}, "bus.backend"),
+    ("unknown update strategy", {"updateStrategy": "BlueGreen"}, "updateStrategy"),
 ]
 
 
@@ -224,6 +226,19 @@ def check_chart():
                     check_settings_env(label, doc.get("data", {}))
         ok(f"{label}: {good}/{count} manifests valid")
     ok("kinds rendered: " + ", ".join(sorted(k for k in kinds if k)))
+    for strategy in ["RollingUpdate", "Recreate"]:
+        rendered = render({"updateStrategy": strategy})
+        types = {
+            doc["spec"]["strategy"]["type"]
+            for template, text in rendered.items()
+            if template.endswith((".yaml", ".yml")) and text.strip()
+            for _, doc in documents(text, template)
+            if doc.get("kind") == "Deployment"
+        }
+        if types == {strategy}:
+            ok(f"updateStrategy {strategy}: every Deployment rolls out with it")
+        else:
+            fail(f"updateStrategy {strategy}: Deployments roll out with {sorted(types)}")
     for label, values, words in REFUSE_CASES:
         try:
             render(values)
