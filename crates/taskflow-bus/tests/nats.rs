@@ -19,7 +19,7 @@ use taskflow_bus::backends::nats::{NatsBus, NatsSettings};
 use taskflow_bus::consumer::{ConsumerRunner, EventHandler, HandlerError, RetryPolicy};
 use taskflow_bus::relay::RelaySettings;
 use taskflow_bus::{EventBus, Message, Subscription, TopicNames, TopicSpec};
-use taskflow_domain::events::{CloudEvent, OutgoingEvent};
+use taskflow_domain::events::{CloudEvent, OutgoingEvent, dead_letter_topic};
 use taskflow_domain::{SystemClock, UserId};
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
 use taskflow_store::{ConsumerEffect, Store};
@@ -796,7 +796,7 @@ async fn delete_topics_removes_every_stream_under_its_prefix_only() {
     let physical = |names: &TopicNames| -> Vec<String> {
         taskflow_domain::events::Topic::ALL
             .iter()
-            .flat_map(|topic| [topic.name().to_owned(), format!("{}.dlq", topic.name())])
+            .flat_map(|topic| [topic.name().to_owned(), dead_letter_topic(topic.name())])
             .map(|logical| names.physical(&logical))
             .collect()
     };
