@@ -83,6 +83,76 @@ pub async fn run(store: &dyn Store) {
     outbox(store).await;
     consumers(store).await;
     calendar_feeds(store).await;
+    tags_with_events(store).await;
+}
+
+/// Tags written together with events (the path an API create or edit takes): stored, counted,
+/// replaced by an edit; a failed insert leaves neither rows nor events.
+async fn tags_with_events(store: &dyn Store) {
+    let owner = user("tagged@example.com");
+    store.create_user(&owner, "h").await.expect("user");
+    let names = |counts: Vec<crate::TagCount>| {
+        let mut names: Vec<(String, i64)> = counts.into_iter().map(|c| (c.tag, c.tasks)).collect();
+        names.sort();
+        names
+    };
+    let t = task(
+        owner.id,
+        "Tagged",
+        Priority::High,
+        &["home", "finance"],
+        Some(2),
+        0,
+    );
+    let created = task_events(TaskEventKind::Created, &t, start(), None);
+    store.insert_task(&t, &created).await.expect("insert");
+    assert_eq!(
+        store.task(owner.id, t.id).await.expect("get"),
+        Some(t.clone())
+    );
+    assert_eq!(
+        names(store.tag_counts(owner.id).await.expect("tags")),
+        vec![("finance".to_owned(), 1), ("home".to_owned(), 1)]
+    );
+
+    let before = store
+        .unpublished_events(10_000)
+        .await
+        .expect("events")
+        .len();
+    assert!(matches!(
+        store.insert_task(&t, &created).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .unpublished_events(10_000)
+            .await
+            .expect("events")
+            .len(),
+        before,
+        "a failed insert writes no events"
+    );
+
+    let mut edited = t.clone();
+    edited.tags = Tags::parse(&["finance", "garden"]).expect("tags");
+    edited.version = t.version + 1;
+    let updated = task_events(TaskEventKind::Updated, &edited, start(), None);
+    store
+        .update_task(owner.id, &edited, t.version, &updated, None)
+        .await
+        .expect("update");
+    assert_eq!(
+        names(store.tag_counts(owner.id).await.expect("tags")),
+        vec![("finance".to_owned(), 1), ("garden".to_owned(), 1)],
+        "an edit replaces the tags it dropped and keeps the others"
+    );
+    let tag = |s: &str| Tag::parse(s).unwrap_or_else(|e| panic!("{e}"));
+    let mut by_tag = TaskQuery::new(start());
+    by_tag.tags = vec![tag("home")];
+    assert!(collect(store, owner.id, by_tag.clone()).await.is_empty());
+    by_tag.tags = vec![tag("garden")];
+    assert_eq!(collect(store, owner.id, by_tag).await, vec![t.id]);
 }
 
 async fn calendar_feeds(store: &dyn Store) {

@@ -3,7 +3,8 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
+use sqlx::Arguments as _;
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection, Row};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{TaskId, UserId};
@@ -17,7 +18,7 @@ use crate::{
 };
 
 /// Columns of one outbox row to insert.
-struct OutboxRow<'a> {
+pub(super) struct OutboxRow<'a> {
     event_id: &'a str,
     topic: &'a str,
     partition_key: &'a str,
@@ -26,17 +27,9 @@ struct OutboxRow<'a> {
     at: DateTime<Utc>,
 }
 
-/// Appends `events` to the outbox inside the caller's transaction; returns the last seq written.
-///
-/// First takes the transaction-scoped locks `order` asks for (see [`OutboxOrder`]), so outbox
-/// rows become visible in `seq` order overall or per partition key. Call it as the
-/// transaction's last write.
-pub(crate) async fn write_events(
-    conn: &mut PgConnection,
-    events: &[OutgoingEvent],
-    order: OutboxOrder,
-) -> Result<Option<i64>, StoreError> {
-    let rows = events
+/// The outbox rows of `events`, serialised.
+pub(super) fn outbox_rows(events: &[OutgoingEvent]) -> Result<Vec<OutboxRow<'_>>, StoreError> {
+    events
         .iter()
         .map(|outgoing| {
             let payload = serde_json::to_string(&outgoing.event)
@@ -50,8 +43,20 @@ pub(crate) async fn write_events(
                 at: outgoing.event.time,
             })
         })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    insert_outbox_rows(conn, &rows, order).await
+        .collect()
+}
+
+/// Appends `events` to the outbox inside the caller's transaction; returns the last seq written.
+///
+/// Takes the transaction-scoped locks `order` asks for (see [`OutboxOrder`]) in the same
+/// statement, before the rows get their `seq`, so outbox rows become visible in `seq` order
+/// overall or per partition key. Call it as the transaction's last write.
+pub(crate) async fn write_events(
+    conn: &mut PgConnection,
+    events: &[OutgoingEvent],
+    order: OutboxOrder,
+) -> Result<Option<i64>, StoreError> {
+    insert_outbox_rows(conn, &outbox_rows(events)?, order).await
 }
 
 async fn insert_outbox_rows(
@@ -62,54 +67,102 @@ async fn insert_outbox_rows(
     if rows.is_empty() {
         return Ok(None);
     }
+    let sql = format!(
+        "WITH {} {}",
+        outbox_lock_cte(order, 7, ""),
+        outbox_insert(1)
+    );
+    let mut arguments = PgArguments::default();
+    add_outbox_arguments(&mut arguments, rows, order)?;
+    let seqs: Vec<i64> = sqlx::query_scalar_with(&sql, arguments)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+    Ok(seqs.into_iter().max())
+}
+
+/// A CTE `outbox_lock` taking the transaction-scoped locks `order` asks for, its parameters
+/// numbered from `$first` (added by [`add_outbox_arguments`] after the rows' six). `after`,
+/// if not empty, is a row source evaluated before the locks are taken: the statement's
+/// other writes, so that the locks are not held while they run.
+///
+/// [`outbox_insert`] joins it, so the locks are held before any row gets its `seq`: a CTE
+/// calling a volatile function is evaluated once and never inlined.
+pub(super) fn outbox_lock_cte(order: OutboxOrder, first: usize, after: &str) -> String {
+    let after = if after.is_empty() {
+        String::new()
+    } else {
+        format!(" FROM {after} AS written")
+    };
     match order {
         OutboxOrder::Global => {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(OUTBOX_LOCK)
-                .execute(&mut *conn)
-                .await
-                .map_err(pg_error)?;
+            format!("outbox_lock AS (SELECT pg_advisory_xact_lock(${first}){after})")
         }
-        OutboxOrder::PerKey => {
-            let mut keys: Vec<&str> = rows.iter().map(|r| r.partition_key).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            // Shared: exclusive holders of OUTBOX_LOCK still pause every outbox writer. The
-            // per-key locks use the two-key advisory space, apart from the bigint keys, and
-            // are taken in a fixed order so two writers never wait for each other in a cycle.
-            sqlx::query(
-                "SELECT pg_advisory_xact_lock_shared($1),
-                        (SELECT count(*) FROM (
-                            SELECT pg_advisory_xact_lock($2, hashtext(k))
-                            FROM unnest($3::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n
-                        ) AS locked)",
-            )
-            .bind(OUTBOX_LOCK)
-            .bind(OUTBOX_KEY_LOCK_SPACE)
-            .bind(&keys)
-            .execute(&mut *conn)
-            .await
-            .map_err(pg_error)?;
-        }
+        // Shared: exclusive holders of OUTBOX_LOCK still pause every outbox writer. The
+        // per-key locks use the two-key advisory space, apart from the bigint keys, and are
+        // taken in a fixed order so two writers never wait for each other in a cycle.
+        OutboxOrder::PerKey => format!(
+            "outbox_lock AS (SELECT pg_advisory_xact_lock_shared(${first}),
+                (SELECT count(*) FROM (
+                    SELECT pg_advisory_xact_lock(${}, hashtext(k))
+                    FROM unnest(${}::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n
+                ) AS locked){after})",
+            first + 1,
+            first + 2
+        ),
     }
-    let seqs: Vec<i64> = sqlx::query_scalar(
+}
+
+/// The statement inserting the outbox rows bound as six arrays from `$first` on, in order,
+/// after the `outbox_lock` CTE's locks; returns their `seq`s.
+pub(super) fn outbox_insert(first: usize) -> String {
+    let [a, b, c, d, e, f] = std::array::from_fn(|i| first + i);
+    format!(
         "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, created_at)
          SELECT event_id, topic, partition_key, event_type, payload, created_at
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-              WITH ORDINALITY AS r(event_id, topic, partition_key, event_type, payload, created_at, n)
+         FROM unnest(${a}::text[], ${b}::text[], ${c}::text[], ${d}::text[], ${e}::text[], ${f}::timestamptz[])
+              WITH ORDINALITY AS r(event_id, topic, partition_key, event_type, payload, created_at, n),
+              outbox_lock
          ORDER BY n
-         RETURNING seq",
+         RETURNING seq"
     )
-    .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.topic).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.partition_key).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.event_type).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.payload.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| at_micros(r.at)).collect::<Vec<_>>())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(pg_error)?;
-    Ok(seqs.into_iter().max())
+}
+
+/// Adds `rows` to `arguments` as the six arrays of [`outbox_insert`], then the parameters of
+/// [`outbox_lock_cte`].
+pub(super) fn add_outbox_arguments(
+    arguments: &mut PgArguments,
+    rows: &[OutboxRow<'_>],
+    order: OutboxOrder,
+) -> Result<(), StoreError> {
+    let encoding = |e: sqlx::error::BoxDynError| StoreError::Corrupt(format!("outbox row: {e}"));
+    arguments
+        .add(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .map_err(encoding)?;
+    arguments
+        .add(rows.iter().map(|r| r.topic).collect::<Vec<_>>())
+        .map_err(encoding)?;
+    arguments
+        .add(rows.iter().map(|r| r.partition_key).collect::<Vec<_>>())
+        .map_err(encoding)?;
+    arguments
+        .add(rows.iter().map(|r| r.event_type).collect::<Vec<_>>())
+        .map_err(encoding)?;
+    arguments
+        .add(rows.iter().map(|r| r.payload.as_str()).collect::<Vec<_>>())
+        .map_err(encoding)?;
+    arguments
+        .add(rows.iter().map(|r| at_micros(r.at)).collect::<Vec<_>>())
+        .map_err(encoding)?;
+    arguments.add(OUTBOX_LOCK).map_err(encoding)?;
+    if order == OutboxOrder::PerKey {
+        let mut keys: Vec<&str> = rows.iter().map(|r| r.partition_key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        arguments.add(OUTBOX_KEY_LOCK_SPACE).map_err(encoding)?;
+        arguments.add(keys).map_err(encoding)?;
+    }
+    Ok(())
 }
 
 fn outbox_from_row(row: &PgRow) -> Result<OutboxRecord, StoreError> {

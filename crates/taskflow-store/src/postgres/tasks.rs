@@ -3,11 +3,14 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments as _, PgConnection, Postgres, QueryBuilder, Row};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{SeriesId, Task, TaskId, UserId};
 
-use super::events::write_events;
+use super::events::{
+    add_outbox_arguments, outbox_insert, outbox_lock_cte, outbox_rows, write_events,
+};
 use super::reminders::{cancel_task_reminders, sync_reminders};
 use super::rows::{TASK_COLUMNS, anchor_name, task_from_row};
 use super::{PostgresStore, at_micros, clamp_micros, pg_error};
@@ -35,27 +38,27 @@ const SEARCH_QUERY: &str = r"(SELECT to_tsquery('simple', string_agg(lexeme || '
 /// Closes [`SEARCH_QUERY`] after its bound terms.
 const SEARCH_QUERY_END: &str = "::text[]) WITH ORDINALITY AS u(term, n)) AS f) AS l) AS s";
 
-/// Writes the tag rows of `task`; `replace` first removes the ones it had (a new task has none).
+/// Writes the tag rows of `task`; `replace` also removes the ones it no longer has (a new task
+/// has none), in the same statement, and leaves the rows of tags it keeps alone.
 async fn write_tags(conn: &mut PgConnection, task: &Task, replace: bool) -> Result<(), StoreError> {
-    if replace {
-        sqlx::query("DELETE FROM task_tags WHERE task_id = $1")
-            .bind(task.id.as_uuid())
-            .execute(&mut *conn)
-            .await
-            .map_err(pg_error)?;
+    if !replace && task.tags.as_slice().is_empty() {
+        return Ok(());
     }
-    if !task.tags.as_slice().is_empty() {
-        sqlx::query(
-            "INSERT INTO task_tags (task_id, user_id, tag)
-             SELECT $1, $2, tag FROM unnest($3::text[]) AS tag ON CONFLICT DO NOTHING",
-        )
-        .bind(task.id.as_uuid())
-        .bind(task.user_id.as_uuid())
-        .bind(task.tags.to_strings())
-        .execute(&mut *conn)
-        .await
-        .map_err(pg_error)?;
-    }
+    let removed = if replace {
+        "WITH removed AS (DELETE FROM task_tags WHERE task_id = $1 AND tag <> ALL($3::text[])) "
+    } else {
+        ""
+    };
+    sqlx::query(&format!(
+        "{removed}INSERT INTO task_tags (task_id, user_id, tag)
+         SELECT $1, $2, tag FROM unnest($3::text[]) AS tag ON CONFLICT DO NOTHING"
+    ))
+    .bind(task.id.as_uuid())
+    .bind(task.user_id.as_uuid())
+    .bind(task.tags.to_strings())
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_error)?;
     Ok(())
 }
 
@@ -73,39 +76,11 @@ pub(super) async fn insert_row(
     } else {
         ""
     };
-    let recurrence = task.recurrence.as_ref();
-    let inserted = sqlx::query(&format!(
-        "INSERT INTO tasks (id, user_id, title, title_key, description, status, priority, tags,
-                            due_at, time_zone, recurrence_rule, recurrence_anchor, recurrence_dtstart,
-                            series_id, occurrence_index, created_at, updated_at, completed_at, version,
-                            reminders, ical_uid)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21){conflict}"
-    ))
-    .bind(task.id.as_uuid())
-    .bind(task.user_id.as_uuid())
-    .bind(task.title.as_str())
-    .bind(title_key(task.title.as_str()))
-    .bind(task.description.as_str())
-    .bind(task.status.as_str())
-    .bind(priority(task)?)
-    .bind(task.tags.to_strings())
-    .bind(task.due_at.map(at_micros))
-    .bind(task.time_zone.name())
-    .bind(recurrence.map(|r| r.rule.as_str().to_owned()))
-    .bind(recurrence.map(|r| anchor_name(r.anchor)))
-    .bind(recurrence.map(|r| r.dtstart))
-    .bind(task.series_id.map(|s| s.as_uuid()))
-    .bind(i64::from(task.occurrence_index))
-    .bind(at_micros(task.created_at))
-    .bind(at_micros(task.updated_at))
-    .bind(task.completed_at.map(at_micros))
-    .bind(task.version)
-    .bind(reminders_json(task))
-    .bind(task.ical_uid.as_deref())
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_error)?
-    .rows_affected()
+    let inserted = sqlx::query_with(&format!("{INSERT_TASK}{conflict}"), task_arguments(task)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?
+        .rows_affected()
         == 1;
     if !inserted {
         return Ok(None);
@@ -115,6 +90,85 @@ pub(super) async fn insert_row(
         return Ok(Some(ReminderSync::default()));
     }
     Ok(Some(sync_reminders(conn, task, trace).await?))
+}
+
+/// Inserts one task row from the 21 parameters [`task_arguments`] adds.
+const INSERT_TASK: &str = "INSERT INTO tasks (id, user_id, title, title_key, description, status, priority, tags,
+                            due_at, time_zone, recurrence_rule, recurrence_anchor, recurrence_dtstart,
+                            series_id, occurrence_index, created_at, updated_at, completed_at, version,
+                            reminders, ical_uid)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)";
+
+/// How many parameters [`INSERT_TASK`] takes.
+const TASK_PARAMETERS: usize = 21;
+
+/// The parameters of [`INSERT_TASK`] for `task`: `$1` its id, `$2` its owner, `$8` its tags.
+fn task_arguments(task: &Task) -> Result<PgArguments, StoreError> {
+    fn add<'q, T>(arguments: &mut PgArguments, value: T) -> Result<(), StoreError>
+    where
+        T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+    {
+        arguments
+            .add(value)
+            .map_err(|e| StoreError::Corrupt(format!("task row: {e}")))
+    }
+    let recurrence = task.recurrence.as_ref();
+    let mut arguments = PgArguments::default();
+    let a = &mut arguments;
+    add(a, task.id.as_uuid())?;
+    add(a, task.user_id.as_uuid())?;
+    add(a, task.title.as_str())?;
+    add(a, title_key(task.title.as_str()))?;
+    add(a, task.description.as_str())?;
+    add(a, task.status.as_str())?;
+    add(a, priority(task)?)?;
+    add(a, task.tags.to_strings())?;
+    add(a, task.due_at.map(at_micros))?;
+    add(a, task.time_zone.name())?;
+    add(a, recurrence.map(|r| r.rule.as_str().to_owned()))?;
+    add(a, recurrence.map(|r| anchor_name(r.anchor)))?;
+    add(a, recurrence.map(|r| r.dtstart))?;
+    add(a, task.series_id.map(|s| s.as_uuid()))?;
+    add(a, i64::from(task.occurrence_index))?;
+    add(a, at_micros(task.created_at))?;
+    add(a, at_micros(task.updated_at))?;
+    add(a, task.completed_at.map(at_micros))?;
+    add(a, task.version)?;
+    add(a, reminders_json(task))?;
+    add(a, task.ical_uid.as_deref())?;
+    Ok(arguments)
+}
+
+/// Inserts `task` (without reminders), its tags and the outbox rows of `events` in one
+/// statement, committed on its own: one round trip instead of six. Returns the last seq.
+async fn insert_task_in_one_statement(
+    store: &PostgresStore,
+    task: &Task,
+    events: &[OutgoingEvent],
+) -> Result<Option<i64>, StoreError> {
+    let rows = outbox_rows(events)?;
+    let outbox_first = TASK_PARAMETERS + 1;
+    let sql = format!(
+        "WITH task AS ({INSERT_TASK} RETURNING id),
+              tags AS (INSERT INTO task_tags (task_id, user_id, tag)
+                       SELECT task.id, $2, tag FROM task, unnest($8::text[]) AS tag
+                       ON CONFLICT DO NOTHING RETURNING 1),
+              {}
+         {}",
+        outbox_lock_cte(
+            store.outbox_order,
+            outbox_first + 6,
+            "(SELECT (SELECT count(*) FROM task) + (SELECT count(*) FROM tags))"
+        ),
+        outbox_insert(outbox_first)
+    );
+    let mut arguments = task_arguments(task)?;
+    add_outbox_arguments(&mut arguments, &rows, store.outbox_order)?;
+    let seqs: Vec<i64> = sqlx::query_scalar_with(&sql, arguments)
+        .fetch_all(&store.pool)
+        .await
+        .map_err(pg_error)?;
+    Ok(seqs.into_iter().max())
 }
 
 fn reminders_json(task: &Task) -> serde_json::Value {
@@ -145,6 +199,11 @@ async fn lock_version(
 #[async_trait]
 impl TaskStore for PostgresStore {
     async fn insert_task(&self, task: &Task, events: &[OutgoingEvent]) -> Result<(), StoreError> {
+        if task.reminders.is_empty() && !events.is_empty() {
+            let seq = insert_task_in_one_statement(self, task, events).await?;
+            self.announce(seq);
+            return Ok(());
+        }
         let mut tx = self.begin().await?;
         let sync = insert_row(&mut tx, task, false, crate::trace_of(events))
             .await?
