@@ -3,14 +3,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Arguments as _;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection, Row};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{TaskId, UserId};
 
 use super::{
-    OUTBOX_KEY_LOCK_SPACE, OUTBOX_LOCK, OutboxOrder, PostgresStore, RELAY_LOCK, at_micros, pg_error,
+    OUTBOX_KEY_LOCK_SPACE, OUTBOX_LOCK, OutboxOrder, PostgresStore, RELAY_LOCK, add_argument,
+    at_micros, pg_error,
 };
 use crate::error::StoreError;
 use crate::{
@@ -135,32 +135,34 @@ pub(super) fn add_outbox_arguments(
     rows: &[OutboxRow<'_>],
     order: OutboxOrder,
 ) -> Result<(), StoreError> {
-    let encoding = |e: sqlx::error::BoxDynError| StoreError::Corrupt(format!("outbox row: {e}"));
-    arguments
-        .add(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
-        .map_err(encoding)?;
-    arguments
-        .add(rows.iter().map(|r| r.topic).collect::<Vec<_>>())
-        .map_err(encoding)?;
-    arguments
-        .add(rows.iter().map(|r| r.partition_key).collect::<Vec<_>>())
-        .map_err(encoding)?;
-    arguments
-        .add(rows.iter().map(|r| r.event_type).collect::<Vec<_>>())
-        .map_err(encoding)?;
-    arguments
-        .add(rows.iter().map(|r| r.payload.as_str()).collect::<Vec<_>>())
-        .map_err(encoding)?;
-    arguments
-        .add(rows.iter().map(|r| at_micros(r.at)).collect::<Vec<_>>())
-        .map_err(encoding)?;
-    arguments.add(OUTBOX_LOCK).map_err(encoding)?;
+    add_argument(
+        arguments,
+        rows.iter().map(|r| r.event_id).collect::<Vec<_>>(),
+    )?;
+    add_argument(arguments, rows.iter().map(|r| r.topic).collect::<Vec<_>>())?;
+    add_argument(
+        arguments,
+        rows.iter().map(|r| r.partition_key).collect::<Vec<_>>(),
+    )?;
+    add_argument(
+        arguments,
+        rows.iter().map(|r| r.event_type).collect::<Vec<_>>(),
+    )?;
+    add_argument(
+        arguments,
+        rows.iter().map(|r| r.payload.as_str()).collect::<Vec<_>>(),
+    )?;
+    add_argument(
+        arguments,
+        rows.iter().map(|r| at_micros(r.at)).collect::<Vec<_>>(),
+    )?;
+    add_argument(arguments, OUTBOX_LOCK)?;
     if order == OutboxOrder::PerKey {
         let mut keys: Vec<&str> = rows.iter().map(|r| r.partition_key).collect();
         keys.sort_unstable();
         keys.dedup();
-        arguments.add(OUTBOX_KEY_LOCK_SPACE).map_err(encoding)?;
-        arguments.add(keys).map_err(encoding)?;
+        add_argument(arguments, OUTBOX_KEY_LOCK_SPACE)?;
+        add_argument(arguments, keys)?;
     }
     Ok(())
 }

@@ -223,6 +223,21 @@ impl PostgresStore {
     }
 }
 
+/// Adds one bound parameter to `arguments` (encoding a value of these types cannot fail in
+/// practice; if it does, the write is refused rather than sent).
+pub(super) fn add_argument<'q, T>(
+    arguments: &mut sqlx::postgres::PgArguments,
+    value: T,
+) -> Result<(), StoreError>
+where
+    T: 'q + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    use sqlx::Arguments as _;
+    arguments
+        .add(value)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a parameter: {e}")))
+}
+
 /// Maps a driver error: connection trouble to [`StoreError::Unavailable`], unique violations
 /// to [`StoreError::Conflict`] named like the SQLite backend's, the rest to
 /// [`StoreError::Database`].

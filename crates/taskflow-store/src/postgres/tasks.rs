@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::postgres::PgArguments;
-use sqlx::{Arguments as _, PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{SeriesId, Task, TaskId, UserId};
 
@@ -13,7 +13,7 @@ use super::events::{
 };
 use super::reminders::{cancel_task_reminders, sync_reminders};
 use super::rows::{TASK_COLUMNS, anchor_name, task_from_row};
-use super::{PostgresStore, at_micros, clamp_micros, pg_error};
+use super::{PostgresStore, add_argument, at_micros, clamp_micros, pg_error};
 use crate::ReminderSync;
 use crate::error::StoreError;
 use crate::query::{
@@ -104,38 +104,30 @@ const TASK_PARAMETERS: usize = 21;
 
 /// The parameters of [`INSERT_TASK`] for `task`: `$1` its id, `$2` its owner, `$8` its tags.
 fn task_arguments(task: &Task) -> Result<PgArguments, StoreError> {
-    fn add<'q, T>(arguments: &mut PgArguments, value: T) -> Result<(), StoreError>
-    where
-        T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
-    {
-        arguments
-            .add(value)
-            .map_err(|e| StoreError::Corrupt(format!("task row: {e}")))
-    }
     let recurrence = task.recurrence.as_ref();
     let mut arguments = PgArguments::default();
     let a = &mut arguments;
-    add(a, task.id.as_uuid())?;
-    add(a, task.user_id.as_uuid())?;
-    add(a, task.title.as_str())?;
-    add(a, title_key(task.title.as_str()))?;
-    add(a, task.description.as_str())?;
-    add(a, task.status.as_str())?;
-    add(a, priority(task)?)?;
-    add(a, task.tags.to_strings())?;
-    add(a, task.due_at.map(at_micros))?;
-    add(a, task.time_zone.name())?;
-    add(a, recurrence.map(|r| r.rule.as_str().to_owned()))?;
-    add(a, recurrence.map(|r| anchor_name(r.anchor)))?;
-    add(a, recurrence.map(|r| r.dtstart))?;
-    add(a, task.series_id.map(|s| s.as_uuid()))?;
-    add(a, i64::from(task.occurrence_index))?;
-    add(a, at_micros(task.created_at))?;
-    add(a, at_micros(task.updated_at))?;
-    add(a, task.completed_at.map(at_micros))?;
-    add(a, task.version)?;
-    add(a, reminders_json(task))?;
-    add(a, task.ical_uid.as_deref())?;
+    add_argument(a, task.id.as_uuid())?;
+    add_argument(a, task.user_id.as_uuid())?;
+    add_argument(a, task.title.as_str())?;
+    add_argument(a, title_key(task.title.as_str()))?;
+    add_argument(a, task.description.as_str())?;
+    add_argument(a, task.status.as_str())?;
+    add_argument(a, priority(task)?)?;
+    add_argument(a, task.tags.to_strings())?;
+    add_argument(a, task.due_at.map(at_micros))?;
+    add_argument(a, task.time_zone.name())?;
+    add_argument(a, recurrence.map(|r| r.rule.as_str().to_owned()))?;
+    add_argument(a, recurrence.map(|r| anchor_name(r.anchor)))?;
+    add_argument(a, recurrence.map(|r| r.dtstart))?;
+    add_argument(a, task.series_id.map(|s| s.as_uuid()))?;
+    add_argument(a, i64::from(task.occurrence_index))?;
+    add_argument(a, at_micros(task.created_at))?;
+    add_argument(a, at_micros(task.updated_at))?;
+    add_argument(a, task.completed_at.map(at_micros))?;
+    add_argument(a, task.version)?;
+    add_argument(a, reminders_json(task))?;
+    add_argument(a, task.ical_uid.as_deref())?;
     Ok(arguments)
 }
 
