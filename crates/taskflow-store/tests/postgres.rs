@@ -736,7 +736,8 @@ async fn processes_of_different_outbox_orders_never_write_to_one_database_togeth
     let kill = |pids: Vec<i32>| async {
         let mut admin = db.admin_connection().await;
         for pid in pids {
-            sqlx::query("SELECT pg_terminate_backend($1)")
+            // With a timeout it returns once the session is gone, its locks released.
+            sqlx::query("SELECT pg_terminate_backend($1, 5000)")
                 .bind(pid)
                 .execute(&mut admin)
                 .await
@@ -785,7 +786,9 @@ async fn one_process_leads_the_outbox_relay_and_a_standby_takes_over_when_it_goe
         .await
         .expect("a session holds the lead");
     let mut admin = db.admin_connection().await;
-    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+    // With a timeout it returns once the session is gone and its lock released; without one
+    // it only signals the backend, and the standby below could ask before the lock went.
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
         .bind(pid)
         .fetch_one(&mut admin)
         .await
