@@ -105,6 +105,12 @@ pub trait EventBus: Send + Sync + 'static {
     ) -> Result<Box<dyn Subscription>, BusError> {
         self.subscribe(topic, group).await
     }
+    /// Whether consumers read the store's outbox themselves (the in-process bus): publishing
+    /// then hands nothing over and only records rows as published (for pruning), so the relay
+    /// may do it in batches instead of after every commit.
+    fn consumers_read_outbox(&self) -> bool {
+        false
+    }
     /// Creates topics that do not exist yet (no-op where the backend needs none).
     async fn ensure_topics(&self, _topics: &[TopicSpec]) -> Result<(), BusError> {
         Ok(())

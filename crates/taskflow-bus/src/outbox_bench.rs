@@ -178,6 +178,10 @@ impl EventBus for RecordingBus {
         self.inner.subscribe_transient(topic, group).await
     }
 
+    fn consumers_read_outbox(&self) -> bool {
+        self.inner.consumers_read_outbox()
+    }
+
     async fn ensure_topics(&self, topics: &[crate::TopicSpec]) -> Result<(), crate::BusError> {
         self.inner.ensure_topics(topics).await
     }

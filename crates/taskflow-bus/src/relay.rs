@@ -61,6 +61,11 @@ pub struct RelaySettings {
     pub max_backoff: Duration,
     /// Published rows are deleted after this long.
     pub retention: Duration,
+    /// On a bus whose consumers read the outbox themselves
+    /// ([`EventBus::consumers_read_outbox`]), the relay only records rows as published, which
+    /// nothing waits for: after a commit wakes it, it waits this long so that one cycle covers
+    /// the commits of the whole interval, instead of a read and a mark per commit.
+    pub bookkeeping_interval: Duration,
 }
 
 impl Default for RelaySettings {
@@ -70,6 +75,7 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
+            bookkeeping_interval: Duration::from_millis(250),
         }
     }
 }
@@ -321,10 +327,22 @@ impl OutboxRelay {
                 }
                 last_prune = tokio::time::Instant::now();
             }
-            tokio::select! {
+            let committed = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = commits.changed() => {}
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                changed = commits.changed() => changed.is_ok(),
+                _ = tokio::time::sleep(self.settings.poll_interval) => false,
+            };
+            if committed && self.bus.consumers_read_outbox() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        // Record what the interval gathered before stopping.
+                        if let Err(error) = self.publish_batch(marking).await {
+                            tracing::debug!(%error, "the last bookkeeping batch failed; the next start repeats it");
+                        }
+                        return;
+                    }
+                    _ = tokio::time::sleep(self.settings.bookkeeping_interval) => {}
+                }
             }
         }
     }

@@ -90,6 +90,10 @@ async fn memory_bus_passes_the_consumer_story() {
 #[derive(Default)]
 struct KeepingBus {
     kept: std::sync::Mutex<Vec<taskflow_bus::Message>>,
+    /// Batches handed over.
+    batches: std::sync::atomic::AtomicUsize,
+    /// Claims its consumers read the outbox themselves, as the in-process bus does.
+    reads_outbox: bool,
 }
 
 #[async_trait::async_trait]
@@ -101,7 +105,13 @@ impl EventBus for KeepingBus {
     async fn publish(&self, messages: &[taskflow_bus::Message]) -> Result<(), BusError> {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         self.kept.lock().unwrap().extend_from_slice(messages);
+        self.batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    fn consumers_read_outbox(&self) -> bool {
+        self.reads_outbox
     }
 
     async fn subscribe(
@@ -176,4 +186,162 @@ async fn the_running_relay_publishes_every_row_once_in_order_while_writes_go_on(
     assert!(by_key.values().all(|ns| ns == &in_order));
     // The last mark was written before the relay stopped.
     assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
+}
+
+/// Relays `COMMITS` rows, each committed on its own a few milliseconds apart, to a
+/// [`KeepingBus`]; returns how many batches it took, after checking every row went out once,
+/// in order, and was recorded as published.
+async fn relay_one_commit_at_a_time(reads_outbox: bool) -> usize {
+    const COMMITS: u64 = 100;
+    let store = store().await;
+    let bus = Arc::new(KeepingBus {
+        reads_outbox,
+        ..KeepingBus::default()
+    });
+    let shutdown = CancellationToken::new();
+    let relaying = taskflow_bus::conformance::spawn_relay(
+        store.clone(),
+        bus.clone(),
+        TopicNames::default(),
+        RelaySettings {
+            bookkeeping_interval: std::time::Duration::from_millis(200),
+            ..RelaySettings::default()
+        },
+        &shutdown,
+    );
+    for n in 0..COMMITS {
+        let message = taskflow_bus::Message {
+            topic: "task-events".into(),
+            key: "key".into(),
+            id: String::new(),
+            payload: serde_json::to_vec(&serde_json::json!({ "n": n })).unwrap(),
+        };
+        store
+            .enqueue_events(&[as_outgoing(&message)])
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bus.kept.lock().unwrap().len() < COMMITS as usize && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    relaying.await.unwrap();
+    let numbers: Vec<u64> = bus
+        .kept
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|message| {
+            let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+            event["data"]["n"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        numbers,
+        (0..COMMITS).collect::<Vec<_>>(),
+        "every row once, in order"
+    );
+    assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
+    bus.batches.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Where consumers read the outbox themselves (the in-process bus), the relay only records
+/// rows as published, which nothing waits for: it gathers the commits of a bookkeeping
+/// interval into one batch instead of reading and marking after every commit. A broker's
+/// consumers wait for the relay, so there it follows every commit.
+#[tokio::test]
+async fn the_relay_batches_bookkeeping_where_consumers_read_the_outbox() {
+    let gathered = relay_one_commit_at_a_time(true).await;
+    let followed = relay_one_commit_at_a_time(false).await;
+    // 100 commits over at least half a second, in 200 ms intervals.
+    assert!(gathered <= 8, "{gathered} batches for 100 commits");
+    assert!(
+        followed > 3 * gathered,
+        "a broker's relay follows the commits: {followed} batches against {gathered}"
+    );
+}
+
+/// Records when each event reached it.
+#[derive(Default)]
+struct TimingHandler {
+    seen: std::sync::Mutex<Vec<std::time::Instant>>,
+}
+
+#[async_trait::async_trait]
+impl taskflow_bus::consumer::EventHandler for TimingHandler {
+    async fn handle(
+        &self,
+        _event: &CloudEvent,
+    ) -> Result<(), taskflow_bus::consumer::HandlerError> {
+        self.seen.lock().unwrap().push(std::time::Instant::now());
+        Ok(())
+    }
+}
+
+/// Consumes `EVENTS` events, each committed on its own a few milliseconds apart, with a
+/// consumer runner that waits `gather` after a batch that was not full; returns how many
+/// bursts the handler saw (calls less than 2 ms apart count as one burst).
+async fn consume_one_commit_at_a_time(gather: std::time::Duration) -> usize {
+    const EVENTS: u64 = 100;
+    let store = store().await;
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(store.clone(), TopicNames::default()));
+    let handler = Arc::new(TimingHandler::default());
+    let shutdown = CancellationToken::new();
+    let runner = taskflow_bus::consumer::ConsumerRunner::new(
+        "gathering",
+        "task-events",
+        bus,
+        store.clone(),
+        TopicNames::default(),
+        Arc::new(taskflow_domain::SystemClock),
+        handler.clone(),
+        taskflow_bus::consumer::RetryPolicy::task_events(),
+    )
+    .gathering(gather);
+    let consuming = tokio::spawn(runner.run(shutdown.clone()));
+    for n in 0..EVENTS {
+        let message = taskflow_bus::Message {
+            topic: "task-events".into(),
+            key: "key".into(),
+            id: String::new(),
+            payload: serde_json::to_vec(&serde_json::json!({ "n": n })).unwrap(),
+        };
+        store
+            .enqueue_events(&[as_outgoing(&message)])
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while handler.seen.lock().unwrap().len() < EVENTS as usize
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    consuming.await.unwrap();
+    let seen = handler.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), EVENTS as usize, "every event handled once");
+    1 + seen
+        .windows(2)
+        .filter(|pair| pair[1] - pair[0] >= std::time::Duration::from_millis(2))
+        .count()
+}
+
+/// A consumer that nothing waits for (the audit log) gathers a trickle of events into a few
+/// batches (a store commit each) instead of handling each as it comes; others follow every
+/// commit.
+#[tokio::test]
+async fn a_gathering_consumer_handles_a_trickle_of_events_in_few_batches() {
+    let gathered = consume_one_commit_at_a_time(std::time::Duration::from_millis(200)).await;
+    let followed = consume_one_commit_at_a_time(std::time::Duration::ZERO).await;
+    // 100 commits over at least half a second, in 200 ms pauses.
+    assert!(gathered <= 8, "{gathered} bursts for 100 commits");
+    assert!(
+        followed > 3 * gathered,
+        "without gathering the consumer follows the commits: {followed} bursts against {gathered}"
+    );
 }

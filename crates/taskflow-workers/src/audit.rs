@@ -11,6 +11,11 @@ use taskflow_store::{AuditEntry, ConsumerEffect, Store};
 /// The consumer group (and idempotency name) of the audit log.
 pub const AUDIT_GROUP: &str = "audit";
 
+/// How long the audit consumer waits after a batch that was not full, to write the events of
+/// a steady trickle of writes in a few store commits a second rather than one per event
+/// ([`taskflow_bus::consumer::ConsumerRunner::gathering`]); the log lags that much more.
+pub const AUDIT_GATHER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Writes task events to the audit log, once each.
 pub struct AuditHandler {
     store: Arc<dyn Store>,

@@ -266,7 +266,8 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
                 attempts: settings.bus.task_event_attempts,
                 ..RetryPolicy::task_events()
             },
-        );
+        )
+        .gathering(taskflow_workers::audit::AUDIT_GATHER);
         tasks.spawn(runner.run(workers.clone()));
     }
     if roles.contains(&Role::Scheduler) {

@@ -526,8 +526,15 @@ async fn events(options: &BenchOptions) -> anyhow::Result<Value> {
     let (p50, p99, writes_per_second) =
         (figures.p50_ms, figures.p99_ms, figures.latency_rate / 2.0);
     let rates = figures.events_per_second_rounds;
+    // On the in-process bus consumers read the outbox themselves; the relay only records rows
+    // as published, once per bookkeeping interval, off their path.
+    let relay_leg = if backend_name == "memory" {
+        "commit to recorded as published (bookkeeping, not on the consumers' path)"
+    } else {
+        "commit to accepted by the bus"
+    };
     println!(
-        "  commit-to-consume at {:.0} events/s: p50 {p50:.2} ms, p99 {p99:.2} ms (goal p99 ≤ {goal_p99_ms} ms at 10 000/s); commit to accepted by the bus p99 {:.2} ms",
+        "  commit-to-consume at {:.0} events/s: p50 {p50:.2} ms, p99 {p99:.2} ms (goal p99 ≤ {goal_p99_ms} ms at 10 000/s); {relay_leg} p99 {:.2} ms",
         writes_per_second * 2.0,
         figures.publish_p99_ms
     );
