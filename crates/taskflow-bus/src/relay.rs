@@ -46,6 +46,44 @@ fn publish_span(row: &OutboxRecord, physical_topic: &str, backend: &'static str)
     span
 }
 
+/// Below this many published events a second (measured over about a second), a relay on a bus
+/// whose consumers read the outbox gathers commits for [`RelaySettings::bookkeeping_interval`].
+pub const TRICKLE_EVENTS_PER_SECOND: f64 = 2_000.0;
+
+/// Rows the relay published per second, over windows of about a second.
+#[derive(Debug)]
+struct PublishRate {
+    window_started: tokio::time::Instant,
+    rows: usize,
+    last: f64,
+}
+
+impl PublishRate {
+    fn new() -> Self {
+        Self {
+            window_started: tokio::time::Instant::now(),
+            rows: 0,
+            last: 0.0,
+        }
+    }
+
+    /// Counts `rows` published now.
+    fn add(&mut self, rows: usize) {
+        self.rows += rows;
+    }
+
+    /// The rate of the last complete window (0 before the first one ends).
+    fn per_second(&mut self) -> f64 {
+        let elapsed = self.window_started.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            self.last = self.rows as f64 / elapsed.as_secs_f64();
+            self.rows = 0;
+            self.window_started = tokio::time::Instant::now();
+        }
+        self.last
+    }
+}
+
 /// What a leading relay may spend beyond its longest planned pause before its lead lapses
 /// (see [`OutboxRelay::lead_lapse`]).
 const LEAD_MARGIN: Duration = Duration::from_secs(10);
@@ -63,8 +101,12 @@ pub struct RelaySettings {
     pub retention: Duration,
     /// On a bus whose consumers read the outbox themselves
     /// ([`EventBus::consumers_read_outbox`]), the relay only records rows as published, which
-    /// nothing waits for: after a commit wakes it, it waits this long so that one cycle covers
-    /// the commits of the whole interval, instead of a read and a mark per commit.
+    /// nothing waits for: while commits trickle in (fewer than [`TRICKLE_EVENTS_PER_SECOND`]),
+    /// after a commit wakes it, it waits this long so that one cycle covers the commits of the
+    /// whole interval, instead of a read and a mark per commit. Faster, cycles fill up by
+    /// themselves, and gathering would only make bursts (at 250 ms for every rate, reading
+    /// ~2 500 rows at once at 10 000 events/s raised the in-process bus's commit-to-consume
+    /// p99 from 1.2–2.2 to 2.7–2.9 ms).
     pub bookkeeping_interval: Duration,
 }
 
@@ -75,7 +117,7 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
-            bookkeeping_interval: Duration::from_millis(250),
+            bookkeeping_interval: Duration::from_millis(50),
         }
     }
 }
@@ -283,6 +325,7 @@ impl OutboxRelay {
         let mut backoff = Duration::from_millis(100);
         let mut last_prune = tokio::time::Instant::now();
         let mut last_backlog = tokio::time::Instant::now() - Duration::from_secs(60);
+        let mut rate = PublishRate::new();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -295,6 +338,7 @@ impl OutboxRelay {
             }
             match published {
                 Ok(n) if n > 0 => {
+                    rate.add(n);
                     backoff = Duration::from_millis(100);
                     continue;
                 }
@@ -332,7 +376,10 @@ impl OutboxRelay {
                 changed = commits.changed() => changed.is_ok(),
                 _ = tokio::time::sleep(self.settings.poll_interval) => false,
             };
-            if committed && self.bus.consumers_read_outbox() {
+            if committed
+                && self.bus.consumers_read_outbox()
+                && rate.per_second() < TRICKLE_EVENTS_PER_SECOND
+            {
                 tokio::select! {
                     _ = shutdown.cancelled() => {
                         // Record what the interval gathered before stopping.
@@ -367,5 +414,29 @@ async fn finish(marking: Option<Marking>) -> Result<(), BusError> {
         Err(error) => Err(BusError::Unavailable(format!(
             "marking a batch published stopped: {error}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rate is that of the last full window of about a second, 0 before the first.
+    #[tokio::test(start_paused = true)]
+    async fn the_publish_rate_is_that_of_the_last_full_window() {
+        let mut rate = PublishRate::new();
+        rate.add(500);
+        assert_eq!(rate.per_second(), 0.0, "no full window yet");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        rate.add(1_500);
+        assert_eq!(rate.per_second(), 2_000.0);
+        rate.add(10);
+        assert_eq!(
+            rate.per_second(),
+            2_000.0,
+            "the next window is not full yet"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(rate.per_second(), 5.0);
     }
 }

@@ -147,16 +147,7 @@ async fn the_running_relay_publishes_every_row_once_in_order_while_writes_go_on(
         let store = store.clone();
         writers.push(tokio::spawn(async move {
             for n in 0..EACH {
-                let message = taskflow_bus::Message {
-                    topic: "task-events".into(),
-                    key: format!("key-{w}"),
-                    id: String::new(),
-                    payload: serde_json::to_vec(&serde_json::json!({ "n": n })).unwrap(),
-                };
-                store
-                    .enqueue_events(&[as_outgoing(&message)])
-                    .await
-                    .unwrap();
+                write_event(&store, &format!("key-{w}"), n as u64).await;
             }
         }));
     }
@@ -188,6 +179,37 @@ async fn the_running_relay_publishes_every_row_once_in_order_while_writes_go_on(
     assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
 }
 
+/// Writes `count` events (`{"n": 0}`, `{"n": 1}`, … on `task-events`, one key), each committed
+/// on its own, 5 ms apart: a trickle of commits.
+async fn trickle(store: &Arc<dyn Store>, count: u64) {
+    for n in 0..count {
+        write_event(store, "key", n).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Commits one event `{"n": n}` on `task-events` with partition key `key`.
+async fn write_event(store: &Arc<dyn Store>, key: &str, n: u64) {
+    let message = taskflow_bus::Message {
+        topic: "task-events".into(),
+        key: key.into(),
+        id: String::new(),
+        payload: serde_json::to_vec(&serde_json::json!({ "n": n })).unwrap(),
+    };
+    store
+        .enqueue_events(&[as_outgoing(&message)])
+        .await
+        .unwrap();
+}
+
+/// Waits until `done` holds, for 20 s at most (the caller's assertions then tell what is missing).
+async fn wait_until(mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Relays `COMMITS` rows, each committed on its own a few milliseconds apart, to a
 /// [`KeepingBus`]; returns how many batches it took, after checking every row went out once,
 /// in order, and was recorded as published.
@@ -209,24 +231,8 @@ async fn relay_one_commit_at_a_time(reads_outbox: bool) -> usize {
         },
         &shutdown,
     );
-    for n in 0..COMMITS {
-        let message = taskflow_bus::Message {
-            topic: "task-events".into(),
-            key: "key".into(),
-            id: String::new(),
-            payload: serde_json::to_vec(&serde_json::json!({ "n": n })).unwrap(),
-        };
-        store
-            .enqueue_events(&[as_outgoing(&message)])
-            .await
-            .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while bus.kept.lock().unwrap().len() < COMMITS as usize && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    trickle(&store, COMMITS).await;
+    wait_until(|| bus.kept.lock().unwrap().len() >= COMMITS as usize).await;
     shutdown.cancel();
     relaying.await.unwrap();
     let numbers: Vec<u64> = bus
@@ -302,25 +308,8 @@ async fn consume_one_commit_at_a_time(gather: std::time::Duration) -> usize {
     )
     .gathering(gather);
     let consuming = tokio::spawn(runner.run(shutdown.clone()));
-    for n in 0..EVENTS {
-        let message = taskflow_bus::Message {
-            topic: "task-events".into(),
-            key: "key".into(),
-            id: String::new(),
-            payload: serde_json::to_vec(&serde_json::json!({ "n": n })).unwrap(),
-        };
-        store
-            .enqueue_events(&[as_outgoing(&message)])
-            .await
-            .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while handler.seen.lock().unwrap().len() < EVENTS as usize
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    trickle(&store, EVENTS).await;
+    wait_until(|| handler.seen.lock().unwrap().len() >= EVENTS as usize).await;
     shutdown.cancel();
     consuming.await.unwrap();
     let seen = handler.seen.lock().unwrap().clone();
