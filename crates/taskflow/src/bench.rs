@@ -501,6 +501,7 @@ async fn events(options: &BenchOptions) -> anyhow::Result<Value> {
         ),
     };
     let backend_name = bus.name();
+    let relay_only_bookkeeps = bus.consumers_read_outbox();
     println!(
         "sustained writes through the outbox ({backend_name} bus, SQLite synchronous=FULL, {} checkpoints):",
         options.sqlite_checkpoints
@@ -526,9 +527,9 @@ async fn events(options: &BenchOptions) -> anyhow::Result<Value> {
     let (p50, p99, writes_per_second) =
         (figures.p50_ms, figures.p99_ms, figures.latency_rate / 2.0);
     let rates = figures.events_per_second_rounds;
-    // On the in-process bus consumers read the outbox themselves; the relay only records rows
-    // as published, once per bookkeeping interval, off their path.
-    let relay_leg = if backend_name == "memory" {
+    // Where consumers read the outbox themselves (the in-process bus), the relay only records
+    // rows as published, off their path.
+    let relay_leg = if relay_only_bookkeeps {
         "commit to recorded as published (bookkeeping, not on the consumers' path)"
     } else {
         "commit to accepted by the bus"
