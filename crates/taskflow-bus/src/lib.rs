@@ -84,6 +84,9 @@ pub struct TopicSpec {
     pub retention: std::time::Duration,
 }
 
+/// The broker's acceptance of messages already sent ([`EventBus::send`]).
+pub type PendingPublish = futures::future::BoxFuture<'static, Result<(), BusError>>;
+
 /// A message broker.
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {
@@ -92,6 +95,14 @@ pub trait EventBus: Send + Sync + 'static {
     /// Publishes `messages` in order and returns once the broker has accepted all of them.
     /// On error some may have been published; the relay publishes them again (at least once).
     async fn publish(&self, messages: &[Message]) -> Result<(), BusError>;
+    /// Sends `messages` in order and returns once they are on their way, with a future that
+    /// completes when the broker has accepted all of them (as [`Self::publish`] would). What a
+    /// later call sends goes out after these, so the relay can send its next batch while the
+    /// broker still acknowledges this one. The default publishes before returning.
+    async fn send(&self, messages: &[Message]) -> Result<PendingPublish, BusError> {
+        self.publish(messages).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
     /// Joins consumer group `group` on `topic`; each message goes to one member of a group.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError>;
     /// Joins `group` on `topic` for the life of this process only (a realtime feeder's group,

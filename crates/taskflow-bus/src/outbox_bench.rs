@@ -148,18 +148,42 @@ impl EventBus for RecordingBus {
     }
 
     async fn publish(&self, messages: &[crate::Message]) -> Result<(), crate::BusError> {
-        self.inner.publish(messages).await?;
-        let accepted = Instant::now();
-        if let Ok(mut published) = self.recorder.published.lock() {
-            for message in messages.iter().filter(|m| m.topic == self.updates_topic) {
-                if let Ok(event) = serde_json::from_slice::<serde_json::Value>(&message.payload)
-                    && let Some(id) = event["data"]["task_id"].as_str()
-                {
-                    published.entry(id.to_owned()).or_insert(accepted);
+        self.send(messages).await?.await
+    }
+
+    /// Sends through the inner bus; each update's acceptance is noted when the broker
+    /// acknowledged it.
+    async fn send(
+        &self,
+        messages: &[crate::Message],
+    ) -> Result<crate::PendingPublish, crate::BusError> {
+        let accepted = self.inner.send(messages).await?;
+        let task_ids: Vec<String> = messages
+            .iter()
+            .filter(|m| m.topic == self.updates_topic)
+            .filter_map(|message| {
+                let event = serde_json::from_slice::<serde_json::Value>(&message.payload).ok()?;
+                event["data"]["task_id"].as_str().map(str::to_owned)
+            })
+            .collect();
+        let recorder = self.recorder.clone();
+        // Awaited by a task of its own, so the instant is when the broker answered, not when
+        // the relay next looked.
+        let noted = tokio::spawn(async move {
+            accepted.await?;
+            let at = Instant::now();
+            if let Ok(mut published) = recorder.published.lock() {
+                for id in task_ids {
+                    published.entry(id).or_insert(at);
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        });
+        Ok(Box::pin(async move {
+            noted.await.map_err(|error| {
+                crate::BusError::Unavailable(format!("noting an acceptance stopped: {error}"))
+            })?
+        }))
     }
 
     async fn subscribe(

@@ -211,9 +211,9 @@ async fn wait_until(mut done: impl FnMut() -> bool) {
 }
 
 /// Relays `COMMITS` rows, each committed on its own a few milliseconds apart, to a
-/// [`KeepingBus`]; returns how many batches it took, after checking every row went out once,
-/// in order, and was recorded as published.
-async fn relay_one_commit_at_a_time(reads_outbox: bool) -> usize {
+/// [`KeepingBus`]; returns how many batches it took and how long the commits took, after
+/// checking every row went out once, in order, and was recorded as published.
+async fn relay_one_commit_at_a_time(reads_outbox: bool) -> (usize, std::time::Duration) {
     const COMMITS: u64 = 100;
     let store = store().await;
     let bus = Arc::new(KeepingBus {
@@ -231,7 +231,9 @@ async fn relay_one_commit_at_a_time(reads_outbox: bool) -> usize {
         },
         &shutdown,
     );
+    let started = std::time::Instant::now();
     trickle(&store, COMMITS).await;
+    let trickling = started.elapsed();
     wait_until(|| bus.kept.lock().unwrap().len() >= COMMITS as usize).await;
     shutdown.cancel();
     relaying.await.unwrap();
@@ -251,7 +253,10 @@ async fn relay_one_commit_at_a_time(reads_outbox: bool) -> usize {
         "every row once, in order"
     );
     assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
-    bus.batches.load(std::sync::atomic::Ordering::Relaxed)
+    (
+        bus.batches.load(std::sync::atomic::Ordering::Relaxed),
+        trickling,
+    )
 }
 
 /// Where consumers read the outbox themselves (the in-process bus), the relay only records
@@ -260,10 +265,15 @@ async fn relay_one_commit_at_a_time(reads_outbox: bool) -> usize {
 /// consumers wait for the relay, so there it follows every commit.
 #[tokio::test]
 async fn the_relay_batches_bookkeeping_where_consumers_read_the_outbox() {
-    let gathered = relay_one_commit_at_a_time(true).await;
-    let followed = relay_one_commit_at_a_time(false).await;
-    // 100 commits over at least half a second, in 200 ms intervals.
-    assert!(gathered <= 8, "{gathered} batches for 100 commits");
+    let (gathered, trickling) = relay_one_commit_at_a_time(true).await;
+    let (followed, _) = relay_one_commit_at_a_time(false).await;
+    // 100 commits over at least half a second (longer on a busy machine), in 200 ms intervals:
+    // a batch after each interval, and another when a commit lands while it is published.
+    let intervals = 2 * (trickling.as_millis() / 200) as usize + 4;
+    assert!(
+        gathered <= intervals,
+        "{gathered} batches for 100 commits over {trickling:?}"
+    );
     assert!(
         followed > 3 * gathered,
         "a broker's relay follows the commits: {followed} batches against {gathered}"
@@ -289,8 +299,9 @@ impl taskflow_bus::consumer::EventHandler for TimingHandler {
 
 /// Consumes `EVENTS` events, each committed on its own a few milliseconds apart, with a
 /// consumer runner that waits `gather` after a batch that was not full; returns how many
-/// bursts the handler saw (calls less than 2 ms apart count as one burst).
-async fn consume_one_commit_at_a_time(gather: std::time::Duration) -> usize {
+/// bursts the handler saw (calls less than 2 ms apart count as one burst) and how long the
+/// commits took.
+async fn consume_one_commit_at_a_time(gather: std::time::Duration) -> (usize, std::time::Duration) {
     const EVENTS: u64 = 100;
     let store = store().await;
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new(store.clone(), TopicNames::default()));
@@ -308,16 +319,19 @@ async fn consume_one_commit_at_a_time(gather: std::time::Duration) -> usize {
     )
     .gathering(gather);
     let consuming = tokio::spawn(runner.run(shutdown.clone()));
+    let started = std::time::Instant::now();
     trickle(&store, EVENTS).await;
+    let trickling = started.elapsed();
     wait_until(|| handler.seen.lock().unwrap().len() >= EVENTS as usize).await;
     shutdown.cancel();
     consuming.await.unwrap();
     let seen = handler.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), EVENTS as usize, "every event handled once");
-    1 + seen
+    let bursts = 1 + seen
         .windows(2)
         .filter(|pair| pair[1] - pair[0] >= std::time::Duration::from_millis(2))
-        .count()
+        .count();
+    (bursts, trickling)
 }
 
 /// A consumer that nothing waits for (the audit log) gathers a trickle of events into a few
@@ -325,12 +339,181 @@ async fn consume_one_commit_at_a_time(gather: std::time::Duration) -> usize {
 /// commit.
 #[tokio::test]
 async fn a_gathering_consumer_handles_a_trickle_of_events_in_few_batches() {
-    let gathered = consume_one_commit_at_a_time(std::time::Duration::from_millis(200)).await;
-    let followed = consume_one_commit_at_a_time(std::time::Duration::ZERO).await;
-    // 100 commits over at least half a second, in 200 ms pauses.
-    assert!(gathered <= 8, "{gathered} bursts for 100 commits");
+    let (gathered, trickling) =
+        consume_one_commit_at_a_time(std::time::Duration::from_millis(200)).await;
+    let (followed, _) = consume_one_commit_at_a_time(std::time::Duration::ZERO).await;
+    // 100 commits over at least half a second (longer on a busy machine), in 200 ms pauses.
+    let pauses = (trickling.as_millis() / 200) as usize + 4;
+    assert!(
+        gathered <= pauses,
+        "{gathered} bursts for 100 commits over {trickling:?}"
+    );
     assert!(
         followed > 3 * gathered,
         "without gathering the consumer follows the commits: {followed} bursts against {gathered}"
     );
+}
+
+/// A broker stand-in whose acknowledgements the test hands out: it keeps every batch it was
+/// sent, and each batch is accepted only once it gets a permit (refused instead while
+/// `refuse_next` is set).
+struct GatedBus {
+    sent: std::sync::Mutex<Vec<Vec<u64>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+    refuse_next: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Default for GatedBus {
+    fn default() -> Self {
+        Self {
+            sent: Default::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(0)),
+            refuse_next: Default::default(),
+        }
+    }
+}
+
+impl GatedBus {
+    /// The `n` of each batch's events, batch by batch.
+    fn sent(&self) -> Vec<Vec<u64>> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl EventBus for GatedBus {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    async fn publish(&self, messages: &[taskflow_bus::Message]) -> Result<(), BusError> {
+        self.send(messages).await?.await
+    }
+
+    async fn send(
+        &self,
+        messages: &[taskflow_bus::Message],
+    ) -> Result<taskflow_bus::PendingPublish, BusError> {
+        let numbers = messages
+            .iter()
+            .map(|message| {
+                let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+                event["data"]["n"].as_u64().unwrap()
+            })
+            .collect();
+        self.sent.lock().unwrap().push(numbers);
+        let (permits, refuse) = (self.permits.clone(), self.refuse_next.clone());
+        Ok(Box::pin(async move {
+            permits.acquire().await.unwrap().forget();
+            if refuse.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(BusError::Unavailable("refused by the test".into()));
+            }
+            Ok(())
+        }))
+    }
+
+    async fn subscribe(
+        &self,
+        _topic: &str,
+        _group: &str,
+    ) -> Result<Box<dyn taskflow_bus::Subscription>, BusError> {
+        Err(BusError::Config("nothing to subscribe to".into()))
+    }
+}
+
+/// Starts a relay with `batches_in_flight` to `bus` and commits events 0, 1, … `sent_apart - 1`
+/// one at a time, each once the bus got the one before (so each goes out in a batch of its
+/// own while no acknowledgement comes).
+async fn relay_to_gated_bus(
+    bus: &Arc<GatedBus>,
+    batches_in_flight: usize,
+    sent_apart: u64,
+) -> (
+    Arc<dyn Store>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let store = store().await;
+    let shutdown = CancellationToken::new();
+    let relaying = taskflow_bus::conformance::spawn_relay(
+        store.clone(),
+        bus.clone(),
+        TopicNames::default(),
+        RelaySettings {
+            batches_in_flight,
+            ..RelaySettings::default()
+        },
+        &shutdown,
+    );
+    for n in 0..sent_apart {
+        write_event(&store, "key", n).await;
+        wait_until(|| bus.sent().len() > n as usize).await;
+    }
+    (store, shutdown, relaying)
+}
+
+/// The relay sends the next batches while the broker still acknowledges earlier ones, up to
+/// `batches_in_flight`, and marks a batch published only once the broker accepted it.
+#[tokio::test]
+async fn the_relay_sends_on_while_the_broker_acknowledges() {
+    let bus = Arc::new(GatedBus::default());
+    let (store, shutdown, relaying) = relay_to_gated_bus(&bus, 3, 3).await;
+    assert_eq!(
+        bus.sent(),
+        vec![vec![0], vec![1], vec![2]],
+        "three batches in flight"
+    );
+    for n in 3..6 {
+        write_event(&store, "key", n).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(bus.sent().len(), 3, "no fourth batch while three wait");
+    assert_eq!(
+        store.outbox_backlog().await.unwrap().unpublished,
+        6,
+        "nothing is marked published before the broker accepted it"
+    );
+
+    bus.permits.add_permits(100);
+    wait_until(|| bus.sent().concat().len() >= 6).await;
+    wait_until_all_published(&store).await;
+    assert_eq!(
+        bus.sent().concat(),
+        (0..6).collect::<Vec<_>>(),
+        "every row once, in order"
+    );
+    assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
+    shutdown.cancel();
+    relaying.await.unwrap();
+}
+
+/// When the broker refuses a batch, it and every batch sent after it go out again (the broker
+/// drops repeats it already has), in order, and all are marked published in the end.
+#[tokio::test]
+async fn a_refused_batch_and_those_sent_after_it_go_out_again() {
+    let bus = Arc::new(GatedBus::default());
+    let (store, shutdown, relaying) = relay_to_gated_bus(&bus, 4, 2).await;
+    bus.refuse_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    bus.permits.add_permits(100);
+    wait_until(|| bus.sent().len() >= 3).await;
+    wait_until_all_published(&store).await;
+    assert_eq!(
+        bus.sent(),
+        vec![vec![0], vec![1], vec![0, 1]],
+        "the refused batch and the one after it, sent again together"
+    );
+    assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
+    shutdown.cancel();
+    relaying.await.unwrap();
+}
+
+/// Waits until the outbox has no unpublished rows, for 20 s at most.
+async fn wait_until_all_published(store: &Arc<dyn Store>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.outbox_backlog().await.unwrap().unpublished > 0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -279,6 +279,48 @@ async fn republishing_a_message_id_delivers_it_once() {
     bus.delete_topic(&topic).await.unwrap();
 }
 
+/// The relay sends its next batches before the broker acknowledged the ones before
+/// (`EventBus::send`): batches sent back to back are stored in the order they were sent.
+#[tokio::test]
+async fn batches_sent_back_to_back_keep_their_order() {
+    const BATCHES: u32 = 20;
+    const EACH: u32 = 10;
+    let bus = shared_bus().await;
+    let topic = format!("pipelined-{}", unique());
+    let _cleanup = delete_on_drop(&bus, &[&topic]);
+    let mut acceptances = Vec::new();
+    for batch in 0..BATCHES {
+        let messages: Vec<Message> = (0..EACH)
+            .map(|i| {
+                let n = batch * EACH + i;
+                message(&topic, &format!("event-{n}:{n}"), n)
+            })
+            .collect();
+        acceptances.push(bus.send(&messages).await.unwrap());
+    }
+    for accepted in acceptances {
+        accepted.await.unwrap();
+    }
+    assert_eq!(
+        stream_messages(&bus, &topic).await,
+        u64::from(BATCHES * EACH)
+    );
+
+    let mut sub = bus.subscribe(&topic, "pipelined").await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < (BATCHES * EACH) as usize {
+        let batch = tokio::time::timeout(Duration::from_secs(10), sub.next_batch(64))
+            .await
+            .unwrap()
+            .unwrap();
+        got.extend(batch.iter().map(|r| n_of(&r.message.payload)));
+        sub.ack_all(batch).await.unwrap();
+    }
+    assert_eq!(got, (0..u64::from(BATCHES * EACH)).collect::<Vec<_>>());
+    drop(sub);
+    bus.delete_topic(&topic).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_topic_stream_does_not_capture_its_dead_letter_topic() {
     let bus = shared_bus().await;

@@ -243,6 +243,7 @@ pub async fn serve(mut settings: Settings, shutdown: CancellationToken) -> anyho
             clock.clone(),
             RelaySettings {
                 batch_size: settings.bus.relay_batch_size,
+                batches_in_flight: settings.bus.relay_batches_in_flight,
                 poll_interval: Duration::from_millis(settings.bus.relay_poll_interval_ms),
                 retention: Duration::from_secs(settings.bus.retention_hours * 3600),
                 ..RelaySettings::default()

@@ -376,6 +376,9 @@ pub struct BusSettings {
     pub topics: taskflow_bus::TopicNames,
     /// Outbox rows the relay publishes per batch.
     pub relay_batch_size: u32,
+    /// Batches the relay may have sent to the broker before it acknowledged them (1 waits for
+    /// each batch's acknowledgements before sending the next).
+    pub relay_batches_in_flight: usize,
     /// Milliseconds between outbox checks when no commit woke the relay (other processes' writes).
     pub relay_poll_interval_ms: u64,
     /// Hours published outbox rows and processed-event records are kept.
@@ -421,6 +424,7 @@ impl Default for BusSettings {
             backend: "memory".into(),
             topics: taskflow_bus::TopicNames::default(),
             relay_batch_size: 500,
+            relay_batches_in_flight: 4,
             relay_poll_interval_ms: 1000,
             retention_hours: 24 * 7,
             task_event_attempts: 3,
@@ -799,6 +803,12 @@ impl Settings {
                 message: "use 1 to 10000".into(),
             });
         }
+        if self.bus.relay_batches_in_flight == 0 || self.bus.relay_batches_in_flight > 64 {
+            return Err(SettingsError::Invalid {
+                key: "bus.relay_batches_in_flight",
+                message: "use 1 to 64".into(),
+            });
+        }
         if self.bus.task_event_attempts == 0 || self.bus.task_event_attempts > 100 {
             return Err(SettingsError::Invalid {
                 key: "bus.task_event_attempts",
@@ -1126,6 +1136,29 @@ mod tests {
             "{error}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn relay_batches_in_flight_out_of_range_are_refused_with_their_key() {
+        for refused in [0, 65] {
+            let mut s = Settings::default();
+            s.bus.relay_batches_in_flight = refused;
+            assert!(
+                matches!(
+                    s.validate(),
+                    Err(SettingsError::Invalid {
+                        key: "bus.relay_batches_in_flight",
+                        ..
+                    })
+                ),
+                "{refused}"
+            );
+        }
+        for accepted in [1, 64] {
+            let mut s = Settings::default();
+            s.bus.relay_batches_in_flight = accepted;
+            s.validate().unwrap();
+        }
     }
 
     #[cfg(feature = "dapr")]

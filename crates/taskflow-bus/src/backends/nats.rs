@@ -18,7 +18,11 @@
 //! outbox row keeps its id across re-publishes, so JetStream drops a repeat inside the
 //! duplicate window) and header `Taskflow-Key` with the ordering key, pipelined: all messages
 //! are sent first, then the acknowledgements are awaited in order, and the call succeeds only
-//! once every one of them arrived. One connection and one stream per topic keep publish order.
+//! once every one of them arrived. [`NatsBus::send`](EventBus::send) returns after sending, so
+//! the relay sends its next batches while the server acknowledges earlier ones. One connection
+//! and one stream per topic keep publish order, across batches too. Should one message be
+//! refused while later ones were stored, re-sending it puts it after them: the relay's
+//! `batches_in_flight = 1` limits that to a batch.
 //! A repeat after the duplicate window (a relay that could not mark rows published for longer
 //! than that) is stored again; consumers are idempotent, so this costs a redundant delivery.
 //!
@@ -71,7 +75,7 @@ use async_trait::async_trait;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
-use crate::{BusError, EventBus, Message, Received, Subscription, TopicSpec};
+use crate::{BusError, EventBus, Message, PendingPublish, Received, Subscription, TopicSpec};
 
 /// Header carrying the message's ordering key.
 pub const KEY_HEADER: &str = "Taskflow-Key";
@@ -202,7 +206,7 @@ pub struct NatsBus {
     jetstream: jetstream::Context,
     settings: NatsSettings,
     /// Topics whose stream is known to exist (publishing skips the lookup).
-    ensured: Mutex<HashSet<String>>,
+    ensured: Arc<Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -251,7 +255,7 @@ impl NatsBus {
             client,
             jetstream,
             settings: settings.clone(),
-            ensured: Mutex::new(HashSet::new()),
+            ensured: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
@@ -449,6 +453,12 @@ impl EventBus for NatsBus {
     }
 
     async fn publish(&self, messages: &[Message]) -> Result<(), BusError> {
+        self.send(messages).await?.await
+    }
+
+    /// Sends every message (in order, on the one connection) and returns a future that awaits
+    /// their acknowledgements in order.
+    async fn send(&self, messages: &[Message]) -> Result<PendingPublish, BusError> {
         // Streams first (dead-letter topics and topics nobody set up are created on demand).
         let missing: Vec<&str> = {
             let ensured = self.ensured.lock().unwrap_or_else(PoisonError::into_inner);
@@ -486,24 +496,27 @@ impl EventBus for NatsBus {
                 .send_publish(message.topic.clone(), publish)
                 .await
                 .map_err(|error| unavailable("publishing", error))?;
-            acks.push((message, ack));
+            acks.push((message.topic.clone(), ack));
         }
-        for (message, ack) in acks {
-            if let Err(error) = ack.await {
-                if matches!(
-                    error.kind(),
-                    jetstream::context::PublishErrorKind::StreamNotFound
-                ) {
-                    // Someone deleted the stream: create it again on the next attempt.
-                    self.forget(&message.topic);
+        let ensured = self.ensured.clone();
+        Ok(Box::pin(async move {
+            for (topic, ack) in acks {
+                if let Err(error) = ack.await {
+                    if matches!(
+                        error.kind(),
+                        jetstream::context::PublishErrorKind::StreamNotFound
+                    ) {
+                        // Someone deleted the stream: create it again on the next attempt.
+                        ensured
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&topic);
+                    }
+                    return Err(unavailable(&format!("publishing to {topic}"), error));
                 }
-                return Err(unavailable(
-                    &format!("publishing to {}", message.topic),
-                    error,
-                ));
             }
-        }
-        Ok(())
+            Ok(())
+        }))
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
