@@ -111,7 +111,9 @@ pub struct RelaySettings {
     /// Batches sent to the bus and not yet acknowledged by it, at most (at least 1). While the
     /// broker acknowledges a batch, the relay reads and sends the next ones (a broker that
     /// keeps the order of what it receives keeps each key's order; see [`EventBus::send`]).
-    /// 1 waits for every batch's acknowledgements before reading the next.
+    /// Should the broker lose or refuse a message and store later ones, the re-sent message
+    /// lands after them; 1 waits for every batch's acknowledgements before reading the next,
+    /// which limits that to one batch.
     pub batches_in_flight: usize,
 }
 
@@ -394,7 +396,7 @@ impl OutboxRelay {
                 return;
             }
             commits.borrow_and_update();
-            let mut published = match refused.take() {
+            let mut published = match refused.take().or_else(|| pipeline.marker.failure()) {
                 Some(error) => Err(error),
                 None => self.send_batch(pipeline).await,
             };
@@ -420,6 +422,9 @@ impl OutboxRelay {
                     // What is still in flight is sent again after the backoff (the broker drops
                     // repeats inside its duplicate window).
                     pipeline.in_flight.clear();
+                    if pipeline.marker.stopped() {
+                        pipeline.marker = Marker::start(self.store.clone(), self.clock.clone());
+                    }
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "outbox relay cannot publish; will retry");
                     metrics::counter!("outbox_publish_failures_total").increment(1);
                     self.record_backlog().await;
@@ -518,23 +523,26 @@ struct InFlight {
 /// Marks accepted batches published in a task of its own, in the order they were accepted
 /// (the store marks in order; SQLite keeps a high-water mark), all batches accepted while a
 /// mark was being written in the next single store write, so the relay never waits for a
-/// commit. The relay skips rows accepted and not yet marked; it forgets rows whose mark failed,
-/// which may then be published again (at least once, as after a crash).
+/// commit. The relay skips rows accepted and not yet marked. A failed mark is reported to the
+/// relay ([`Self::failure`]), which backs off as when the broker fails; its rows may then be
+/// published again (at least once, as after a crash).
 struct Marker {
     /// Seqs of accepted rows not yet marked.
     unmarked: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+    /// The last mark failure the relay has not seen yet.
+    failed: Arc<std::sync::Mutex<Option<String>>>,
     queue: Option<tokio::sync::mpsc::UnboundedSender<InFlight>>,
-    task: tokio::task::JoinHandle<Result<(), BusError>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Marker {
     /// Starts the marking task.
     fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         let unmarked: Arc<std::sync::Mutex<std::collections::HashSet<i64>>> = Arc::default();
+        let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let (queue, mut accepted) = tokio::sync::mpsc::unbounded_channel::<InFlight>();
-        let pending = unmarked.clone();
+        let (pending, failure) = (unmarked.clone(), failed.clone());
         let task = tokio::spawn(async move {
-            let mut outcome = Ok(());
             while let Some(first) = accepted.recv().await {
                 let mut batches = vec![first];
                 while let Ok(next) = accepted.try_recv() {
@@ -545,8 +553,7 @@ impl Marker {
                     .flat_map(|batch| batch.rows.iter().map(|row| row.seq))
                     .collect();
                 if let Err(error) = store.mark_published(&seqs, clock.now()).await {
-                    tracing::warn!(%error, "marking batches published failed; they will be published again");
-                    outcome = Err(BusError::Store(error));
+                    *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
                 }
                 let mut unmarked = pending.lock().unwrap_or_else(|e| e.into_inner());
                 for seq in &seqs {
@@ -554,10 +561,10 @@ impl Marker {
                 }
                 // The batches' spans end here.
             }
-            outcome
         });
         Self {
             unmarked,
+            failed,
             queue: Some(queue),
             task,
         }
@@ -569,10 +576,33 @@ impl Marker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(batch.rows.iter().map(|row| row.seq));
-        if let Some(queue) = &self.queue {
-            // The task ends only after the queue is closed.
-            let _ = queue.send(batch);
+        let queued = self
+            .queue
+            .as_ref()
+            .is_some_and(|queue| queue.send(batch).is_ok());
+        if !queued {
+            // The task is gone (it panicked): [`Self::failure`] reports it.
+            *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some("the marking task stopped".into());
         }
+    }
+
+    /// A mark failure since the last call, or the task having stopped while still needed.
+    fn failure(&self) -> Option<BusError> {
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let stopped = self.queue.is_some() && self.task.is_finished();
+        match (failed, stopped) {
+            (Some(error), _) => Some(BusError::Unavailable(format!(
+                "marking rows published: {error}"
+            ))),
+            (None, true) => Some(BusError::Unavailable("the marking task stopped".into())),
+            (None, false) => None,
+        }
+    }
+
+    /// Whether the task is gone while still needed (the relay then starts a new marker).
+    fn stopped(&self) -> bool {
+        self.queue.is_some() && self.task.is_finished()
     }
 
     /// Seqs of accepted rows not yet marked.
@@ -585,15 +615,16 @@ impl Marker {
             .collect()
     }
 
-    /// Marks what is queued and stops; the first failure, if any mark failed.
+    /// Marks what is queued and stops; an error if a mark failed since the last
+    /// [`Self::failure`].
     async fn close(&mut self) -> Result<(), BusError> {
         self.queue = None;
-        match (&mut self.task).await {
-            Ok(outcome) => outcome,
-            Err(error) => Err(BusError::Unavailable(format!(
+        if let Err(error) = (&mut self.task).await {
+            return Err(BusError::Unavailable(format!(
                 "marking batches published stopped: {error}"
-            ))),
+            )));
         }
+        self.failure().map_or(Ok(()), Err)
     }
 }
 

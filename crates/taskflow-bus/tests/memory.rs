@@ -488,19 +488,32 @@ async fn the_relay_sends_on_while_the_broker_acknowledges() {
 }
 
 /// When the broker refuses a batch, it and every batch sent after it go out again (the broker
-/// drops repeats it already has), in order, and all are marked published in the end.
+/// drops repeats it already has), in order; the batch accepted before it is not sent again,
+/// and all are marked published in the end.
 #[tokio::test]
 async fn a_refused_batch_and_those_sent_after_it_go_out_again() {
     let bus = Arc::new(GatedBus::default());
-    let (store, shutdown, relaying) = relay_to_gated_bus(&bus, 4, 2).await;
+    let (store, shutdown, relaying) = relay_to_gated_bus(&bus, 4, 3).await;
+    bus.permits.add_permits(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.outbox_backlog().await.unwrap().unpublished > 2
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.outbox_backlog().await.unwrap().unpublished,
+        2,
+        "the first batch is accepted and marked"
+    );
     bus.refuse_next
         .store(true, std::sync::atomic::Ordering::SeqCst);
     bus.permits.add_permits(100);
-    wait_until(|| bus.sent().len() >= 3).await;
+    wait_until(|| bus.sent().len() >= 4).await;
     wait_until_all_published(&store).await;
     assert_eq!(
         bus.sent(),
-        vec![vec![0], vec![1], vec![0, 1]],
+        vec![vec![0], vec![1], vec![2], vec![1, 2]],
         "the refused batch and the one after it, sent again together"
     );
     assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);

@@ -63,16 +63,12 @@ pub struct TagCount {
     pub pending: i64,
 }
 
-/// Raises the newest committed outbox seq announced on `commits` to `seq` (never lowers it),
-/// waking relays and in-process consumers only when it grew.
+/// Raises the newest committed outbox seq announced on `commits` to `seq` (never lowers it)
+/// and wakes relays and in-process consumers, also when `seq` is not the newest: on
+/// PostgreSQL with a lock per user, a lower seq may commit after a higher one, and the relay
+/// must not wait for its poll interval to see it.
 pub(crate) fn announce_outbox_commit(commits: &tokio::sync::watch::Sender<i64>, seq: i64) {
-    commits.send_if_modified(|newest| {
-        let newer = seq > *newest;
-        if newer {
-            *newest = seq;
-        }
-        newer
-    });
+    commits.send_modify(|newest| *newest = (*newest).max(seq));
 }
 
 /// Makes the events of a deletion from the task as it was when deleted.

@@ -18,11 +18,12 @@
 //! outbox row keeps its id across re-publishes, so JetStream drops a repeat inside the
 //! duplicate window) and header `Taskflow-Key` with the ordering key, pipelined: all messages
 //! are sent first, then the acknowledgements are awaited in order, and the call succeeds only
-//! once every one of them arrived. [`NatsBus::send`](EventBus::send) returns after sending, so
-//! the relay sends its next batches while the server acknowledges earlier ones. One connection
-//! and one stream per topic keep publish order, across batches too. Should one message be
-//! refused while later ones were stored, re-sending it puts it after them: the relay's
-//! `batches_in_flight = 1` limits that to a batch.
+//! once every one of them arrived. [`NatsBus::send`](EventBus::send) returns once the messages
+//! are queued, in order, on the client's connection, so the relay sends its next batches while
+//! the server acknowledges earlier ones. One connection and one stream per topic keep publish
+//! order, across batches too. Should one message be lost or refused while later ones were
+//! stored (a reconnect between them, a limit reached), re-sending it puts it after them: the
+//! relay's `batches_in_flight = 1` limits that to one batch.
 //! A repeat after the duplicate window (a relay that could not mark rows published for longer
 //! than that) is stored again; consumers are idempotent, so this costs a redundant delivery.
 //!
