@@ -12,15 +12,18 @@ use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
 use tokio_util::sync::CancellationToken;
 
 async fn store() -> Arc<dyn Store> {
+    store_with_path().await.0
+}
+
+/// A migrated store in a fresh directory, and the path of its database file.
+async fn store_with_path() -> (Arc<dyn Store>, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("taskflow-bus-{}", uuid::Uuid::now_v7()));
-    let store = SqliteStore::connect(&SqliteSettings::new(format!(
-        "sqlite://{}/bus.db",
-        dir.display()
-    )))
-    .await
-    .unwrap();
+    let path = dir.join("bus.db");
+    let store = SqliteStore::connect(&SqliteSettings::new(format!("sqlite://{}", path.display())))
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
-    Arc::new(store)
+    (Arc::new(store), path)
 }
 
 fn as_outgoing(message: &taskflow_bus::Message) -> OutgoingEvent {
@@ -529,4 +532,61 @@ async fn wait_until_all_published(store: &Arc<dyn Store>) {
     {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// While the store refuses to record rows as published, the relay backs off as it does when
+/// the broker fails (it does not re-send the rows in a hot loop), and once marks work again
+/// every row ends up marked, first sent in order.
+#[tokio::test]
+async fn the_relay_backs_off_while_marks_fail() {
+    let (store, path) = store_with_path().await;
+    let side = rusqlite::Connection::open(&path).unwrap();
+    side.execute_batch(
+        "CREATE TRIGGER refuse_marks BEFORE UPDATE ON outbox_relay
+         BEGIN SELECT RAISE(ABORT, 'marks refused by the test'); END;",
+    )
+    .unwrap();
+    let bus = Arc::new(KeepingBus::default());
+    let shutdown = CancellationToken::new();
+    let relaying = taskflow_bus::conformance::spawn_relay(
+        store.clone(),
+        bus.clone(),
+        TopicNames::default(),
+        RelaySettings {
+            // Without a backoff, a relay polling this often would re-send ~100 times a second.
+            poll_interval: std::time::Duration::from_millis(10),
+            max_backoff: std::time::Duration::from_millis(400),
+            ..RelaySettings::default()
+        },
+        &shutdown,
+    );
+    for n in 0..3 {
+        write_event(&store, "key", n).await;
+    }
+    wait_until(|| !bus.kept.lock().unwrap().is_empty()).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let batches = bus.batches.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (2..=12).contains(&batches),
+        "{batches} batches in a second of failing marks (sent again after each backoff)"
+    );
+    assert_eq!(
+        store.outbox_backlog().await.unwrap().unpublished,
+        3,
+        "nothing is recorded as published"
+    );
+
+    side.execute_batch("DROP TRIGGER refuse_marks").unwrap();
+    wait_until_all_published(&store).await;
+    assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
+    shutdown.cancel();
+    relaying.await.unwrap();
+    let first_sent: Vec<u64> = bus.kept.lock().unwrap()[..3]
+        .iter()
+        .map(|message| {
+            let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+            event["data"]["n"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(first_sent, vec![0, 1, 2]);
 }
