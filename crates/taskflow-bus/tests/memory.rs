@@ -134,16 +134,13 @@ async fn the_running_relay_publishes_every_row_once_in_order_while_writes_go_on(
     const EACH: usize = 300;
     let store = store().await;
     let bus = Arc::new(KeepingBus::default());
-    let shutdown = CancellationToken::new();
-    let relaying = taskflow_bus::conformance::spawn_relay(
-        store.clone(),
+    let relaying = Relaying::start(
+        &store,
         bus.clone(),
-        TopicNames::default(),
         RelaySettings {
             batch_size: 50,
             ..RelaySettings::default()
         },
-        &shutdown,
     );
     let mut writers = Vec::new();
     for w in 0..WRITERS {
@@ -162,24 +159,48 @@ async fn the_running_relay_publishes_every_row_once_in_order_while_writes_go_on(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    shutdown.cancel();
-    relaying.await.unwrap();
+    relaying.stop().await;
 
     let kept = bus.kept.lock().unwrap().clone();
     assert_eq!(kept.len(), WRITERS * EACH, "every row once");
     let mut by_key: std::collections::HashMap<String, Vec<u64>> = Default::default();
     for message in &kept {
-        let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
         by_key
             .entry(message.key.clone())
             .or_default()
-            .push(event["data"]["n"].as_u64().unwrap());
+            .push(n_of(message));
     }
     let in_order: Vec<u64> = (0..EACH as u64).collect();
     assert_eq!(by_key.len(), WRITERS);
     assert!(by_key.values().all(|ns| ns == &in_order));
     // The last mark was written before the relay stopped.
     assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
+}
+
+/// A relay from a test's store to its bus, running until [`Relaying::stop`].
+struct Relaying {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relaying {
+    fn start(store: &Arc<dyn Store>, bus: Arc<dyn EventBus>, settings: RelaySettings) -> Self {
+        let shutdown = CancellationToken::new();
+        let task = taskflow_bus::conformance::spawn_relay(
+            store.clone(),
+            bus,
+            TopicNames::default(),
+            settings,
+            &shutdown,
+        );
+        Self { shutdown, task }
+    }
+
+    /// Stops the relay and waits until it finished (its last marks written).
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap();
+    }
 }
 
 /// Writes `count` events (`{"n": 0}`, `{"n": 1}`, … on `task-events`, one key), each committed
@@ -205,6 +226,12 @@ async fn write_event(store: &Arc<dyn Store>, key: &str, n: u64) {
         .unwrap();
 }
 
+/// The `n` of an event [`write_event`] wrote.
+fn n_of(message: &taskflow_bus::Message) -> u64 {
+    let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    event["data"]["n"].as_u64().unwrap()
+}
+
 /// Waits until `done` holds, for 20 s at most (the caller's assertions then tell what is missing).
 async fn wait_until(mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -223,33 +250,20 @@ async fn relay_one_commit_at_a_time(reads_outbox: bool) -> (usize, std::time::Du
         reads_outbox,
         ..KeepingBus::default()
     });
-    let shutdown = CancellationToken::new();
-    let relaying = taskflow_bus::conformance::spawn_relay(
-        store.clone(),
+    let relaying = Relaying::start(
+        &store,
         bus.clone(),
-        TopicNames::default(),
         RelaySettings {
             bookkeeping_interval: std::time::Duration::from_millis(200),
             ..RelaySettings::default()
         },
-        &shutdown,
     );
     let started = std::time::Instant::now();
     trickle(&store, COMMITS).await;
     let trickling = started.elapsed();
     wait_until(|| bus.kept.lock().unwrap().len() >= COMMITS as usize).await;
-    shutdown.cancel();
-    relaying.await.unwrap();
-    let numbers: Vec<u64> = bus
-        .kept
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|message| {
-            let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-            event["data"]["n"].as_u64().unwrap()
-        })
-        .collect();
+    relaying.stop().await;
+    let numbers: Vec<u64> = bus.kept.lock().unwrap().iter().map(n_of).collect();
     assert_eq!(
         numbers,
         (0..COMMITS).collect::<Vec<_>>(),
@@ -397,13 +411,7 @@ impl EventBus for GatedBus {
         &self,
         messages: &[taskflow_bus::Message],
     ) -> Result<taskflow_bus::PendingPublish, BusError> {
-        let numbers = messages
-            .iter()
-            .map(|message| {
-                let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-                event["data"]["n"].as_u64().unwrap()
-            })
-            .collect();
+        let numbers = messages.iter().map(n_of).collect();
         self.sent.lock().unwrap().push(numbers);
         let (permits, refuse) = (self.permits.clone(), self.refuse_next.clone());
         Ok(Box::pin(async move {
@@ -431,28 +439,21 @@ async fn relay_to_gated_bus(
     bus: &Arc<GatedBus>,
     batches_in_flight: usize,
     sent_apart: u64,
-) -> (
-    Arc<dyn Store>,
-    CancellationToken,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (Arc<dyn Store>, Relaying) {
     let store = store().await;
-    let shutdown = CancellationToken::new();
-    let relaying = taskflow_bus::conformance::spawn_relay(
-        store.clone(),
+    let relaying = Relaying::start(
+        &store,
         bus.clone(),
-        TopicNames::default(),
         RelaySettings {
             batches_in_flight,
             ..RelaySettings::default()
         },
-        &shutdown,
     );
     for n in 0..sent_apart {
         write_event(&store, "key", n).await;
         wait_until(|| bus.sent().len() > n as usize).await;
     }
-    (store, shutdown, relaying)
+    (store, relaying)
 }
 
 /// The relay sends the next batches while the broker still acknowledges earlier ones, up to
@@ -460,7 +461,7 @@ async fn relay_to_gated_bus(
 #[tokio::test]
 async fn the_relay_sends_on_while_the_broker_acknowledges() {
     let bus = Arc::new(GatedBus::default());
-    let (store, shutdown, relaying) = relay_to_gated_bus(&bus, 3, 3).await;
+    let (store, relaying) = relay_to_gated_bus(&bus, 3, 3).await;
     assert_eq!(
         bus.sent(),
         vec![vec![0], vec![1], vec![2]],
@@ -486,8 +487,7 @@ async fn the_relay_sends_on_while_the_broker_acknowledges() {
         "every row once, in order"
     );
     assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
-    shutdown.cancel();
-    relaying.await.unwrap();
+    relaying.stop().await;
 }
 
 /// When the broker refuses a batch, it and every batch sent after it go out again (the broker
@@ -496,7 +496,7 @@ async fn the_relay_sends_on_while_the_broker_acknowledges() {
 #[tokio::test]
 async fn a_refused_batch_and_those_sent_after_it_go_out_again() {
     let bus = Arc::new(GatedBus::default());
-    let (store, shutdown, relaying) = relay_to_gated_bus(&bus, 4, 3).await;
+    let (store, relaying) = relay_to_gated_bus(&bus, 4, 3).await;
     bus.permits.add_permits(1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while store.outbox_backlog().await.unwrap().unpublished > 2
@@ -520,8 +520,7 @@ async fn a_refused_batch_and_those_sent_after_it_go_out_again() {
         "the refused batch and the one after it, sent again together"
     );
     assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
-    shutdown.cancel();
-    relaying.await.unwrap();
+    relaying.stop().await;
 }
 
 /// Waits until the outbox has no unpublished rows, for 20 s at most.
@@ -547,18 +546,15 @@ async fn the_relay_backs_off_while_marks_fail() {
     )
     .unwrap();
     let bus = Arc::new(KeepingBus::default());
-    let shutdown = CancellationToken::new();
-    let relaying = taskflow_bus::conformance::spawn_relay(
-        store.clone(),
+    let relaying = Relaying::start(
+        &store,
         bus.clone(),
-        TopicNames::default(),
         RelaySettings {
             // Without a backoff, a relay polling this often would re-send ~100 times a second.
             poll_interval: std::time::Duration::from_millis(10),
             max_backoff: std::time::Duration::from_millis(400),
             ..RelaySettings::default()
         },
-        &shutdown,
     );
     for n in 0..3 {
         write_event(&store, "key", n).await;
@@ -579,14 +575,7 @@ async fn the_relay_backs_off_while_marks_fail() {
     side.execute_batch("DROP TRIGGER refuse_marks").unwrap();
     wait_until_all_published(&store).await;
     assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
-    shutdown.cancel();
-    relaying.await.unwrap();
-    let first_sent: Vec<u64> = bus.kept.lock().unwrap()[..3]
-        .iter()
-        .map(|message| {
-            let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-            event["data"]["n"].as_u64().unwrap()
-        })
-        .collect();
+    relaying.stop().await;
+    let first_sent: Vec<u64> = bus.kept.lock().unwrap()[..3].iter().map(n_of).collect();
     assert_eq!(first_sent, vec![0, 1, 2]);
 }
