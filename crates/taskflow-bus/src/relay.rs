@@ -234,7 +234,7 @@ impl OutboxRelay {
         if !self.leads().await? {
             return Ok(0);
         }
-        let pending: std::collections::HashSet<i64> = pipeline.seqs().into_iter().collect();
+        let pending = pipeline.seqs();
         let mut rows = match pending.iter().copied().max() {
             None => {
                 self.store
@@ -491,13 +491,13 @@ struct Pipeline {
 
 impl Pipeline {
     /// The seqs of every row in flight or accepted and not yet marked.
-    fn seqs(&self) -> Vec<i64> {
-        let mut seqs: Vec<i64> = self
-            .in_flight
-            .iter()
-            .flat_map(|batch| batch.rows.iter().map(|row| row.seq))
-            .collect();
-        seqs.extend(self.marker.unmarked());
+    fn seqs(&self) -> std::collections::HashSet<i64> {
+        let mut seqs = self.marker.unmarked();
+        seqs.extend(
+            self.in_flight
+                .iter()
+                .flat_map(|batch| batch.rows.iter().map(|row| row.seq)),
+        );
         seqs
     }
 
@@ -590,8 +590,7 @@ impl Marker {
     /// A mark failure since the last call, or the task having stopped while still needed.
     fn failure(&self) -> Option<BusError> {
         let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let stopped = self.queue.is_some() && self.task.is_finished();
-        match (failed, stopped) {
+        match (failed, self.stopped()) {
             (Some(error), _) => Some(BusError::Unavailable(format!(
                 "marking rows published: {error}"
             ))),
@@ -606,13 +605,11 @@ impl Marker {
     }
 
     /// Seqs of accepted rows not yet marked.
-    fn unmarked(&self) -> Vec<i64> {
+    fn unmarked(&self) -> std::collections::HashSet<i64> {
         self.unmarked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect()
+            .clone()
     }
 
     /// Marks what is queued and stops; an error if a mark failed since the last
