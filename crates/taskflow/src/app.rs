@@ -54,6 +54,7 @@ async fn open(settings: &Settings, writes_events: bool) -> anyhow::Result<Arc<dy
     sqlite.acquire_timeout = Duration::from_secs(settings.database.acquire_timeout_secs);
     sqlite.synchronous_full = settings.database.sqlite_synchronous == "full";
     sqlite.background_checkpoints = settings.database.sqlite_checkpoints == "background";
+    sqlite.mmap_bytes = settings.database.sqlite_mmap_mib << 20;
     let store = SqliteStore::connect(&sqlite)
         .await
         .with_context(|| format!("opening {}", crate::settings::redact_url(&url)))?;

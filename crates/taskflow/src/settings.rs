@@ -481,6 +481,10 @@ impl Role {
     }
 }
 
+/// Largest `database.sqlite_mmap_mib`: SQLite maps at most 0x7fff0000 bytes (its
+/// `SQLITE_MAX_MMAP_SIZE`) and silently caps larger requests.
+pub const MAX_SQLITE_MMAP_MIB: u64 = 2047;
+
 /// `[database]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -497,6 +501,9 @@ pub struct DatabaseSettings {
     /// SQLite WAL checkpoints: `commit` (SQLite's automatic ones, inside the commit that filled
     /// the log) or `background` (a thread of their own: more throughput, a longer tail).
     pub sqlite_checkpoints: String,
+    /// SQLite: MiB of the database file each connection reads through a memory map (0 … 2047;
+    /// 0 reads every page with a system call).
+    pub sqlite_mmap_mib: u64,
     /// PostgreSQL: seconds a statement may run before the server cancels it.
     pub statement_timeout_secs: u64,
 }
@@ -543,6 +550,7 @@ impl Default for DatabaseSettings {
             acquire_timeout_secs: 10,
             sqlite_synchronous: "full".into(),
             sqlite_checkpoints: "commit".into(),
+            sqlite_mmap_mib: 1024,
             statement_timeout_secs: 30,
         }
     }
@@ -709,6 +717,14 @@ impl Settings {
             return Err(SettingsError::Invalid {
                 key: "database.sqlite_checkpoints",
                 message: "use `background` (a thread of their own) or `commit` (inside the commit that filled the log)".into(),
+            });
+        }
+        if self.database.sqlite_mmap_mib > MAX_SQLITE_MMAP_MIB {
+            return Err(SettingsError::Invalid {
+                key: "database.sqlite_mmap_mib",
+                message: format!(
+                    "use a number from 0 (no memory map) to {MAX_SQLITE_MMAP_MIB} (SQLite maps at most ~2 GiB)"
+                ),
             });
         }
         if !matches!(self.log.format.as_str(), "pretty" | "text" | "json") {
@@ -1157,6 +1173,23 @@ mod tests {
         for accepted in [1, 64] {
             let mut s = Settings::default();
             s.bus.relay_batches_in_flight = accepted;
+            s.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_sqlite_memory_map_beyond_what_sqlite_maps_is_refused_with_its_key() {
+        let mut s = Settings::default();
+        s.database.sqlite_mmap_mib = MAX_SQLITE_MMAP_MIB + 1;
+        assert!(matches!(
+            s.validate(),
+            Err(SettingsError::Invalid {
+                key: "database.sqlite_mmap_mib",
+                ..
+            })
+        ));
+        for accepted in [0, MAX_SQLITE_MMAP_MIB] {
+            s.database.sqlite_mmap_mib = accepted;
             s.validate().unwrap();
         }
     }

@@ -47,6 +47,8 @@ pub(crate) struct ConnectionOptions {
     pub synchronous_full: bool,
     /// How long a connection waits for a lock another process holds.
     pub busy_timeout: Duration,
+    /// Bytes of the database file read through a memory map (`PRAGMA mmap_size`; 0: none).
+    pub mmap_bytes: u64,
 }
 
 /// Opens one connection with the store's pragmas (the writer also switches the file to WAL).
@@ -76,11 +78,17 @@ pub(crate) fn open(options: &ConnectionOptions, writer: bool) -> Result<Connecti
     } else {
         "NORMAL"
     };
+    // The memory map lets every connection read pages the operating system has cached
+    // without a system call and a copy each (`taskflow bench api` at 100 000 tasks: lists at
+    // peak 58–75 → 139–173/s); the connections' own page caches stay small, since they would
+    // each hold copies of the same pages.
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {synchronous};
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -16000;"
+         PRAGMA cache_size = -16000;
+         PRAGMA mmap_size = {};",
+        options.mmap_bytes
     ))?;
     Ok(conn)
 }
@@ -458,6 +466,7 @@ mod tests {
             path: dir.path.join("test.db"),
             synchronous_full: true,
             busy_timeout: Duration::from_secs(1),
+            mmap_bytes: 0,
         };
         let conn = open(&options, true).unwrap();
         conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
@@ -607,6 +616,7 @@ mod tests {
             path: dir.path.join(name),
             synchronous_full: true,
             busy_timeout: Duration::from_secs(1),
+            mmap_bytes: 0,
         };
         let start = |options: &ConnectionOptions, checkpoints: bool| {
             let conn = open(options, true).unwrap();
@@ -666,6 +676,27 @@ mod tests {
         );
         checkpointed.close().await;
         unchecked.close().await;
+    }
+
+    /// Writer and readers read through the configured memory map; 0 turns it off.
+    #[test]
+    fn every_connection_maps_the_configured_bytes() {
+        let dir = tempfile_dir::Dir::new();
+        for mmap_bytes in [0, 64 << 20] {
+            let options = ConnectionOptions {
+                path: dir.path.join("map.db"),
+                synchronous_full: true,
+                busy_timeout: Duration::from_secs(1),
+                mmap_bytes,
+            };
+            for writer in [true, false] {
+                let conn = open(&options, writer).unwrap();
+                let mapped: u64 = conn
+                    .query_row("PRAGMA mmap_size", [], |row| row.get(0))
+                    .unwrap();
+                assert_eq!(mapped, mmap_bytes, "writer: {writer}");
+            }
+        }
     }
 
     #[test]

@@ -53,7 +53,14 @@ pub struct SqliteSettings {
     /// filled it (SQLite's automatic checkpoints, the default); see [`checkpoint`] for the
     /// trade-off measured.
     pub background_checkpoints: bool,
+    /// Bytes of the database file each connection reads through a memory map (0: none, every
+    /// page is read with a system call). Address space, not memory: the mapped pages are the
+    /// operating system's file cache, shared by all connections.
+    pub mmap_bytes: u64,
 }
+
+/// [`SqliteSettings::mmap_bytes`] by default: 1 GiB.
+pub const DEFAULT_MMAP_BYTES: u64 = 1 << 30;
 
 impl SqliteSettings {
     /// Defaults for `url`.
@@ -64,6 +71,7 @@ impl SqliteSettings {
             acquire_timeout: Duration::from_secs(10),
             synchronous_full: true,
             background_checkpoints: false,
+            mmap_bytes: DEFAULT_MMAP_BYTES,
         }
     }
 }
@@ -100,6 +108,7 @@ impl SqliteStore {
             path,
             synchronous_full: settings.synchronous_full,
             busy_timeout: settings.acquire_timeout,
+            mmap_bytes: settings.mmap_bytes,
         };
         let (writer, readers, checkpoints) = {
             let options = options.clone();
