@@ -108,7 +108,7 @@ SQL
 # The listing query exactly as `list_tasks` in crates/taskflow-store/src/postgres/tasks.rs builds
 # it (keep in step): inner select with the filters, outer ORDER BY the sort key and id, LIMIT
 # page size + 1. Parameters are typed as sqlx binds them.
-columns="t.id, t.user_id, t.title, t.description, t.status, t.priority, t.tags, t.due_at, t.time_zone, t.recurrence_rule, t.recurrence_anchor, t.recurrence_dtstart, t.series_id, t.occurrence_index, t.created_at, t.updated_at, t.completed_at, t.version"
+columns="t.id, t.user_id, t.title, t.description, t.status, t.priority, t.tags, t.due_at, t.time_zone, t.recurrence_rule, t.recurrence_anchor, t.recurrence_dtstart, t.series_id, t.occurrence_index, t.created_at, t.updated_at, t.completed_at, t.version, t.reminders, t.ical_uid"
 plain="SELECT * FROM (SELECT $columns, t.title_key, 0::float8 AS score FROM tasks t WHERE t.user_id = \$1"
 search_query="(SELECT to_tsquery('simple', string_agg(lexeme || ':*', ' & ' ORDER BY n) FILTER (WHERE folded <> '')) AS query,
             coalesce(bool_and(CASE WHEN folded = '' THEN false
@@ -116,7 +116,9 @@ search_query="(SELECT to_tsquery('simple', string_agg(lexeme || ':*', ' & ' ORDE
      FROM (SELECT n, folded, '''' || replace(replace(folded, '\\', '\\\\'), '''', '''''') || '''' AS lexeme
            FROM (SELECT n, taskflow_fold(term) AS folded FROM unnest(\$1::text[]) WITH ORDINALITY AS u(term, n)) AS f) AS l) AS s"
 search_query="$(printf '%s' "$search_query" | tr -s '\n ' '  ')"  # one line: `read` splits entries on lines
-searching="SELECT * FROM (SELECT $columns, t.title_key, (-ts_rank_cd('{0.0, 0.1, 0.5, 1.0}'::float4[], t.search, s.query, 1))::float8 AS score FROM tasks t, $search_query WHERE t.user_id = \$2 AND s.complete AND t.search @@ s.query"
+# A search chooses its page from the matches' sort keys, then reads the page's rows whole.
+searching="SELECT $columns, page.title_key, page.score FROM (SELECT * FROM (SELECT t.id, t.due_at, t.priority, t.created_at, t.updated_at, t.title_key, (-ts_rank_cd('{0.0, 0.1, 0.5, 1.0}'::float4[], t.search, s.query, 1))::float8 AS score FROM tasks t, $search_query WHERE t.user_id = \$2 AND s.complete AND t.search @@ s.query"
+search_page=") AS page JOIN tasks t ON t.id = page.id ORDER BY page.score ASC, page.id ASC"
 
 # name # title # PREPARE types # SQL # EXECUTE arguments ('#'-separated)
 queries=(
@@ -130,8 +132,8 @@ queries=(
   "tag#Tag filter, a common tag (~4 % of tasks), default sort#uuid, text[], int8#$plain AND EXISTS (SELECT 1 FROM task_tags tt WHERE tt.task_id = t.id AND tt.tag = ANY(\$2::text[]))) AS page WHERE true ORDER BY created_at DESC, id DESC LIMIT \$3#'$hot_user', '{tag7}', 51"
   "tag-rare#Tag filter, a rare tag (1 task in 2 000), default sort#uuid, text[], int8#$plain AND EXISTS (SELECT 1 FROM task_tags tt WHERE tt.task_id = t.id AND tt.tag = ANY(\$2::text[]))) AS page WHERE true ORDER BY created_at DESC, id DESC LIMIT \$3#'$hot_user', '{errand}', 51"
   "overdue#Overdue (pending, due before now), due_at asc#uuid, timestamptz, int8#$plain AND t.status = 'pending' AND t.due_at < \$2) AS page WHERE true ORDER BY due_at ASC NULLS LAST, id ASC LIMIT \$3#'$hot_user', now(), 51"
-  "search#Full-text search \"report\", by relevance#text[], uuid, int8#$searching) AS page WHERE true ORDER BY score ASC, id ASC LIMIT \$3#'{report}', '$hot_user', 51"
-  "search-accent#Full-text search \"cafe\" (accent-folded prefix: matches café), by relevance#text[], uuid, int8#$searching) AS page WHERE true ORDER BY score ASC, id ASC LIMIT \$3#'{cafe}', '$hot_user', 51"
+  "search#Full-text search \"report\", by relevance#text[], uuid, int8#$searching) AS page WHERE true ORDER BY score ASC, id ASC LIMIT \$3$search_page#'{report}', '$hot_user', 51"
+  "search-accent#Full-text search \"cafe\" (accent-folded prefix: matches café), by relevance#text[], uuid, int8#$searching) AS page WHERE true ORDER BY score ASC, id ASC LIMIT \$3$search_page#'{cafe}', '$hot_user', 51"
 )
 
 out="$(mktemp)"

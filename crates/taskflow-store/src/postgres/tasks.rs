@@ -21,6 +21,10 @@ use crate::query::{
 };
 use crate::{EventsFor, TagCount, TaskStore};
 
+/// What a search reads of each match before its page is chosen: the sort and keyset columns.
+const SEARCH_KEY_COLUMNS: &str =
+    "t.id, t.due_at, t.priority, t.created_at, t.updated_at, t.title_key";
+
 /// `ts_rank_cd` weights for D, C, B, A: description (C) 0.1, tags (B) 0.5, title (A) 1.0 — the
 /// same 1 : 5 : 10 proportions as the SQLite backend's BM25 column weights.
 const RANK_WEIGHTS: &str = "'{0.0, 0.1, 0.5, 1.0}'::float4[]";
@@ -344,9 +348,17 @@ impl TaskStore for PostgresStore {
 
     async fn list_tasks(&self, user: UserId, query: &TaskQuery) -> Result<TaskPage, StoreError> {
         let searching = !query.search_terms.is_empty();
-        let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-            "SELECT * FROM (SELECT {TASK_COLUMNS}, t.title_key, "
-        ));
+        // A search ranks and sorts every match: it chooses the page from the matches' sort
+        // keys and then reads the page's tasks whole, instead of carrying every match's whole
+        // row through the sort. A listing without search walks an index and stops after the
+        // page.
+        let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(if searching {
+            format!(
+                "SELECT {TASK_COLUMNS}, page.title_key, page.score FROM (SELECT * FROM (SELECT {SEARCH_KEY_COLUMNS}, "
+            )
+        } else {
+            format!("SELECT * FROM (SELECT {TASK_COLUMNS}, t.title_key, ")
+        });
         if searching {
             // Negated, so lower is better as with BM25 and ascending relevance is best first.
             sql.push(format_args!(
@@ -382,6 +394,15 @@ impl TaskStore for PostgresStore {
         }
         sql.push(format_args!(", id {dir} LIMIT "));
         sql.push_bind(i64::from(query.limit) + 1);
+        if searching {
+            sql.push(format_args!(
+                ") AS page JOIN tasks t ON t.id = page.id ORDER BY page.{column} {dir}"
+            ));
+            if query.sort == SortField::DueAt {
+                sql.push(" NULLS LAST");
+            }
+            sql.push(format_args!(", page.id {dir}"));
+        }
 
         let rows = sql.build().fetch_all(&self.pool).await.map_err(pg_error)?;
         let mut items = Vec::with_capacity(rows.len());
