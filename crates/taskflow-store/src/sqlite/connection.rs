@@ -103,11 +103,17 @@ enum Message<J> {
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// Reader threads, each with a read-only connection, taking jobs from one queue.
+///
+/// Slow reads (searches that rank thousands of matches, tens of milliseconds each) may hold all
+/// but one of the threads at a time ([`Readers::read_slow`]), so a quick read never queues for a
+/// connection behind them.
 #[derive(Clone, Debug)]
 pub(crate) struct Readers {
     jobs: flume::Sender<Message<ReadJob>>,
     threads: usize,
     closed: Arc<AtomicBool>,
+    /// Slow reads queued or running, at most all threads but one.
+    slow_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Readers {
@@ -131,7 +137,23 @@ impl Readers {
             jobs,
             threads: count,
             closed: Arc::new(AtomicBool::new(false)),
+            slow_reads: Arc::new(tokio::sync::Semaphore::new((count - 1).max(1))),
         })
+    }
+
+    /// [`Readers::read`] for a read that may take long: it waits while all threads but one are
+    /// taken by other slow reads.
+    pub(crate) async fn read_slow<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _slot = self
+            .slow_reads
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the database readers have stopped".into()))?;
+        self.read(work).await
     }
 
     /// Runs `work` on a reader connection and returns its result.
@@ -676,6 +698,55 @@ mod tests {
         );
         checkpointed.close().await;
         unchecked.close().await;
+    }
+
+    /// While slow reads hold every reader thread they may, a quick read still finds one.
+    #[tokio::test]
+    async fn quick_reads_never_wait_behind_slow_ones() {
+        let dir = tempfile_dir::Dir::new();
+        let options = ConnectionOptions {
+            path: dir.path.join("lanes.db"),
+            synchronous_full: true,
+            busy_timeout: Duration::from_secs(1),
+            mmap_bytes: 0,
+        };
+        drop(open(&options, true).unwrap());
+        let readers = Readers::start(&options, 2).unwrap();
+        let (release, gate) = flume::unbounded::<()>();
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let slow: Vec<_> = (0..2)
+            .map(|_| {
+                let (readers, gate, started) = (readers.clone(), gate.clone(), started.clone());
+                tokio::spawn(async move {
+                    readers
+                        .read_slow(move |_| {
+                            started.fetch_add(1, Ordering::SeqCst);
+                            let _ = gate.recv();
+                            Ok(())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        while started.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let quick = tokio::time::timeout(
+            Duration::from_secs(5),
+            readers.read(|conn| Ok(conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?)),
+        )
+        .await
+        .expect("a quick read waited behind slow ones");
+        assert_eq!(quick.unwrap(), 1);
+        assert_eq!(started.load(Ordering::SeqCst), 1, "one slow read at a time");
+        for _ in 0..2 {
+            release.send(()).unwrap();
+        }
+        for read in slow {
+            read.await.unwrap().unwrap();
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        readers.close();
     }
 
     /// Writer and readers read through the configured memory map; 0 turns it off.

@@ -152,6 +152,16 @@ impl SqliteStore {
     {
         self.readers.read(work).await
     }
+
+    /// [`Self::read`] for a read that may take long (a search ranking every match), which
+    /// leaves at least one reader free for quick reads.
+    async fn read_slow<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.readers.read_slow(work).await
+    }
 }
 
 #[async_trait]

@@ -329,21 +329,27 @@ impl TaskStore for SqliteStore {
     async fn list_tasks(&self, user: UserId, query: &TaskQuery) -> Result<TaskPage, StoreError> {
         let sql = list_statement(user, query);
         let (sort, direction, limit) = (query.sort, query.direction, query.limit as usize);
-        let rows = self
-            .read(move |conn| {
-                query_all(conn, &sql.sql, &sql.values, |row| {
-                    Ok((task_from_row(row)?, row.get::<_, f64>("score")?))
-                })
-                .map_err(|e| match e {
-                    // A malformed FTS expression cannot come from `search_terms`, but never
-                    // answer 500 for one.
-                    StoreError::Sqlite(error) if error.to_string().contains("fts5") => {
-                        StoreError::Corrupt(format!("search failed: {error}"))
-                    }
-                    other => other,
-                })
+        let searching = !query.search_terms.is_empty();
+        let list = move |conn: &Connection| {
+            query_all(conn, &sql.sql, &sql.values, |row| {
+                Ok((task_from_row(row)?, row.get::<_, f64>("score")?))
             })
-            .await?;
+            .map_err(|e| match e {
+                // A malformed FTS expression cannot come from `search_terms`, but never
+                // answer 500 for one.
+                StoreError::Sqlite(error) if error.to_string().contains("fts5") => {
+                    StoreError::Corrupt(format!("search failed: {error}"))
+                }
+                other => other,
+            })
+        };
+        // A search ranks every match (tens of milliseconds among thousands); it must not take
+        // the last reader from quick reads.
+        let rows = if searching {
+            self.read_slow(list).await?
+        } else {
+            self.read(list).await?
+        };
         let (mut items, scores): (Vec<Task>, Vec<f64>) = rows.into_iter().unzip();
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
