@@ -607,6 +607,41 @@ async fn batched_consumer_records_answer_each_call_and_fail_alone() {
     store.close().await;
 }
 
+/// Searches may hold every pooled connection but one: while two searches wait (here on a
+/// lock of `tasks`) in a pool of two, a query that does not search still gets a connection.
+#[tokio::test]
+async fn searches_leave_a_connection_for_other_queries() {
+    let (db, store) = TestDb::migrated(2, OutboxOrder::Global).await;
+    let owner = user("lanes@example.com");
+    store.create_user(&owner, "h").await.unwrap();
+    let mut lock = db.admin_connection().await;
+    lock.execute("BEGIN").await.unwrap();
+    lock.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let searches: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, owner) = (store.clone(), owner.id);
+            tokio::spawn(async move {
+                let mut query = TaskQuery::new(start());
+                query.search_terms = vec!["milk".into()];
+                store.list_tasks(owner, &query).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let found = tokio::time::timeout(Duration::from_secs(5), store.user(owner.id))
+        .await
+        .expect("a query waited for a connection behind searches")
+        .unwrap();
+    assert_eq!(found.map(|u| u.id), Some(owner.id));
+    lock.execute("ROLLBACK").await.unwrap();
+    for search in searches {
+        assert!(search.await.unwrap().unwrap().items.is_empty());
+    }
+    store.close().await;
+}
+
 #[tokio::test]
 async fn search_ranks_title_matches_first_and_never_fails_on_odd_terms() {
     let db = TestDb::create().await;

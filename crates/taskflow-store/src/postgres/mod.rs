@@ -170,6 +170,10 @@ pub struct PostgresStore {
     order_claim: Option<Arc<tokio::sync::Mutex<Option<PgConnection>>>>,
     /// Queue of consumer records applied together (see [`consumed`]).
     consumed: tokio::sync::mpsc::UnboundedSender<consumed::Request>,
+    /// Searches running or waiting for a connection: at most every pooled connection but one,
+    /// so quick queries (and the relay and consumers) never wait for a connection behind
+    /// searches that rank thousands of matches.
+    searches: Arc<tokio::sync::Semaphore>,
 }
 
 impl PostgresStore {
@@ -207,6 +211,9 @@ impl PostgresStore {
             relay_leader: Arc::new(tokio::sync::Mutex::new(None)),
             outbox_order: settings.outbox_order,
             consumed: consumed::start(pool.clone()),
+            searches: Arc::new(tokio::sync::Semaphore::new(
+                (settings.max_connections.max(1) as usize - 1).max(1),
+            )),
             pool,
         })
     }
@@ -336,6 +343,7 @@ impl Store for PostgresStore {
         {
             let _ = sqlx::Connection::close(conn).await;
         }
+        self.searches.close();
         self.pool.close().await;
     }
 }

@@ -404,6 +404,16 @@ impl TaskStore for PostgresStore {
             sql.push(format_args!(", page.id {dir}"));
         }
 
+        let _search_slot = if searching {
+            Some(
+                self.searches
+                    .acquire()
+                    .await
+                    .map_err(|_| StoreError::Unavailable("the store is closed".into()))?,
+            )
+        } else {
+            None
+        };
         let rows = sql.build().fetch_all(&self.pool).await.map_err(pg_error)?;
         let mut items = Vec::with_capacity(rows.len());
         let mut scores = Vec::with_capacity(rows.len());
