@@ -468,6 +468,16 @@ pub(crate) fn database_path(url: &str) -> Result<PathBuf, StoreError> {
 mod tests {
     use super::*;
 
+    /// Durable commits, a short lock wait, no memory map.
+    fn test_options(path: PathBuf) -> ConnectionOptions {
+        ConnectionOptions {
+            path,
+            synchronous_full: true,
+            busy_timeout: Duration::from_secs(1),
+            mmap_bytes: 0,
+        }
+    }
+
     /// The test table's values, in order.
     async fn stored_values(writer: &Writer) -> Vec<i64> {
         writer
@@ -484,12 +494,7 @@ mod tests {
 
     fn writer() -> (Writer, tempfile_dir::Dir) {
         let dir = tempfile_dir::Dir::new();
-        let options = ConnectionOptions {
-            path: dir.path.join("test.db"),
-            synchronous_full: true,
-            busy_timeout: Duration::from_secs(1),
-            mmap_bytes: 0,
-        };
+        let options = test_options(dir.path.join("test.db"));
         let conn = open(&options, true).unwrap();
         conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
         let writer = Writer::start(conn, Arc::new(watch::channel(0).0), None).unwrap();
@@ -634,12 +639,7 @@ mod tests {
     #[tokio::test]
     async fn the_checkpoint_thread_copies_commits_into_the_database_file_instead_of_the_writer() {
         let dir = tempfile_dir::Dir::new();
-        let options = |name: &str| ConnectionOptions {
-            path: dir.path.join(name),
-            synchronous_full: true,
-            busy_timeout: Duration::from_secs(1),
-            mmap_bytes: 0,
-        };
+        let options = |name: &str| test_options(dir.path.join(name));
         let start = |options: &ConnectionOptions, checkpoints: bool| {
             let conn = open(options, true).unwrap();
             conn.execute_batch("CREATE TABLE t (v INTEGER, pad BLOB)")
@@ -704,12 +704,7 @@ mod tests {
     #[tokio::test]
     async fn quick_reads_never_wait_behind_slow_ones() {
         let dir = tempfile_dir::Dir::new();
-        let options = ConnectionOptions {
-            path: dir.path.join("lanes.db"),
-            synchronous_full: true,
-            busy_timeout: Duration::from_secs(1),
-            mmap_bytes: 0,
-        };
+        let options = test_options(dir.path.join("lanes.db"));
         drop(open(&options, true).unwrap());
         let readers = Readers::start(&options, 2).unwrap();
         let (release, gate) = flume::unbounded::<()>();
@@ -755,10 +750,8 @@ mod tests {
         let dir = tempfile_dir::Dir::new();
         for mmap_bytes in [0, 64 << 20] {
             let options = ConnectionOptions {
-                path: dir.path.join("map.db"),
-                synchronous_full: true,
-                busy_timeout: Duration::from_secs(1),
                 mmap_bytes,
+                ..test_options(dir.path.join("map.db"))
             };
             for writer in [true, false] {
                 let conn = open(&options, writer).unwrap();
