@@ -31,7 +31,8 @@ pub struct Message {
     pub topic: String,
     /// Ordering key (the user id): messages with one key are delivered in publish order.
     pub key: String,
-    /// Unique id for broker-side deduplication (stable across re-publishes of one outbox row).
+    /// Unique id, stable across re-sends of one outbox row (a bus may skip what it knows it
+    /// stored already).
     pub id: String,
     /// The CloudEvent as JSON (structured mode).
     pub payload: Vec<u8>,

@@ -241,41 +241,124 @@ async fn nats_bus_passes_the_consumer_story_through_the_outbox_relay() {
     }
 }
 
-#[tokio::test]
-async fn republishing_a_message_id_delivers_it_once() {
-    let bus = shared_bus().await;
-    let topic = format!("dedup-{}", unique());
-    let _cleanup = delete_on_drop(&bus, &[&topic]);
-    let first = message(&topic, "event-1:1", 1);
-    bus.publish(std::slice::from_ref(&first)).await.unwrap();
-    // The relay re-publishes a row whose "published" mark was lost, alone or within a batch.
-    bus.publish(&[first.clone(), message(&topic, "event-2:2", 2)])
-        .await
-        .unwrap();
-    assert_eq!(
-        stream_messages(&bus, &topic).await,
-        2,
-        "the stream stored the duplicate once"
-    );
-
-    let mut sub = bus.subscribe(&topic, "dedup").await.unwrap();
+/// The messages of `topic` in stream order: (id, n).
+async fn consume_all(bus: &NatsBus, topic: &str, count: usize) -> Vec<(String, u64)> {
+    let mut sub = bus.subscribe(topic, "reader").await.unwrap();
     let mut got = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..count {
         let received = tokio::time::timeout(Duration::from_secs(10), sub.next())
             .await
             .unwrap()
             .unwrap();
         assert_eq!(received.redeliveries, 0);
-        assert_eq!(received.message.key, "alice");
         got.push((received.message.id.clone(), n_of(&received.message.payload)));
         sub.ack(received).await.unwrap();
     }
+    assert_quiet(&mut sub, Duration::from_secs(2)).await;
+    got
+}
+
+fn expected(ids: &[u32]) -> Vec<(String, u64)> {
+    ids.iter()
+        .map(|&n| (format!("event-{n}:{n}"), u64::from(n)))
+        .collect()
+}
+
+/// The relay sends a row again when its "published" mark was lost: in the same process (the
+/// bus remembers what it stored) or after a restart (a new bus reads the ids at the end of
+/// the stream before it publishes). Either way the stream stores it once.
+#[tokio::test]
+async fn republishing_a_message_id_stores_it_once() {
+    shared_bus().await;
+    let settings = settings(&shared_url());
+    let before = NatsBus::connect(&settings).await.unwrap();
+    let topic = format!("dedup-{}", unique());
+    let _cleanup = delete_on_drop(&before, &[&topic]);
+    let row = |n: u32| message(&topic, &format!("event-{n}:{n}"), n);
+    before.publish(&[row(1)]).await.unwrap();
+    before.publish(&[row(1), row(2)]).await.unwrap();
+    assert_eq!(stream_messages(&before, &topic).await, 2, "one process");
+    drop(before);
+    let after = NatsBus::connect(&settings).await.unwrap();
+    after.publish(&[row(1), row(2), row(3)]).await.unwrap();
+    assert_eq!(stream_messages(&after, &topic).await, 3, "after a restart");
+    assert_eq!(consume_all(&after, &topic, 3).await, expected(&[1, 2, 3]));
+    after.delete_topic(&topic).await.unwrap();
+}
+
+/// A restarted bus looks back `resume_lookback` messages, no further: an older row sent again
+/// is stored again (at least once; consumers are idempotent), and 0 looks at nothing.
+#[tokio::test]
+async fn a_restarted_bus_looks_back_as_far_as_configured() {
+    shared_bus().await;
+    let settings = settings(&shared_url());
+    let first = NatsBus::connect(&settings).await.unwrap();
+    let topic = format!("lookback-{}", unique());
+    let _cleanup = delete_on_drop(&first, &[&topic]);
+    let row = |n: u32| message(&topic, &format!("event-{n}:{n}"), n);
+    first.publish(&[row(1), row(2), row(3)]).await.unwrap();
+    let two = NatsBus::connect(&NatsSettings {
+        resume_lookback: 2,
+        ..settings.clone()
+    })
+    .await
+    .unwrap();
+    two.publish(&[row(1), row(2), row(3)]).await.unwrap();
     assert_eq!(
-        got,
-        [("event-1:1".to_owned(), 1), ("event-2:2".to_owned(), 2)]
+        stream_messages(&two, &topic).await,
+        4,
+        "only row 1, beyond the last two messages, is stored again"
     );
-    assert_quiet(&mut sub, Duration::from_secs(3)).await;
-    drop(sub);
+    let none = NatsBus::connect(&NatsSettings {
+        resume_lookback: 0,
+        ..settings.clone()
+    })
+    .await
+    .unwrap();
+    none.publish(&[row(3)]).await.unwrap();
+    assert_eq!(stream_messages(&none, &topic).await, 5);
+    assert_eq!(
+        consume_all(&none, &topic, 5).await,
+        expected(&[1, 2, 3, 1, 3])
+    );
+    none.delete_topic(&topic).await.unwrap();
+}
+
+/// Messages stored by earlier versions carry their id in JetStream's `Nats-Msg-Id` header:
+/// consumers read it there, and a restarted bus recognizes them.
+#[tokio::test]
+async fn ids_in_the_earlier_header_are_still_read() {
+    shared_bus().await;
+    let settings = settings(&shared_url());
+    let bus = NatsBus::connect(&settings).await.unwrap();
+    let topic = format!("legacy-{}", unique());
+    let _cleanup = delete_on_drop(&bus, &[&topic]);
+    bus.ensure_topics(&[TopicSpec {
+        name: topic.clone(),
+        partitions: 1,
+        retention: Duration::ZERO,
+    }])
+    .await
+    .unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "event-1:1");
+    headers.insert("Taskflow-Key", "alice");
+    bus.jetstream()
+        .publish_with_headers(topic.clone(), headers, "{\"n\":1}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let restarted = NatsBus::connect(&settings).await.unwrap();
+    restarted
+        .publish(&[
+            message(&topic, "event-1:1", 1),
+            message(&topic, "event-2:2", 2),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(stream_messages(&bus, &topic).await, 2);
+    assert_eq!(consume_all(&bus, &topic, 2).await, expected(&[1, 2]));
     bus.delete_topic(&topic).await.unwrap();
 }
 
