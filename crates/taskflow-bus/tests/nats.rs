@@ -324,6 +324,42 @@ async fn a_restarted_bus_looks_back_as_far_as_configured() {
     none.delete_topic(&topic).await.unwrap();
 }
 
+/// With the default lookback a restarted bus reads the newest 10 000 ids of a longer stream
+/// (many pulls of its reading consumer), quickly: a row among them is skipped, an older one is
+/// stored again.
+#[tokio::test]
+async fn a_restarted_bus_reads_the_default_lookback_of_a_long_stream() {
+    const ROWS: u32 = 12_000;
+    shared_bus().await;
+    let settings = settings(&shared_url());
+    assert_eq!(settings.resume_lookback, 10_000);
+    let first = NatsBus::connect(&settings).await.unwrap();
+    let topic = format!("long-{}", unique());
+    let _cleanup = delete_on_drop(&first, &[&topic]);
+    let row = |n: u32| message(&topic, &format!("event-{n}:{n}"), n);
+    let rows: Vec<Message> = (1..=ROWS).map(row).collect();
+    for chunk in rows.chunks(1_000) {
+        first.publish(chunk).await.unwrap();
+    }
+    let restarted = NatsBus::connect(&settings).await.unwrap();
+    let started = std::time::Instant::now();
+    // Row 2 001 is the oldest of the newest 10 000; row 2 000 is beyond them.
+    restarted.publish(&[row(2_001), row(ROWS)]).await.unwrap();
+    let read_in = started.elapsed();
+    eprintln!("read the newest 10 000 ids in {read_in:?}");
+    assert_eq!(stream_messages(&restarted, &topic).await, u64::from(ROWS));
+    restarted.publish(&[row(2_000)]).await.unwrap();
+    assert_eq!(
+        stream_messages(&restarted, &topic).await,
+        u64::from(ROWS) + 1
+    );
+    assert!(
+        read_in < Duration::from_secs(3),
+        "reading 10 000 ids took {read_in:?}"
+    );
+    restarted.delete_topic(&topic).await.unwrap();
+}
+
 /// Messages stored by earlier versions carry their id in JetStream's `Nats-Msg-Id` header:
 /// consumers read it there, and a restarted bus recognizes them.
 #[tokio::test]
