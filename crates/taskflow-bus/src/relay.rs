@@ -419,8 +419,8 @@ impl OutboxRelay {
                     backoff = Duration::from_millis(100);
                 }
                 Err(error) => {
-                    // What is still in flight is sent again after the backoff (the broker drops
-                    // repeats inside its duplicate window).
+                    // What is still in flight is sent again after the backoff (a bus may skip
+                    // what it knows it stored: NATS reads its streams' ends again).
                     pipeline.in_flight.clear();
                     if pipeline.marker.stopped() {
                         pipeline.marker = Marker::start(self.store.clone(), self.clock.clone());
