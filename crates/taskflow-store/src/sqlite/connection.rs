@@ -90,6 +90,9 @@ pub(crate) fn open(options: &ConnectionOptions, writer: bool) -> Result<Connecti
          PRAGMA mmap_size = {};",
         options.mmap_bytes
     ))?;
+    if writer {
+        conn.execute_batch(super::deferred_index::PENDING_TABLE)?;
+    }
     Ok(conn)
 }
 
@@ -439,8 +442,12 @@ fn run_isolated(conn: &Connection, batch: &[WriteJob]) -> (Result<(), String>, V
     (commit(conn), attempts)
 }
 
-/// Commits the open transaction (rolling back if that fails).
+/// Indexes the transaction's new tasks and commits it (rolling back if either fails).
 fn commit(conn: &Connection) -> Result<(), String> {
+    if let Err(error) = super::deferred_index::index_pending(conn) {
+        let _ = execute(conn, "ROLLBACK");
+        return Err(format!("indexing the new tasks failed: {error}"));
+    }
     execute(conn, "COMMIT").map_err(|error| {
         let _ = execute(conn, "ROLLBACK");
         format!("commit failed: {error}")

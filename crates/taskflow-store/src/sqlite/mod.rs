@@ -12,6 +12,7 @@
 mod calendar;
 mod checkpoint;
 mod connection;
+mod deferred_index;
 mod events;
 mod notifications;
 mod portability;

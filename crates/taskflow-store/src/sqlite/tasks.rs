@@ -103,6 +103,7 @@ pub(super) fn insert_row(
             )
         })?;
     if let Some(seq) = seq {
+        super::deferred_index::index_at_commit(conn, seq)?;
         write_tags(conn, seq, task, true)?;
         if !task.reminders.is_empty() {
             let sync = sync_reminders(conn, task, trace)?;
