@@ -264,17 +264,29 @@ fn expected(ids: &[u32]) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// A bus on the shared server with settings of its own (so a test can connect again as a
+/// restarted process would), a topic named after `what`, and the topic's cleanup.
+async fn restartable(what: &str) -> (NatsSettings, NatsBus, String, DeleteStreams) {
+    shared_bus().await;
+    let settings = settings(&shared_url());
+    let bus = NatsBus::connect(&settings).await.unwrap();
+    let topic = format!("{what}-{}", unique());
+    let cleanup = delete_on_drop(&bus, &[&topic]);
+    (settings, bus, topic, cleanup)
+}
+
+/// The outbox row `n` of `topic` as the relay sends it.
+fn row(topic: &str, n: u32) -> Message {
+    message(topic, &format!("event-{n}:{n}"), n)
+}
+
 /// The relay sends a row again when its "published" mark was lost: in the same process (the
 /// bus remembers what it stored) or after a restart (a new bus reads the ids at the end of
 /// the stream before it publishes). Either way the stream stores it once.
 #[tokio::test]
 async fn republishing_a_message_id_stores_it_once() {
-    shared_bus().await;
-    let settings = settings(&shared_url());
-    let before = NatsBus::connect(&settings).await.unwrap();
-    let topic = format!("dedup-{}", unique());
-    let _cleanup = delete_on_drop(&before, &[&topic]);
-    let row = |n: u32| message(&topic, &format!("event-{n}:{n}"), n);
+    let (settings, before, topic, _cleanup) = restartable("dedup").await;
+    let row = |n: u32| row(&topic, n);
     before.publish(&[row(1)]).await.unwrap();
     before.publish(&[row(1), row(2)]).await.unwrap();
     assert_eq!(stream_messages(&before, &topic).await, 2, "one process");
@@ -290,12 +302,8 @@ async fn republishing_a_message_id_stores_it_once() {
 /// is stored again (at least once; consumers are idempotent), and 0 looks at nothing.
 #[tokio::test]
 async fn a_restarted_bus_looks_back_as_far_as_configured() {
-    shared_bus().await;
-    let settings = settings(&shared_url());
-    let first = NatsBus::connect(&settings).await.unwrap();
-    let topic = format!("lookback-{}", unique());
-    let _cleanup = delete_on_drop(&first, &[&topic]);
-    let row = |n: u32| message(&topic, &format!("event-{n}:{n}"), n);
+    let (settings, first, topic, _cleanup) = restartable("lookback").await;
+    let row = |n: u32| row(&topic, n);
     first.publish(&[row(1), row(2), row(3)]).await.unwrap();
     let two = NatsBus::connect(&NatsSettings {
         resume_lookback: 2,
@@ -330,13 +338,9 @@ async fn a_restarted_bus_looks_back_as_far_as_configured() {
 #[tokio::test]
 async fn a_restarted_bus_reads_the_default_lookback_of_a_long_stream() {
     const ROWS: u32 = 12_000;
-    shared_bus().await;
-    let settings = settings(&shared_url());
+    let (settings, first, topic, _cleanup) = restartable("long").await;
     assert_eq!(settings.resume_lookback, 10_000);
-    let first = NatsBus::connect(&settings).await.unwrap();
-    let topic = format!("long-{}", unique());
-    let _cleanup = delete_on_drop(&first, &[&topic]);
-    let row = |n: u32| message(&topic, &format!("event-{n}:{n}"), n);
+    let row = |n: u32| row(&topic, n);
     let rows: Vec<Message> = (1..=ROWS).map(row).collect();
     for chunk in rows.chunks(1_000) {
         first.publish(chunk).await.unwrap();
@@ -364,11 +368,7 @@ async fn a_restarted_bus_reads_the_default_lookback_of_a_long_stream() {
 /// consumers read it there, and a restarted bus recognizes them.
 #[tokio::test]
 async fn ids_in_the_earlier_header_are_still_read() {
-    shared_bus().await;
-    let settings = settings(&shared_url());
-    let bus = NatsBus::connect(&settings).await.unwrap();
-    let topic = format!("legacy-{}", unique());
-    let _cleanup = delete_on_drop(&bus, &[&topic]);
+    let (settings, bus, topic, _cleanup) = restartable("legacy").await;
     bus.ensure_topics(&[TopicSpec {
         name: topic.clone(),
         partitions: 1,

@@ -23,7 +23,8 @@ fn start() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-fn user(email: &str) -> User {
+/// A user with `email` (for the crate's own tests too).
+pub(crate) fn user(email: &str) -> User {
     User {
         id: UserId::new(),
         email: Email::parse(email).unwrap_or_else(|e| panic!("test e-mail {email}: {e}")),
@@ -34,7 +35,8 @@ fn user(email: &str) -> User {
     }
 }
 
-fn task(
+/// A task of `owner` (for the crate's own tests too).
+pub(crate) fn task(
     owner: UserId,
     title: &str,
     priority: Priority,

@@ -84,24 +84,13 @@ pub(super) fn index_pending(conn: &Connection) -> rusqlite::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
-    use taskflow_domain::{Email, NewTask, Task, TimeZone, Title, User, UserId};
+    use taskflow_domain::{Priority, Task, UserId};
 
-    use crate::sqlite::{SqliteSettings, SqliteStore};
+    use crate::conformance::user;
     use crate::{Store as _, UserStore as _};
 
-    fn task(user: UserId, title: &str) -> Task {
-        let new = NewTask {
-            title: Title::parse(title).expect("title"),
-            description: Default::default(),
-            priority: Default::default(),
-            tags: Default::default(),
-            due_at: None,
-            time_zone: None,
-            recurrence: None,
-            reminders: Default::default(),
-        };
-        Task::create(user, TimeZone::UTC, new, Utc::now()).expect("task")
+    fn task(owner: UserId, title: &str) -> Task {
+        crate::conformance::task(owner, title, Priority::default(), &[], None, 0)
     }
 
     /// Seqs whose index entry matches `query`, and FTS5's own integrity check.
@@ -126,25 +115,8 @@ mod tests {
     /// exactly as if each change had been committed on its own.
     #[tokio::test]
     async fn new_tasks_are_indexed_at_commit_and_changes_in_the_same_transaction_hold() {
-        let dir = std::env::temp_dir().join(format!(
-            "taskflow-deferred-index-{}",
-            uuid::Uuid::now_v7().simple()
-        ));
-        let store = SqliteStore::connect(&SqliteSettings::new(format!(
-            "sqlite://{}",
-            dir.join("index.db").display()
-        )))
-        .await
-        .expect("open");
-        store.migrate().await.expect("migrate");
-        let user = User {
-            id: UserId::new(),
-            email: Email::parse("index@example.com").expect("email"),
-            display_name: None,
-            time_zone: TimeZone::UTC,
-            is_admin: false,
-            created_at: Utc::now(),
-        };
+        let (store, dir) = crate::sqlite::scratch_store("deferred-index").await;
+        let user = user("index@example.com");
         store.create_user(&user, "").await.expect("user");
         let (kept, renamed, removed) = (
             task(user.id, "alpha kept"),
@@ -170,7 +142,7 @@ mod tests {
                     })?;
                 assert_eq!((waiting, indexed), (3, 0), "indexed at commit, not before");
                 conn.execute(
-                    "UPDATE tasks SET title = 'bravo after' WHERE seq = ?",
+                    "UPDATE tasks SET title = 'bravo after', description = '' WHERE seq = ?",
                     [seqs[1]],
                 )?;
                 conn.execute("DELETE FROM tasks WHERE seq = ?", [seqs[2]])?;

@@ -429,3 +429,22 @@ impl TokenStore for SqliteStore {
         Ok(Some(user))
     }
 }
+
+/// A migrated store in a directory of its own under the system's temporary directory, for
+/// the module's tests; remove the directory when done.
+#[cfg(test)]
+pub(crate) async fn scratch_store(label: &str) -> (SqliteStore, std::path::PathBuf) {
+    use crate::Store as _;
+    let dir = std::env::temp_dir().join(format!(
+        "taskflow-{label}-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let store = SqliteStore::connect(&SqliteSettings::new(format!(
+        "sqlite://{}",
+        dir.join("test.db").display()
+    )))
+    .await
+    .expect("open");
+    store.migrate().await.expect("migrate");
+    (store, dir)
+}

@@ -608,9 +608,7 @@ mod tests {
     use taskflow_domain::TaskStatus;
 
     use super::*;
-    use crate::Store as _;
     use crate::query::{SortDirection, SortField};
-    use crate::sqlite::SqliteSettings;
 
     /// `EXPLAIN QUERY PLAN` of the listing statement for `query`, one detail per line.
     async fn plan(store: &SqliteStore, query: &TaskQuery) -> String {
@@ -633,17 +631,7 @@ mod tests {
     /// instead of sorting all of a user's tasks.
     #[tokio::test]
     async fn due_date_listings_walk_an_index_and_searches_start_from_matches() {
-        let dir = std::env::temp_dir().join(format!(
-            "taskflow-plan-test-{}",
-            uuid::Uuid::now_v7().simple()
-        ));
-        let store = SqliteStore::connect(&SqliteSettings::new(format!(
-            "sqlite://{}",
-            dir.join("plan.db").display()
-        )))
-        .await
-        .expect("open");
-        store.migrate().await.expect("migrate");
+        let (store, dir) = crate::sqlite::scratch_store("plan-test").await;
         let now = Utc::now();
         let by_due = |edit: &dyn Fn(&mut TaskQuery)| {
             let mut query = TaskQuery::new(now);
