@@ -36,7 +36,9 @@
 //! once as long as what the relay re-sends is among the stream's newest `resume_lookback`
 //! messages (the relay has a few batches of 500 unmarked at a time; the default looks back
 //! 10 000). Beyond that (or with 0), a re-sent row is stored again, which costs consumers a
-//! redundant delivery: they are idempotent.
+//! redundant delivery: they are idempotent. The same holds for a process whose relay lost the
+//! lead to another and took it back: its bus does not read the streams again, so rows the
+//! other leader stored and did not mark may be stored a second time.
 //!
 //! JetStream's own de-duplication (`Nats-Msg-Id`) is not used: the server keeps every id of
 //! the duplicate window in a map, and at 10 000 events/s that doubled the commit-to-consume p99
