@@ -18,13 +18,14 @@ use rusqlite::Connection;
 pub(super) const PENDING_TABLE: &str =
     "CREATE TEMP TABLE IF NOT EXISTS tasks_fts_pending (seq INTEGER PRIMARY KEY)";
 
-/// Indexes every waiting task as it is now, then forgets them. (The tables written are named
-/// without their schema, as trigger bodies require; each name exists in one schema only.)
-const INDEX_PENDING: &str = "
-    INSERT INTO tasks_fts (rowid, title, description, tags, owner)
-        SELECT seq, title, description, tags, 'u' || replace(user_id, '-', '') FROM main.tasks
-        WHERE seq IN (SELECT seq FROM temp.tasks_fts_pending);
-    DELETE FROM tasks_fts_pending;";
+/// Indexes every waiting task as it is now. (The tables written are named without their
+/// schema, as trigger bodies require; each name exists in one schema only.)
+const INDEX_WAITING: &str = "INSERT INTO tasks_fts (rowid, title, description, tags, owner)
+    SELECT seq, title, description, tags, 'u' || replace(user_id, '-', '') FROM main.tasks
+    WHERE seq IN (SELECT seq FROM temp.tasks_fts_pending)";
+
+/// Forgets the waiting tasks once indexed.
+const FORGET_WAITING: &str = "DELETE FROM tasks_fts_pending";
 
 /// Whether tasks wait for the commit on this connection: once migration 0015 dropped the insert
 /// trigger, this makes sure the temporary triggers exist and says yes.
@@ -49,11 +50,11 @@ pub(super) fn defers(conn: &Connection) -> rusqlite::Result<bool> {
              CREATE TEMP TRIGGER IF NOT EXISTS tasks_fts_pending_update
                  BEFORE UPDATE OF title, description, tags ON main.tasks
                  WHEN EXISTS (SELECT 1 FROM temp.tasks_fts_pending)
-             BEGIN {INDEX_PENDING} END;
+             BEGIN {INDEX_WAITING}; {FORGET_WAITING}; END;
              CREATE TEMP TRIGGER IF NOT EXISTS tasks_fts_pending_delete
                  BEFORE DELETE ON main.tasks
                  WHEN EXISTS (SELECT 1 FROM temp.tasks_fts_pending)
-             BEGIN {INDEX_PENDING} END;"
+             BEGIN {INDEX_WAITING}; {FORGET_WAITING}; END;"
         ))?;
     }
     Ok(trigger_gone)
@@ -75,9 +76,8 @@ pub(super) fn index_pending(conn: &Connection) -> rusqlite::Result<()> {
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM temp.tasks_fts_pending)")?
         .query_row([], |row| row.get(0))?;
     if waiting {
-        for statement in INDEX_PENDING.split(';').filter(|s| !s.trim().is_empty()) {
-            conn.prepare_cached(statement)?.execute([])?;
-        }
+        conn.prepare_cached(INDEX_WAITING)?.execute([])?;
+        conn.prepare_cached(FORGET_WAITING)?.execute([])?;
     }
     Ok(())
 }
