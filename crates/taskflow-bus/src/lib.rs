@@ -127,6 +127,10 @@ pub trait EventBus: Send + Sync + 'static {
     async fn ensure_topics(&self, _topics: &[TopicSpec]) -> Result<(), BusError> {
         Ok(())
     }
+    /// Called by the outbox relay when it takes the lead, its first included: another
+    /// process may have published since this bus last did, so whatever the bus remembers of
+    /// the topics' contents is stale (no-op where it remembers nothing).
+    fn lead_taken(&self) {}
 }
 
 /// One member of a consumer group.

@@ -209,6 +209,10 @@ impl EventBus for RecordingBus {
     async fn ensure_topics(&self, topics: &[crate::TopicSpec]) -> Result<(), crate::BusError> {
         self.inner.ensure_topics(topics).await
     }
+
+    fn lead_taken(&self) {
+        self.inner.lead_taken();
+    }
 }
 
 #[async_trait]

@@ -192,6 +192,7 @@ impl OutboxRelay {
         if leading != before.leading {
             if leading {
                 tracing::info!("this process now leads the outbox relay");
+                self.bus.lead_taken();
             } else {
                 tracing::info!("another process leads the outbox relay; standing by");
             }

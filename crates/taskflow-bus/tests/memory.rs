@@ -97,6 +97,8 @@ struct KeepingBus {
     batches: std::sync::atomic::AtomicUsize,
     /// Claims its consumers read the outbox themselves, as the in-process bus does.
     reads_outbox: bool,
+    /// Times the relay said it took the lead.
+    leads_taken: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -123,6 +125,11 @@ impl EventBus for KeepingBus {
         _group: &str,
     ) -> Result<Box<dyn taskflow_bus::Subscription>, BusError> {
         Err(BusError::Config("nothing to subscribe to".into()))
+    }
+
+    fn lead_taken(&self) {
+        self.leads_taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -175,6 +182,11 @@ async fn the_running_relay_publishes_every_row_once_in_order_while_writes_go_on(
     assert!(by_key.values().all(|ns| ns == &in_order));
     // The last mark was written before the relay stopped.
     assert_eq!(store.outbox_backlog().await.unwrap().unpublished, 0);
+    assert_eq!(
+        bus.leads_taken.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the bus hears when the relay takes the lead, not at each of its checks"
+    );
 }
 
 /// A relay from a test's store to its bus, running until [`Relaying::stop`].

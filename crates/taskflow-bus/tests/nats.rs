@@ -298,6 +298,36 @@ async fn republishing_a_message_id_stores_it_once() {
     after.delete_topic(&topic).await.unwrap();
 }
 
+/// A process whose relay lost the lead and takes it back may re-send rows the other leader
+/// stored without marking them: told it took the lead, its bus reads the stream's end again
+/// and stores them once. Not told, it goes by what it stored itself and stores them again.
+#[tokio::test]
+async fn a_bus_told_its_relay_took_the_lead_back_reads_the_stream_again() {
+    let (settings, first_leader, topic, _cleanup) = restartable("lead").await;
+    let row = |n: u32| row(&topic, n);
+    first_leader.publish(&[row(1)]).await.unwrap();
+    let second_leader = NatsBus::connect(&settings).await.unwrap();
+    second_leader.publish(&[row(1), row(2)]).await.unwrap();
+    assert_eq!(stream_messages(&first_leader, &topic).await, 2);
+
+    first_leader.lead_taken();
+    first_leader.publish(&[row(2), row(3)]).await.unwrap();
+    assert_eq!(
+        stream_messages(&first_leader, &topic).await,
+        3,
+        "row 2, stored by the other leader, is not stored again"
+    );
+
+    second_leader.publish(&[row(4)]).await.unwrap();
+    first_leader.publish(&[row(4)]).await.unwrap();
+    assert_eq!(
+        consume_all(&first_leader, &topic, 5).await,
+        expected(&[1, 2, 3, 4, 4]),
+        "without being told, the first bus stores row 4 a second time"
+    );
+    first_leader.delete_topic(&topic).await.unwrap();
+}
+
 /// A restarted bus looks back `resume_lookback` messages, no further: an older row sent again
 /// is stored again (at least once; consumers are idempotent), and 0 looks at nothing.
 #[tokio::test]

@@ -36,9 +36,9 @@
 //! once as long as what the relay re-sends is among the stream's newest `resume_lookback`
 //! messages (the relay has a few batches of 500 unmarked at a time; the default looks back
 //! 10 000). Beyond that (or with 0), a re-sent row is stored again, which costs consumers a
-//! redundant delivery: they are idempotent. The same holds for a process whose relay lost the
-//! lead to another and took it back: its bus does not read the streams again, so rows the
-//! other leader stored and did not mark may be stored a second time.
+//! redundant delivery: they are idempotent. A process whose relay lost the lead to another
+//! and takes it back reads the streams' ends again too ([`EventBus::lead_taken`]): the other
+//! leader may have stored rows it did not mark.
 //!
 //! JetStream's own de-duplication (`Nats-Msg-Id`) is not used: the server keeps every id of
 //! the duplicate window in a map, and at 10 000 events/s that doubled the commit-to-consume p99
@@ -729,6 +729,15 @@ impl EventBus for NatsBus {
             self.ensure_stream(&spec.name, max_age, true).await?;
         }
         Ok(())
+    }
+
+    /// Forgets every stream's ids: another leader may have stored rows it did not mark, so
+    /// each stream's end is read again before the next publish to it.
+    fn lead_taken(&self) {
+        self.stored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 
