@@ -83,22 +83,20 @@ fn insert_outbox_row(
     payload: &str,
     at_micros: i64,
 ) -> Result<i64, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, created_at)
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
-        )?
-        .query_row(
-            params![
-                event_id,
-                topic,
-                partition_key,
-                event_type,
-                payload,
-                at_micros
-            ],
-            |row| row.get(0),
-        )?)
+    // `last_insert_rowid` rather than `RETURNING seq`: see `tasks::insert_row`.
+    conn.prepare_cached(
+        "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, created_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        event_id,
+        topic,
+        partition_key,
+        event_type,
+        payload,
+        at_micros
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 fn instant(value: i64) -> Result<DateTime<Utc>, StoreError> {

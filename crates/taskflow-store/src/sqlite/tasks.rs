@@ -58,41 +58,40 @@ pub(super) fn insert_row(
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     let sql = if skip_existing_occurrence {
         format!(
-            "{INSERT} ON CONFLICT (series_id, occurrence_index) WHERE series_id IS NOT NULL DO NOTHING RETURNING seq"
+            "{INSERT} ON CONFLICT (series_id, occurrence_index) WHERE series_id IS NOT NULL DO NOTHING"
         )
     } else {
-        format!("{INSERT} RETURNING seq")
+        INSERT.to_owned()
     };
     let recurrence = task.recurrence.as_ref();
-    let seq: Option<i64> = conn
+    // The new seq is read with `last_insert_rowid` rather than `RETURNING`: SQLite runs a
+    // `RETURNING` as a trigger, which gives every insert a statement journal (each page it
+    // changes copied first) and a temporary table for the returned row.
+    let inserted = conn
         .prepare_cached(&sql)?
-        .query_row(
-            params![
-                task.id.to_string(),
-                task.user_id.to_string(),
-                task.title.as_str(),
-                title_key(task.title.as_str()),
-                task.description.as_str(),
-                task.status.as_str(),
-                task.priority.rank(),
-                tags_json(task),
-                task.due_at.map(micros),
-                task.time_zone.name(),
-                recurrence.map(|r| r.rule.as_str().to_owned()),
-                recurrence.map(|r| anchor_name(r.anchor)),
-                recurrence.map(dtstart_text),
-                task.series_id.map(|s| s.to_string()),
-                i64::from(task.occurrence_index),
-                micros(task.created_at),
-                micros(task.updated_at),
-                task.completed_at.map(micros),
-                task.version,
-                reminders_text(&task.reminders),
-                task.ical_uid.as_deref(),
-            ],
-            |row| row.get(0),
-        )
-        .optional()
+        .execute(params![
+            task.id.to_string(),
+            task.user_id.to_string(),
+            task.title.as_str(),
+            title_key(task.title.as_str()),
+            task.description.as_str(),
+            task.status.as_str(),
+            task.priority.rank(),
+            tags_json(task),
+            task.due_at.map(micros),
+            task.time_zone.name(),
+            recurrence.map(|r| r.rule.as_str().to_owned()),
+            recurrence.map(|r| anchor_name(r.anchor)),
+            recurrence.map(dtstart_text),
+            task.series_id.map(|s| s.to_string()),
+            i64::from(task.occurrence_index),
+            micros(task.created_at),
+            micros(task.updated_at),
+            task.completed_at.map(micros),
+            task.version,
+            reminders_text(&task.reminders),
+            task.ical_uid.as_deref(),
+        ])
         .map_err(|e| {
             super::unique_violation(
                 e,
@@ -102,6 +101,7 @@ pub(super) fn insert_row(
                 ],
             )
         })?;
+    let seq = (inserted == 1).then(|| conn.last_insert_rowid());
     if let Some(seq) = seq {
         super::deferred_index::index_at_commit(conn, seq)?;
         write_tags(conn, seq, task, true)?;
