@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, OptionalExtension as _, ToSql, params, params_from_iter};
 use taskflow_domain::events::OutgoingEvent;
 use taskflow_domain::{SeriesId, Task, TaskId, UserId};
 
@@ -22,6 +22,78 @@ const BM25: &str = "bm25(tasks_fts, 10.0, 1.0, 5.0, 0.0)";
 
 fn tags_json(task: &Task) -> String {
     serde_json::to_string(&task.tags.to_strings()).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The values of the 17 columns an insert and an update of a task both write, in the order
+/// both statements list them: `title, title_key, description, status, priority, tags, due_at,
+/// time_zone, recurrence_rule, recurrence_anchor, recurrence_dtstart, series_id,
+/// occurrence_index, updated_at, completed_at, version, reminders`.
+struct WrittenColumns<'a> {
+    title: &'a str,
+    title_key: String,
+    description: &'a str,
+    status: &'static str,
+    priority: i64,
+    tags: String,
+    due_at: Option<i64>,
+    time_zone: &'a str,
+    recurrence_rule: Option<&'a str>,
+    recurrence_anchor: Option<&'static str>,
+    recurrence_dtstart: Option<String>,
+    series_id: Option<String>,
+    occurrence_index: i64,
+    updated_at: i64,
+    completed_at: Option<i64>,
+    version: i64,
+    reminders: String,
+}
+
+impl<'a> WrittenColumns<'a> {
+    fn of(task: &'a Task) -> Self {
+        let recurrence = task.recurrence.as_ref();
+        Self {
+            title: task.title.as_str(),
+            title_key: title_key(task.title.as_str()),
+            description: task.description.as_str(),
+            status: task.status.as_str(),
+            priority: task.priority.rank(),
+            tags: tags_json(task),
+            due_at: task.due_at.map(micros),
+            time_zone: task.time_zone.name(),
+            recurrence_rule: recurrence.map(|r| r.rule.as_str()),
+            recurrence_anchor: recurrence.map(|r| anchor_name(r.anchor)),
+            recurrence_dtstart: recurrence.map(dtstart_text),
+            series_id: task.series_id.map(|s| s.to_string()),
+            occurrence_index: i64::from(task.occurrence_index),
+            updated_at: micros(task.updated_at),
+            completed_at: task.completed_at.map(micros),
+            version: task.version,
+            reminders: reminders_text(&task.reminders),
+        }
+    }
+
+    /// The values in the statements' order.
+    fn values(&self) -> [&dyn ToSql; 17] {
+        [
+            &self.title,
+            &self.title_key,
+            &self.description,
+            &self.status,
+            &self.priority,
+            &self.tags,
+            &self.due_at,
+            &self.time_zone,
+            &self.recurrence_rule,
+            &self.recurrence_anchor,
+            &self.recurrence_dtstart,
+            &self.series_id,
+            &self.occurrence_index,
+            &self.updated_at,
+            &self.completed_at,
+            &self.version,
+            &self.reminders,
+        ]
+    }
 }
 
 /// Replaces the tag rows of task `seq` (`fresh`: the task is new, there is nothing to delete).
@@ -51,10 +123,10 @@ pub(super) fn insert_row(
     skip_existing_occurrence: bool,
     trace: Option<&str>,
 ) -> Result<Option<(i64, ReminderSync)>, StoreError> {
-    const INSERT: &str = "INSERT INTO tasks (id, user_id, title, title_key, description, status, priority, tags,
-                            due_at, time_zone, recurrence_rule, recurrence_anchor, recurrence_dtstart,
-                            series_id, occurrence_index, created_at, updated_at, completed_at, version,
-                            reminders, ical_uid)
+    const INSERT: &str = "INSERT INTO tasks (id, user_id, created_at, ical_uid, title, title_key, description,
+                            status, priority, tags, due_at, time_zone, recurrence_rule, recurrence_anchor,
+                            recurrence_dtstart, series_id, occurrence_index, updated_at, completed_at,
+                            version, reminders)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     let sql = if skip_existing_occurrence {
         format!(
@@ -63,35 +135,19 @@ pub(super) fn insert_row(
     } else {
         INSERT.to_owned()
     };
-    let recurrence = task.recurrence.as_ref();
+    let (id, user, created_at) = (
+        task.id.to_string(),
+        task.user_id.to_string(),
+        micros(task.created_at),
+    );
+    let own: [&dyn ToSql; 4] = [&id, &user, &created_at, &task.ical_uid];
+    let written = WrittenColumns::of(task);
     // The new seq is read with `last_insert_rowid` rather than `RETURNING`: SQLite runs a
     // `RETURNING` as a trigger, which gives every insert a statement journal (each page it
     // changes copied first) and a temporary table for the returned row.
     let inserted = conn
         .prepare_cached(&sql)?
-        .execute(params![
-            task.id.to_string(),
-            task.user_id.to_string(),
-            task.title.as_str(),
-            title_key(task.title.as_str()),
-            task.description.as_str(),
-            task.status.as_str(),
-            task.priority.rank(),
-            tags_json(task),
-            task.due_at.map(micros),
-            task.time_zone.name(),
-            recurrence.map(|r| r.rule.as_str().to_owned()),
-            recurrence.map(|r| anchor_name(r.anchor)),
-            recurrence.map(dtstart_text),
-            task.series_id.map(|s| s.to_string()),
-            i64::from(task.occurrence_index),
-            micros(task.created_at),
-            micros(task.updated_at),
-            task.completed_at.map(micros),
-            task.version,
-            reminders_text(&task.reminders),
-            task.ical_uid.as_deref(),
-        ])
+        .execute(params_from_iter(own.iter().chain(&written.values())))
         .map_err(|e| {
             super::unique_violation(
                 e,
@@ -198,7 +254,7 @@ impl TaskStore for SqliteStore {
                 if version != expected_version {
                     return Err(StoreError::VersionMismatch { current: version });
                 }
-                let recurrence = task.recurrence.as_ref();
+                let written = WrittenColumns::of(task);
                 conn.prepare_cached(
                     "UPDATE tasks SET title = ?, title_key = ?, description = ?, status = ?, priority = ?,
                          tags = ?, due_at = ?, time_zone = ?, recurrence_rule = ?, recurrence_anchor = ?,
@@ -206,26 +262,7 @@ impl TaskStore for SqliteStore {
                          completed_at = ?, version = ?, reminders = ?
                      WHERE seq = ?",
                 )?
-                .execute(params![
-                    task.title.as_str(),
-                    title_key(task.title.as_str()),
-                    task.description.as_str(),
-                    task.status.as_str(),
-                    task.priority.rank(),
-                    tags_json(task),
-                    task.due_at.map(micros),
-                    task.time_zone.name(),
-                    recurrence.map(|r| r.rule.as_str().to_owned()),
-                    recurrence.map(|r| anchor_name(r.anchor)),
-                    recurrence.map(dtstart_text),
-                    task.series_id.map(|s| s.to_string()),
-                    i64::from(task.occurrence_index),
-                    micros(task.updated_at),
-                    task.completed_at.map(micros),
-                    task.version,
-                    reminders_text(&task.reminders),
-                    seq,
-                ])?;
+                .execute(params_from_iter(written.values().iter().chain([&seq as &dyn ToSql].iter())))?;
                 write_tags(conn, seq, task, false)?;
                 let mut sync = sync_reminders(conn, task, trace.as_deref())?;
                 // The change's own events first, then what its reminders did, then the next
