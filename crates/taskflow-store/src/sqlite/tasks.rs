@@ -123,17 +123,23 @@ pub(super) fn insert_row(
     skip_existing_occurrence: bool,
     trace: Option<&str>,
 ) -> Result<Option<(i64, ReminderSync)>, StoreError> {
-    const INSERT: &str = "INSERT INTO tasks (id, user_id, created_at, ical_uid, title, title_key, description,
-                            status, priority, tags, due_at, time_zone, recurrence_rule, recurrence_anchor,
-                            recurrence_dtstart, series_id, occurrence_index, updated_at, completed_at,
-                            version, reminders)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    // One literal for both statements, so neither is formatted again at every insert.
+    macro_rules! insert {
+        () => {
+            "INSERT INTO tasks (id, user_id, created_at, ical_uid, title, title_key, description,
+                                status, priority, tags, due_at, time_zone, recurrence_rule,
+                                recurrence_anchor, recurrence_dtstart, series_id, occurrence_index,
+                                updated_at, completed_at, version, reminders)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        };
+    }
     let sql = if skip_existing_occurrence {
-        format!(
-            "{INSERT} ON CONFLICT (series_id, occurrence_index) WHERE series_id IS NOT NULL DO NOTHING"
+        concat!(
+            insert!(),
+            " ON CONFLICT (series_id, occurrence_index) WHERE series_id IS NOT NULL DO NOTHING"
         )
     } else {
-        INSERT.to_owned()
+        insert!()
     };
     let (id, user, created_at) = (
         task.id.to_string(),
@@ -146,7 +152,7 @@ pub(super) fn insert_row(
     // `RETURNING` as a trigger, which gives every insert a statement journal (each page it
     // changes copied first) and a temporary table for the returned row.
     let inserted = conn
-        .prepare_cached(&sql)?
+        .prepare_cached(sql)?
         .execute(params_from_iter(own.iter().chain(&written.values())))
         .map_err(|e| {
             super::unique_violation(
