@@ -928,3 +928,45 @@ async fn three_instances_lose_and_repeat_nothing_when_the_relay_leader_is_killed
     );
     db.close().await;
 }
+
+/// `taskflow topics create` makes a stream for every topic and its dead-letter topic on the
+/// configured NATS server, and running it again changes nothing.
+#[tokio::test]
+async fn topics_create_makes_every_stream_and_is_idempotent() {
+    let cluster = Cluster::create(env!("CARGO_BIN_EXE_taskflow"), "topics");
+    let logical: Vec<String> = taskflow_domain::events::Topic::ALL
+        .iter()
+        .flat_map(|t| {
+            [
+                t.name().to_owned(),
+                taskflow_domain::events::dead_letter_topic(t.name()),
+            ]
+        })
+        .collect();
+    for run in ["first", "again"] {
+        let output = cluster.command(&["topics", "create"]).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{run}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let printed = String::from_utf8_lossy(&output.stdout);
+        for topic in &logical {
+            let physical = cluster.physical_topic(topic);
+            assert!(
+                printed
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{physical} ("))),
+                "{run}: {physical} not listed in {printed}"
+            );
+        }
+    }
+    let bus = cluster.nats().await;
+    for topic in &logical {
+        let stream = bus.stream_name(&cluster.physical_topic(topic));
+        assert!(
+            bus.jetstream().get_stream(&stream).await.is_ok(),
+            "stream {stream} exists"
+        );
+    }
+}
