@@ -122,6 +122,28 @@ async fn migrations_recorded(db: &TestDb) -> i64 {
     n
 }
 
+/// The search document of a fixed task computed in a session with an empty `search_path`, as
+/// a restored dump computes `tasks.search`.
+async fn search_document_without_search_path(db: &TestDb) -> String {
+    let mut conn = db.admin_connection().await;
+    let schema: String = sqlx::query_scalar(
+        "SELECT n.nspname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE p.proname = 'taskflow_search_document'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.execute("SET search_path = ''").await.unwrap();
+    let document: String = sqlx::query_scalar(&format!(
+        "SELECT \"{schema}\".taskflow_search_document('Crème', ARRAY['Zoë'], 'Déjà')::text"
+    ))
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let _ = conn.close().await;
+    document
+}
+
 #[tokio::test]
 async fn postgres_store_passes_the_conformance_story() {
     let db = TestDb::create().await;
@@ -131,6 +153,11 @@ async fn postgres_store_passes_the_conformance_story() {
     store.migrate().await.expect("migrating twice is a no-op");
     assert_eq!(migrations_recorded(&db).await, recorded);
     taskflow_store::conformance::run(&store).await;
+    assert_eq!(
+        search_document_without_search_path(&db).await,
+        "'creme':1A 'deja':3C 'zoe':2B",
+        "the search functions name every schema themselves"
+    );
 
     // The audit log is append-only, even for someone with SQL access.
     let mut conn = db.admin_connection().await;
@@ -172,6 +199,10 @@ async fn the_story_passes_without_the_unaccent_extension() {
     let _ = conn.close().await;
     // The story's "diacritics folded" step now runs on the built-in folding table.
     taskflow_store::conformance::run(&store).await;
+    assert_eq!(
+        search_document_without_search_path(&db).await,
+        "'creme':1A 'deja':3C 'zoe':2B"
+    );
     store.close().await;
 }
 
