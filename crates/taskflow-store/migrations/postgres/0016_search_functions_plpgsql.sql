@@ -13,16 +13,20 @@
 DO $migration$
 DECLARE
     own_schema text := current_schema();
+    current_fold regprocedure;
     extension_schema text;
     fold_body text;
 BEGIN
+    current_fold := pg_catalog.to_regprocedure(
+        pg_catalog.quote_ident(own_schema) || '.taskflow_fold(text)');
+    IF current_fold IS NULL THEN
+        RAISE EXCEPTION 'taskflow_fold(text) is not in schema %, where 0001 created it', own_schema;
+    END IF;
     SELECT n.nspname INTO extension_schema
     FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
     WHERE e.extname = 'unaccent';
     IF extension_schema IS NOT NULL
-       AND pg_catalog.strpos(pg_catalog.pg_get_functiondef(
-               pg_catalog.to_regprocedure(pg_catalog.quote_ident(own_schema) || '.taskflow_fold(text)')),
-           'unaccent') > 0 THEN
+       AND pg_catalog.strpos(pg_catalog.pg_get_functiondef(current_fold), 'unaccent') > 0 THEN
         fold_body := format('RETURN pg_catalog.lower(%I.unaccent(%L::regdictionary, input));',
                             extension_schema, quote_ident(extension_schema) || '.unaccent');
     ELSE
