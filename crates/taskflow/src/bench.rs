@@ -113,8 +113,9 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 15)]
     pub heartbeat_secs: u64,
     /// `bench events`, and `bench api` on SQLite: the store's `database.sqlite_checkpoints`,
-    /// `commit` (SQLite's automatic checkpoints, the default) or `background`, to compare them.
-    #[arg(long, default_value = "commit", value_parser = ["commit", "background"])]
+    /// `background` (a thread of their own, the default) or `commit` (SQLite's automatic
+    /// checkpoints), to compare them.
+    #[arg(long, default_value = "background", value_parser = ["commit", "background"])]
     pub sqlite_checkpoints: String,
     /// `bench api`: `sqlite`, `postgres` or `both`.
     #[arg(long, default_value = "both")]

@@ -498,8 +498,9 @@ pub struct DatabaseSettings {
     pub acquire_timeout_secs: u64,
     /// SQLite durability: `full` (survives power loss) or `normal` (survives process crashes).
     pub sqlite_synchronous: String,
-    /// SQLite WAL checkpoints: `commit` (SQLite's automatic ones, inside the commit that filled
-    /// the log) or `background` (a thread of their own: more throughput, a longer tail).
+    /// SQLite WAL checkpoints: `background` (the default: a thread of their own, copying a few
+    /// milliseconds of commits at a time) or `commit` (SQLite's automatic ones, inside the
+    /// commit that filled the log).
     pub sqlite_checkpoints: String,
     /// SQLite: MiB of the database file each connection reads through a memory map (0 … 2047;
     /// 0 reads every page with a system call).
@@ -549,7 +550,7 @@ impl Default for DatabaseSettings {
             max_connections: 4,
             acquire_timeout_secs: 10,
             sqlite_synchronous: "full".into(),
-            sqlite_checkpoints: "commit".into(),
+            sqlite_checkpoints: "background".into(),
             sqlite_mmap_mib: 1024,
             statement_timeout_secs: 30,
         }

@@ -1,32 +1,36 @@
-//! WAL checkpoints on a thread of their own (`database.sqlite_checkpoints = "background"`).
+//! WAL checkpoints on a thread of their own (`database.sqlite_checkpoints = "background"`, the
+//! default).
 //!
 //! In WAL mode every commit appends pages to the `-wal` file; a *checkpoint* copies them back
-//! into the database file and syncs it. SQLite's default (`wal_autocheckpoint = 1000`, our
-//! default too) runs that checkpoint inside whichever commit pushed the log past 1 000 pages,
-//! so now and then one batch of writers waits for the copying and an extra fsync. With
-//! background checkpoints the writer turns automatic checkpoints off and a dedicated
+//! into the database file and syncs it. SQLite's own way (`wal_autocheckpoint = 1000`, kept
+//! with `sqlite_checkpoints = "commit"`) runs that checkpoint inside whichever commit pushed the
+//! log past 1 000 pages, so now and then one batch of writers waits for the copying and a sync
+//! of many scattered pages. Here the writer turns automatic checkpoints off and a dedicated
 //! connection runs `PASSIVE` checkpoints instead, which never block the writer or the readers.
 //! The thread checkpoints when the writer reported a commit since the last checkpoint, at most
-//! once per [`CHECKPOINT_INTERVAL`], so hot pages written many times in between are copied
-//! once. Durability is unchanged: a commit is durable once its WAL frames are synced, before
-//! any checkpoint; a crash during a checkpoint is recovered by SQLite.
+//! once per [`CHECKPOINT_INTERVAL`]: often, so that each sync is short (a long one holds up
+//! the writer's own log syncs on the same disk), yet a hot page written by several commits in
+//! between is copied once. Durability is unchanged: a commit is durable once its WAL frames are
+//! synced, before any checkpoint; a crash during a checkpoint is recovered by SQLite.
 //!
 //! **Rewinding the log.** SQLite starts the log over only when a write transaction begins
 //! after a checkpoint copied *all* of it and no reader still reads from it. A checkpoint beside
 //! a busy writer never gets there (frames arrive while it copies), so under sustained writes
 //! the log would grow without end and every read would search an ever larger WAL index (seen:
 //! 100 MB of log for 80 MB written, list p99 from ~14 to ~120 ms after a minute of writes).
-//! So once the thread reports [`REWIND_FRAMES`] frames, it copies once more (leaving only what
-//! arrived meanwhile) and the writer, between two batches, runs a `RESTART` checkpoint: it
-//! copies the rest, waits for readers of the log to finish, and the next transaction starts
-//! the log over.
+//! So once the thread reports [`REWIND_FRAMES`] frames, the writer, between two batches, runs
+//! a `RESTART` checkpoint itself: it copies the few frames the thread has not, and starts the
+//! log over. It never waits: if a reader still reads from the log (or the thread is
+//! checkpointing) it gives up at once and tries again after [`REWIND_RETRY`]. An earlier
+//! version waited up to 50 ms for readers; SQLite's busy handler sleeps in steps of 1, 2, 5,
+//! 10… ms, so each rewind held the writer ~20 ms.
 //!
-//! **Measured** (`taskflow bench api --database sqlite`, 2 cores, alternating runs): ~1.4× the
-//! peak creates (the copying moves to another core), but create p99 at a fixed 1 000/s about
-//! three times worse (~47 against ~14 ms): each rewind holds the writer ~20 ms (two fsyncs and
-//! the wait for the log's readers on that disk), and the thread's writes and fsyncs slow the
-//! writer's own commits. Hence the default stays `commit`; `background` is for
-//! throughput-bound deployments.
+//! **Measured** (`taskflow bench api --database sqlite`, 64 users, 2 cores, alternating runs;
+//! README, "HTTP API throughput"): against `commit`, ~1.3× the peak creates (the copying moves
+//! to the other core) and a lower create p99 at the same load (~11–12 against ~17 ms at
+//! 1 250/s). With checkpoints at most every 100 ms the tail was ~3× *worse* (~60 ms at half
+//! peak): each checkpoint synced ~100 ms of scattered pages in one go (up to 50 ms a sync),
+//! during which the writer's small log writes and syncs stalled behind it.
 //!
 //! SQLite has no checkpointing thread of its own to turn on, and rusqlite's WAL hook is not
 //! exposed in the version we use, so this is the few lines it takes by hand.
@@ -41,16 +45,17 @@ use crate::error::StoreError;
 
 use super::connection::{ConnectionOptions, open};
 
-/// Shortest time between two checkpoints.
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// Shortest time between two checkpoints (5 ms measured best against 1, 20 and 100 ms).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Log size (frames, ~4 KiB each) from which the writer completes a checkpoint itself so the
 /// log can start over (about 64 MiB; SQLite's automatic threshold is 1 000 frames). Smaller
-/// means more frequent ~20 ms writer stalls; larger, a larger log for readers to search.
+/// means more of the writer's short rewinds; larger, a larger log for readers to search.
 pub const REWIND_FRAMES: i64 = 16_000;
 
-/// Longest the writer waits for readers of the log when it rewinds it.
-pub const REWIND_WAIT: Duration = Duration::from_millis(50);
+/// Shortest time between two of the writer's attempts to rewind the log (an attempt that
+/// finds a reader still in the log, or the thread checkpointing, gives up at once).
+pub const REWIND_RETRY: Duration = Duration::from_millis(20);
 
 /// The writer's side: tells the checkpointing thread that a commit added to the log.
 /// Dropping it (the writer stopped) makes the thread run a last checkpoint and close.
@@ -61,21 +66,34 @@ pub(crate) struct CommitSignal {
     log_frames: Arc<AtomicI64>,
     /// The writer connection's usual busy timeout.
     busy_timeout: Duration,
+    /// When the writer may next try to rewind the log.
+    next_rewind: std::cell::Cell<Instant>,
 }
 
 impl CommitSignal {
     /// Notes a commit on the writer connection `conn`; never blocks on the thread (one pending
-    /// signal is enough). When the log has grown to [`REWIND_FRAMES`], completes a checkpoint
-    /// on `conn` so that the next transaction starts the log over.
+    /// signal is enough). When the log has grown to [`REWIND_FRAMES`], tries to complete a
+    /// checkpoint on `conn` and start the log over, without waiting for readers.
     pub(crate) fn committed(&self, conn: &Connection) {
         let _ = self.signals.try_send(());
-        if self.log_frames.load(Ordering::Acquire) >= REWIND_FRAMES {
-            self.log_frames.store(0, Ordering::Release);
-            let started = Instant::now();
+        let now = Instant::now();
+        if self.log_frames.load(Ordering::Acquire) >= REWIND_FRAMES && now >= self.next_rewind.get()
+        {
             let outcome = rewind(conn, self.busy_timeout);
-            metrics::histogram!("sqlite_writer_checkpoint_seconds").record(started.elapsed());
-            if let Err(error) = outcome {
-                tracing::warn!(%error, "the writer's WAL checkpoint failed; the next one retries");
+            metrics::histogram!("sqlite_writer_checkpoint_seconds").record(now.elapsed());
+            match outcome {
+                Ok(done) if !done.busy => {
+                    metrics::counter!("sqlite_wal_rewinds_total", "outcome" => "done").increment(1);
+                    self.log_frames.store(0, Ordering::Release);
+                }
+                Ok(_) => {
+                    metrics::counter!("sqlite_wal_rewinds_total", "outcome" => "busy").increment(1);
+                    self.next_rewind.set(now + REWIND_RETRY);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the writer's WAL checkpoint failed; the next one retries");
+                    self.next_rewind.set(now + REWIND_RETRY);
+                }
             }
         }
     }
@@ -108,12 +126,12 @@ fn checkpoint_with(conn: &Connection, pragma: &str) -> Result<Checkpoint, rusqli
     })
 }
 
-/// Completes a checkpoint and waits, at most [`REWIND_WAIT`], until no reader still reads from
-/// the log, so the next write transaction starts it over (`RESTART`); for the writer
-/// connection, between batches, which then gets `busy_timeout` back. A reader that keeps the
-/// log longer (an export, say) makes it report `busy`, and a later rewind tries again.
+/// Copies what is left of the log and starts it over (`RESTART`) without waiting: if a reader
+/// still reads from the log, or the thread is checkpointing, it reports `busy` at once and the
+/// log goes on. For the writer connection between batches, which then gets `busy_timeout`
+/// back.
 fn rewind(conn: &Connection, busy_timeout: Duration) -> Result<Checkpoint, rusqlite::Error> {
-    conn.busy_timeout(REWIND_WAIT)?;
+    conn.busy_timeout(Duration::ZERO)?;
     let outcome = checkpoint_with(conn, "PRAGMA wal_checkpoint(RESTART)");
     conn.busy_timeout(busy_timeout)?;
     outcome
@@ -139,6 +157,7 @@ pub(crate) fn start(
         signals,
         log_frames,
         busy_timeout: options.busy_timeout,
+        next_rewind: std::cell::Cell::new(Instant::now()),
     })
 }
 
@@ -196,5 +215,76 @@ fn report(outcome: Result<Checkpoint, rusqlite::Error>, started: Instant) -> Opt
             tracing::warn!(%error, "a WAL checkpoint failed; the next one retries");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Appends `rows` rows of ~3 KB each, one transaction.
+    fn write(conn: &Connection, rows: i64) {
+        conn.execute(
+            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1)
+             INSERT INTO t SELECT i, randomblob(3000) FROM s",
+            [rows],
+        )
+        .unwrap();
+    }
+
+    /// A reader still reading from the log makes the writer's rewind give up at once, instead of
+    /// waiting for it as long as the writer's busy timeout allows; once the reader is done, the
+    /// rewind copies the rest and the next commit starts the log over.
+    #[test]
+    fn a_rewind_never_waits_for_readers_and_starts_the_log_over_once_they_are_done() {
+        let dir = std::env::temp_dir().join(format!(
+            "taskflow-rewind-test-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = ConnectionOptions {
+            path: dir.join("rewind.db"),
+            synchronous_full: false,
+            busy_timeout: Duration::from_secs(10),
+            mmap_bytes: 0,
+        };
+        let writer = open(&options, true).unwrap();
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (v INTEGER, pad BLOB)")
+            .unwrap();
+        write(&writer, 100);
+        let reader = open(&options, false).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let rows: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 100);
+        write(&writer, 100);
+
+        let started = Instant::now();
+        let held = rewind(&writer, options.busy_timeout).unwrap();
+        assert!(held.busy, "a reader still reads from the log: {held:?}");
+        assert!(
+            held.checkpointed_frames < held.log_frames,
+            "the frames the reader may still need stay in the log: {held:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the rewind gave up at once instead of waiting out the 10 s busy timeout: {:?}",
+            started.elapsed()
+        );
+
+        reader.execute_batch("COMMIT").unwrap();
+        let done = rewind(&writer, options.busy_timeout).unwrap();
+        assert!(!done.busy, "no reader left: {done:?}");
+        assert_eq!(done.checkpointed_frames, done.log_frames, "{done:?}");
+        write(&writer, 1);
+        let after = checkpoint(&writer).unwrap();
+        assert!(
+            after.log_frames < 10,
+            "the next commit started the log over: {after:?} after {done:?}"
+        );
+        drop((reader, writer));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -50,9 +50,9 @@ pub struct SqliteSettings {
     pub acquire_timeout: Duration,
     /// `FULL` (default: durable across power loss) or `NORMAL` (durable across process crashes only).
     pub synchronous_full: bool,
-    /// Checkpoint the write-ahead log on a thread of its own rather than in the commit that
-    /// filled it (SQLite's automatic checkpoints, the default); see [`checkpoint`] for the
-    /// trade-off measured.
+    /// Checkpoint the write-ahead log on a thread of its own (the default) rather than in the
+    /// commit that filled it (SQLite's automatic checkpoints); see [`checkpoint`] for what was
+    /// measured.
     pub background_checkpoints: bool,
     /// Bytes of the database file each connection reads through a memory map (0: none, every
     /// page is read with a system call). Address space, not memory: the mapped pages are the
@@ -71,7 +71,7 @@ impl SqliteSettings {
             read_connections: 4,
             acquire_timeout: Duration::from_secs(10),
             synchronous_full: true,
-            background_checkpoints: false,
+            background_checkpoints: true,
             mmap_bytes: DEFAULT_MMAP_BYTES,
         }
     }
