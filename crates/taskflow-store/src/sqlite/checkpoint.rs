@@ -22,8 +22,8 @@
 //! a `RESTART` checkpoint itself: it copies the few frames the thread has not, and starts the
 //! log over. It never waits: if a reader still reads from the log (or the thread is
 //! checkpointing) it gives up at once and tries again after [`REWIND_RETRY`]. An earlier
-//! version waited up to 50 ms for readers; SQLite's busy handler sleeps in steps of 1, 2, 5,
-//! 10… ms, so each rewind held the writer ~20 ms.
+//! version waited up to 50 ms for readers, and each rewind held the writer ~20 ms (SQLite's
+//! busy handler sleeps 1, 2, 5, 10… ms between tries, likely most of that).
 //!
 //! **Measured** (`taskflow bench api --database sqlite`, 64 users, 2 cores, alternating runs;
 //! README, "HTTP API throughput"): against `commit`, ~1.3× the peak creates (the copying moves
@@ -45,7 +45,7 @@ use crate::error::StoreError;
 
 use super::connection::{ConnectionOptions, open};
 
-/// Shortest time between two checkpoints (5 ms measured best against 1, 20 and 100 ms).
+/// Shortest time between two checkpoints (5 ms: measured against 1, 20 and 100 ms).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Log size (frames, ~4 KiB each) from which the writer completes a checkpoint itself so the
