@@ -21,7 +21,9 @@
 //! So once the thread reports [`REWIND_FRAMES`] frames, the writer, between two batches, runs
 //! a `RESTART` checkpoint itself: it copies the few frames the thread has not, and starts the
 //! log over. It never waits: if a reader still reads from the log (or the thread is
-//! checkpointing) it gives up at once and tries again after [`REWIND_RETRY`]. An earlier
+//! checkpointing) it gives up at once and tries again after [`REWIND_RETRY`]; only if readers
+//! kept it from rewinding until the log reached twice that size does it wait for them, at most
+//! [`REWIND_WAIT`], so reads that never pause cannot make the log grow without end. An earlier
 //! version waited up to 50 ms for readers, and each rewind held the writer ~20 ms (SQLite's
 //! busy handler sleeps 1, 2, 5, 10… ms between tries, likely most of that).
 //!
@@ -57,6 +59,19 @@ pub const REWIND_FRAMES: i64 = 16_000;
 /// finds a reader still in the log, or the thread checkpointing, gives up at once).
 pub const REWIND_RETRY: Duration = Duration::from_millis(20);
 
+/// Longest the writer waits for readers of the log when it rewinds a log of twice
+/// [`REWIND_FRAMES`] or more (below that it does not wait).
+pub const REWIND_WAIT: Duration = Duration::from_millis(50);
+
+/// How long a rewind of a log of `log_frames` frames waits for readers still in it.
+fn rewind_wait(log_frames: i64) -> Duration {
+    if log_frames >= 2 * REWIND_FRAMES {
+        REWIND_WAIT
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// The writer's side: tells the checkpointing thread that a commit added to the log.
 /// Dropping it (the writer stopped) makes the thread run a last checkpoint and close.
 #[derive(Debug)]
@@ -77,9 +92,9 @@ impl CommitSignal {
     pub(crate) fn committed(&self, conn: &Connection) {
         let _ = self.signals.try_send(());
         let now = Instant::now();
-        if self.log_frames.load(Ordering::Acquire) >= REWIND_FRAMES && now >= self.next_rewind.get()
-        {
-            let outcome = rewind(conn, self.busy_timeout);
+        let log_frames = self.log_frames.load(Ordering::Acquire);
+        if log_frames >= REWIND_FRAMES && now >= self.next_rewind.get() {
+            let outcome = rewind(conn, rewind_wait(log_frames), self.busy_timeout);
             metrics::histogram!("sqlite_writer_checkpoint_seconds").record(now.elapsed());
             match outcome {
                 Ok(done) if !done.busy => {
@@ -126,12 +141,16 @@ fn checkpoint_with(conn: &Connection, pragma: &str) -> Result<Checkpoint, rusqli
     })
 }
 
-/// Copies what is left of the log and starts it over (`RESTART`) without waiting: if a reader
-/// still reads from the log, or the thread is checkpointing, it reports `busy` at once and the
-/// log goes on. For the writer connection between batches, which then gets `busy_timeout`
-/// back.
-fn rewind(conn: &Connection, busy_timeout: Duration) -> Result<Checkpoint, rusqlite::Error> {
-    conn.busy_timeout(Duration::ZERO)?;
+/// Copies what is left of the log and starts it over (`RESTART`), waiting at most `wait`: if a
+/// reader still reads from the log after that, or the thread is checkpointing, it reports
+/// `busy` and the log goes on. For the writer connection between batches, which then gets
+/// `busy_timeout` back.
+fn rewind(
+    conn: &Connection,
+    wait: Duration,
+    busy_timeout: Duration,
+) -> Result<Checkpoint, rusqlite::Error> {
+    conn.busy_timeout(wait)?;
     let outcome = checkpoint_with(conn, "PRAGMA wal_checkpoint(RESTART)");
     conn.busy_timeout(busy_timeout)?;
     outcome
@@ -262,7 +281,7 @@ mod tests {
         write(&writer, 100);
 
         let started = Instant::now();
-        let held = rewind(&writer, options.busy_timeout).unwrap();
+        let held = rewind(&writer, rewind_wait(REWIND_FRAMES), options.busy_timeout).unwrap();
         assert!(held.busy, "a reader still reads from the log: {held:?}");
         assert!(
             held.checkpointed_frames < held.log_frames,
@@ -275,7 +294,7 @@ mod tests {
         );
 
         reader.execute_batch("COMMIT").unwrap();
-        let done = rewind(&writer, options.busy_timeout).unwrap();
+        let done = rewind(&writer, rewind_wait(REWIND_FRAMES), options.busy_timeout).unwrap();
         assert!(!done.busy, "no reader left: {done:?}");
         assert_eq!(done.checkpointed_frames, done.log_frames, "{done:?}");
         write(&writer, 1);
@@ -286,5 +305,15 @@ mod tests {
         );
         drop((reader, writer));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Readers that never pause cannot make the log grow without end: from twice the rewind
+    /// size, the rewind waits for them.
+    #[test]
+    fn a_rewind_waits_for_readers_only_once_the_log_is_twice_the_rewind_size() {
+        assert_eq!(rewind_wait(REWIND_FRAMES), Duration::ZERO);
+        assert_eq!(rewind_wait(2 * REWIND_FRAMES - 1), Duration::ZERO);
+        assert_eq!(rewind_wait(2 * REWIND_FRAMES), REWIND_WAIT);
+        assert_eq!(rewind_wait(10 * REWIND_FRAMES), REWIND_WAIT);
     }
 }
