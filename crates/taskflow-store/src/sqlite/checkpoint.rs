@@ -88,7 +88,8 @@ pub(crate) struct CommitSignal {
 impl CommitSignal {
     /// Notes a commit on the writer connection `conn`; never blocks on the thread (one pending
     /// signal is enough). When the log has grown to [`REWIND_FRAMES`], tries to complete a
-    /// checkpoint on `conn` and start the log over, without waiting for readers.
+    /// checkpoint on `conn` and start the log over, waiting for readers only as
+    /// [`rewind_wait`] says.
     pub(crate) fn committed(&self, conn: &Connection) {
         let _ = self.signals.try_send(());
         let now = Instant::now();
