@@ -13,7 +13,10 @@
 //!    that includes that drain too (creates/s *with events consumed*).
 //! 2. **half peak**: open loop at half the median peak rate: request `k` is due at
 //!    `start + k / rate` and its latency counts from then, so a server that falls behind is
-//!    charged for the queue it causes (no coordinated omission).
+//!    charged for the queue it causes (no coordinated omission). Each half-peak phase also
+//!    reports, from the server's `/metrics` scraped before and after it, where the server's
+//!    time went (`server`: the HTTP handler, the SQLite writer's queue, transactions, commits
+//!    and checkpoints).
 //!
 //! Each client acts as a user of its own for creates and completions (it completes tasks it
 //! created, each at most once). Lists read one more user, whose `--list-tasks` tasks all
@@ -30,6 +33,8 @@ use serde_json::{Value, json};
 
 use crate::bench::{BenchOptions, median, millis, percentile};
 use crate::bench_reminders::{free_port, serve_command, wait_listening};
+
+mod server_metrics;
 
 /// The goals on this 2-core machine.
 const GOAL_CREATES_PER_S_SQLITE: f64 = 25_000.0;
@@ -223,6 +228,7 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
         if matches!(operation, Operation::Complete) {
             restock(1.2 * rate * rounds_secs).await?;
         }
+        let before = scrape(server).await?;
         let mut rounds = Vec::new();
         for round in 0..options.rounds {
             let stats = run(operation, Some(rate), options.round_secs).await?;
@@ -232,8 +238,12 @@ async fn measure(options: &BenchOptions, database: &str, server: &Server) -> any
             );
             rounds.push(stats);
         }
+        let inside = scrape(server).await?.since(&before);
+        println!("  inside the server: {}", server_metrics::line(&inside));
         wait_for_audit(server, api.writes()).await?;
-        half.insert(name.to_owned(), summary(&rounds, Some(rate)));
+        let mut phase = summary(&rounds, Some(rate));
+        phase["server"] = inside;
+        half.insert(name.to_owned(), phase);
     }
 
     let goal_creates = if database == "sqlite" {
@@ -295,6 +305,9 @@ struct Stats {
     /// List rounds: the latencies of each of [`LIST_QUERIES`], sorted.
     per_query: Vec<Vec<Duration>>,
     server_cpu: Duration,
+    /// Bytes the server caused to be written to storage (`write_bytes` of `/proc/<pid>/io`:
+    /// the database, its log and checkpoints; 0 where the kernel does not say).
+    server_written: u64,
     client_cpu: Duration,
     /// CPU time of every `postgres` process on this machine (zero on SQLite).
     database_cpu: Duration,
@@ -318,11 +331,12 @@ impl Stats {
 
     fn line(&self) -> String {
         format!(
-            "{:>7.0}/s p50 {:.2} ms p99 {:.2} ms (server {:.2} cores, postgres {:.2}, load generator {:.2}{})",
+            "{:>7.0}/s p50 {:.2} ms p99 {:.2} ms (server {:.2} cores, {:.0} KiB written per request, postgres {:.2}, load generator {:.2}{})",
             self.rate(),
             self.p(50.0),
             self.p(99.0),
             self.server_cpu.as_secs_f64() / self.wall.as_secs_f64(),
+            self.server_written as f64 / 1024.0 / self.requests.max(1) as f64,
             self.database_cpu.as_secs_f64() / self.wall.as_secs_f64(),
             self.client_cpu.as_secs_f64() / self.wall.as_secs_f64(),
             if self.drain.is_zero() {
@@ -363,6 +377,7 @@ fn summary(rounds: &[Stats], target_rate: Option<f64>) -> Value {
         "server_cores_median": column(&|s| s.server_cpu.as_secs_f64() / s.wall.as_secs_f64()),
         "load_generator_cores_median": column(&|s| s.client_cpu.as_secs_f64() / s.wall.as_secs_f64()),
         "postgres_cores_median": column(&|s| s.database_cpu.as_secs_f64() / s.wall.as_secs_f64()),
+        "server_written_kib_per_request_median": column(&|s| s.server_written as f64 / 1024.0 / s.requests.max(1) as f64),
         "requests_total": rounds.iter().map(|s| s.requests).sum::<usize>(),
         "per_query": per_query_summary(rounds),
     })
@@ -403,6 +418,7 @@ async fn drive(
 ) -> anyhow::Result<Stats> {
     let next_slot = Arc::new(AtomicU64::new(0));
     let server_before = cpu_time(&server_pid.to_string())?;
+    let written_before = written_bytes(&server_pid.to_string());
     let client_before = cpu_time("self")?;
     let database_before = postgres_cpu_time();
     let started = Instant::now();
@@ -471,6 +487,7 @@ async fn drive(
         wall,
         latencies,
         server_cpu: cpu_time(&server_pid.to_string())?.saturating_sub(server_before),
+        server_written: written_bytes(&server_pid.to_string()).saturating_sub(written_before),
         client_cpu: cpu_time("self")?.saturating_sub(client_before),
         database_cpu: postgres_cpu_time().saturating_sub(database_before),
         drain: Duration::ZERO,
@@ -491,6 +508,19 @@ fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
+/// Bytes `/proc/<pid>/io` says the process caused to be written to storage so far (0 if it
+/// cannot be read).
+fn written_bytes(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|line| line.strip_prefix("write_bytes:"))
+                .and_then(|bytes| bytes.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// CPU time of every process named `postgres` (the server and its backends; those that ended
 /// during a round are missed, so this is a lower bound).
 fn postgres_cpu_time() -> Duration {
@@ -507,6 +537,18 @@ fn postgres_cpu_time() -> Duration {
             cpu_time(&pid).ok()
         })
         .sum()
+}
+
+/// The server's latency histograms now (see [`server_metrics`]).
+async fn scrape(server: &Server) -> anyhow::Result<server_metrics::Snapshot> {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(server_metrics::Snapshot::parse(&text))
 }
 
 /// Waits until the audit consumer consumed `expected` task events and returns how long that took.

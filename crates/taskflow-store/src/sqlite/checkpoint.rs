@@ -96,21 +96,24 @@ impl CommitSignal {
         let log_frames = self.log_frames.load(Ordering::Acquire);
         if log_frames >= REWIND_FRAMES && now >= self.next_rewind.get() {
             let outcome = rewind(conn, rewind_wait(log_frames), self.busy_timeout);
-            metrics::histogram!("sqlite_writer_checkpoint_seconds").record(now.elapsed());
-            match outcome {
+            let label = match outcome {
                 Ok(done) if !done.busy => {
-                    metrics::counter!("sqlite_wal_rewinds_total", "outcome" => "done").increment(1);
                     self.log_frames.store(0, Ordering::Release);
+                    "done"
                 }
                 Ok(_) => {
-                    metrics::counter!("sqlite_wal_rewinds_total", "outcome" => "busy").increment(1);
                     self.next_rewind.set(now + REWIND_RETRY);
+                    "busy"
                 }
                 Err(error) => {
                     tracing::warn!(%error, "the writer's WAL checkpoint failed; the next one retries");
                     self.next_rewind.set(now + REWIND_RETRY);
+                    "failed"
                 }
-            }
+            };
+            metrics::counter!("sqlite_wal_rewinds_total", "outcome" => label).increment(1);
+            metrics::histogram!("sqlite_writer_checkpoint_seconds", "outcome" => label)
+                .record(now.elapsed());
         }
     }
 }

@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, watch};
@@ -205,6 +205,8 @@ struct WriteJob {
     run: Box<dyn Fn(&Connection) -> Attempt + Send>,
     /// Answers the caller with the outcome of the last run and the commit's result.
     finish: Box<dyn FnOnce(Result<(), String>) + Send>,
+    /// When the caller queued it (`sqlite_write_queue_seconds` is the wait until its batch).
+    queued_at: Instant,
 }
 
 /// The handle write methods use; cheap to clone.
@@ -286,6 +288,7 @@ impl Writer {
                 };
                 let _ = reply.send(answer);
             }),
+            queued_at: Instant::now(),
         };
         self.jobs
             .send_async(Message::Job(job))
@@ -365,6 +368,11 @@ fn attempt(conn: &Connection, job: &WriteJob) -> Attempt {
 /// run again with each job in its own `SAVEPOINT`, so a failing job is rolled back alone.
 fn commit_batch(conn: &Connection, batch: Vec<WriteJob>, outbox_commits: &watch::Sender<i64>) {
     metrics::histogram!("sqlite_group_commit_size").record(batch.len() as f64);
+    let started = Instant::now();
+    let queue_wait = metrics::histogram!("sqlite_write_queue_seconds");
+    for job in &batch {
+        queue_wait.record(started.saturating_duration_since(job.queued_at));
+    }
     let (committed, attempts) = match run_straight(conn, &batch) {
         Some(result) => result,
         None => {
@@ -381,6 +389,7 @@ fn commit_batch(conn: &Connection, batch: Vec<WriteJob>, outbox_commits: &watch:
     {
         crate::announce_outbox_commit(outbox_commits, seq);
     }
+    metrics::histogram!("sqlite_group_commit_seconds").record(started.elapsed());
     for job in batch {
         (job.finish)(committed.clone());
     }
@@ -443,7 +452,18 @@ fn run_isolated(conn: &Connection, batch: &[WriteJob]) -> (Result<(), String>, V
 }
 
 /// Indexes the transaction's new tasks and commits it (rolling back if either fails).
+///
+/// Its time (indexing the batch's new tasks, writing the log, syncing it) is recorded in
+/// `sqlite_commit_seconds`.
 fn commit(conn: &Connection) -> Result<(), String> {
+    let started = Instant::now();
+    let committed = index_and_commit(conn);
+    metrics::histogram!("sqlite_commit_seconds").record(started.elapsed());
+    committed
+}
+
+/// [`commit`] without the timing.
+fn index_and_commit(conn: &Connection) -> Result<(), String> {
     if let Err(error) = super::deferred_index::index_pending(conn) {
         let _ = execute(conn, "ROLLBACK");
         return Err(format!("indexing the new tasks failed: {error}"));
