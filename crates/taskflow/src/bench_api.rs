@@ -15,8 +15,8 @@
 //!    `start + k / rate` and its latency counts from then, so a server that falls behind is
 //!    charged for the queue it causes (no coordinated omission). Each half-peak phase also
 //!    reports, from the server's `/metrics` scraped before and after it, where the server's
-//!    time went (`server`: the HTTP handler, the SQLite writer's queue, transactions, commits
-//!    and checkpoints).
+//!    time went (`server`: the HTTP handler, the SQLite readers' and writer's queues, the
+//!    writer's transactions and commits, checkpoints).
 //!
 //! Each client acts as a user of its own for creates and completions (it completes tasks it
 //! created, each at most once). Lists read one more user, whose `--list-tasks` tasks all

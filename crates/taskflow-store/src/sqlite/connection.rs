@@ -159,7 +159,8 @@ impl Readers {
         self.read(work).await
     }
 
-    /// Runs `work` on a reader connection and returns its result.
+    /// Runs `work` on a reader connection and returns its result; the wait for a free reader
+    /// is recorded in `sqlite_read_queue_seconds`.
     pub(crate) async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -169,7 +170,9 @@ impl Readers {
             return Err(StoreError::Unavailable("the database is closed".into()));
         }
         let (reply, answer) = oneshot::channel();
+        let queued_at = Instant::now();
         let job: ReadJob = Box::new(move |conn| {
+            metrics::histogram!("sqlite_read_queue_seconds").record(queued_at.elapsed());
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
                 .unwrap_or_else(|_| Err(StoreError::Corrupt("a database read panicked".into())));
             let _ = reply.send(result);

@@ -2,10 +2,11 @@
 //! scrapes of a few latency histograms, taken before and after the phase.
 //!
 //! The client's latency says how long a request took; these say which part of the server it
-//! waited in (the HTTP handler as a whole, the SQLite writer's queue, its transactions and
-//! commits, the checkpoints). Quantiles are read from the histograms' buckets with linear
-//! interpolation inside a bucket, as Prometheus' `histogram_quantile` does, so they are only
-//! as fine as the buckets (0.5, 1, 2.5, 5, 10, 25, 50 ms …).
+//! waited in (the HTTP handler as a whole, the SQLite readers' and writer's queues, the
+//! writer's transactions and commits, the checkpoints). Quantiles are read from the
+//! histograms' buckets with linear interpolation inside a bucket, as Prometheus'
+//! `histogram_quantile` does, so they are only as fine as the buckets (0.5, 1, 2.5, 5, 10,
+//! 25, 50 ms …).
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,11 @@ const WATCHED: &[Watched] = &[
     Watched {
         name: "sqlite_write_queue",
         metric: "sqlite_write_queue_seconds",
+        labels: &[],
+    },
+    Watched {
+        name: "sqlite_read_queue",
+        metric: "sqlite_read_queue_seconds",
         labels: &[],
     },
     Watched {
