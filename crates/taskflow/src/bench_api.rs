@@ -539,15 +539,20 @@ fn postgres_cpu_time() -> Duration {
         .sum()
 }
 
-/// The server's latency histograms now (see [`server_metrics`]).
-async fn scrape(server: &Server) -> anyhow::Result<server_metrics::Snapshot> {
-    let text = reqwest::Client::new()
+/// The server's `/metrics` text now.
+async fn metrics_text(client: &reqwest::Client, server: &Server) -> anyhow::Result<String> {
+    Ok(client
         .get(format!("{}/metrics", server.base))
         .send()
         .await?
         .error_for_status()?
         .text()
-        .await?;
+        .await?)
+}
+
+/// The server's latency histograms now (see [`server_metrics`]).
+async fn scrape(server: &Server) -> anyhow::Result<server_metrics::Snapshot> {
+    let text = metrics_text(&reqwest::Client::new(), server).await?;
     Ok(server_metrics::Snapshot::parse(&text))
 }
 
@@ -557,13 +562,7 @@ async fn wait_for_audit(server: &Server, expected: u64) -> anyhow::Result<Durati
     let deadline = started + Duration::from_secs(300);
     let client = reqwest::Client::new();
     loop {
-        let text = client
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
+        let text = metrics_text(&client, server).await?;
         let consumed: f64 = text
             .lines()
             .filter(|line| {

@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 struct Watched {
     /// The name in the result file.
     name: &'static str,
+    /// The histogram's name in `/metrics`.
     metric: &'static str,
+    /// `key="value"` pairs a series must carry to count.
     labels: &'static [&'static str],
 }
 
