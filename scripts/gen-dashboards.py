@@ -37,6 +37,12 @@ DASHBOARDS = {
              [("{{pod}}", f'sum by (pod) (rate(container_cpu_usage_seconds_total{{container="taskflow", pod=~"$pod"}}[{RATE}]))')]),
             ("Memory by pod", "bytes",
              [("{{pod}}", 'sum by (pod) (container_memory_working_set_bytes{container="taskflow", pod=~"$pod"})')]),
+            ("SQLite: queue waits, transactions and commits p99 (single-node deployments)", "s",
+             [("queue wait p99", f'histogram_quantile(0.99, sum by (le) (rate(sqlite_write_queue_seconds_bucket[{RATE}])))'),
+              ("group transaction p99", f'histogram_quantile(0.99, sum by (le) (rate(sqlite_group_commit_seconds_bucket[{RATE}])))'),
+              ("commit (log write and sync) p99", f'histogram_quantile(0.99, sum by (le) (rate(sqlite_commit_seconds_bucket[{RATE}])))'),
+              ("checkpoint p99", f'histogram_quantile(0.99, sum by (le) (rate(sqlite_checkpoint_seconds_bucket[{RATE}])))'),
+              ("reader queue wait p99", f'histogram_quantile(0.99, sum by (le) (rate(sqlite_read_queue_seconds_bucket[{RATE}])))')]),
         ],
     },
     "events": {
