@@ -66,36 +66,22 @@ const WATCHED: &[Watched] = &[
     },
 ];
 
-/// Cumulative bucket counts (upper bound in seconds → count), sum and count of one histogram,
-/// summed over the series that match its labels.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Cumulative bucket counts (upper bound in seconds, count; by bound, `+Inf` last), sum and
+/// count of one histogram, summed over the series that match its labels.
+#[derive(Clone, Debug, Default)]
 struct Histogram {
-    buckets: BTreeMap<OrderedBound, f64>,
+    buckets: Vec<(f64, f64)>,
     sum: f64,
     count: f64,
 }
 
-/// A bucket's upper bound, ordered (`+Inf` last).
-#[derive(Clone, Copy, Debug)]
-struct OrderedBound(f64);
-
-impl PartialEq for OrderedBound {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for OrderedBound {}
-
-impl PartialOrd for OrderedBound {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for OrderedBound {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
+impl Histogram {
+    /// The cumulative count of the bucket ending at `bound` (0 if there is none).
+    fn bucket(&self, bound: f64) -> f64 {
+        self.buckets
+            .iter()
+            .find(|(b, _)| *b == bound)
+            .map_or(0.0, |(_, count)| *count)
     }
 }
 
@@ -124,7 +110,10 @@ impl Snapshot {
                 }
                 if rest.starts_with("_bucket{") {
                     if let Some(bound) = bucket_bound(series) {
-                        *histogram.buckets.entry(OrderedBound(bound)).or_default() += value;
+                        match histogram.buckets.iter_mut().find(|(b, _)| *b == bound) {
+                            Some((_, count)) => *count += value,
+                            None => histogram.buckets.push((bound, value)),
+                        }
                         seen = true;
                     }
                 } else if rest.starts_with("_sum") {
@@ -134,6 +123,7 @@ impl Snapshot {
                 }
             }
             if seen {
+                histogram.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
                 histograms.insert(watched.name, histogram);
             }
         }
@@ -150,12 +140,7 @@ impl Snapshot {
                 buckets: after
                     .buckets
                     .iter()
-                    .map(|(bound, count)| {
-                        (
-                            *bound,
-                            count - earlier.buckets.get(bound).copied().unwrap_or(0.0),
-                        )
-                    })
+                    .map(|&(bound, count)| (bound, count - earlier.bucket(bound)))
                     .collect(),
                 sum: after.sum - earlier.sum,
                 count: after.count - earlier.count,
@@ -182,26 +167,30 @@ impl Histogram {
     /// The `q` quantile in seconds, interpolated linearly within its bucket; `None` when it
     /// falls in the open-ended last bucket.
     fn quantile(&self, q: f64) -> Option<f64> {
-        let total = self.buckets.values().copied().fold(0.0, f64::max);
+        let total = self
+            .buckets
+            .iter()
+            .map(|(_, count)| *count)
+            .fold(0.0, f64::max);
         if total <= 0.0 {
             return None;
         }
         let rank = q * total;
-        let mut lower = (0.0, 0.0);
-        for (bound, cumulative) in &self.buckets {
-            if *cumulative >= rank {
-                if bound.0.is_infinite() {
+        let (mut lower_bound, mut lower_count) = (0.0, 0.0);
+        for &(bound, cumulative) in &self.buckets {
+            if cumulative >= rank {
+                if bound.is_infinite() {
                     return None;
                 }
-                let in_bucket = cumulative - lower.1;
+                let in_bucket = cumulative - lower_count;
                 let share = if in_bucket > 0.0 {
-                    (rank - lower.1) / in_bucket
+                    (rank - lower_count) / in_bucket
                 } else {
                     1.0
                 };
-                return Some(lower.0 + (bound.0 - lower.0) * share);
+                return Some(lower_bound + (bound - lower_bound) * share);
             }
-            lower = (bound.0, *cumulative);
+            (lower_bound, lower_count) = (bound, cumulative);
         }
         None
     }
