@@ -1045,6 +1045,157 @@ async fn outbox(store: &dyn Store) {
     );
 }
 
+/// Reads every page of `user`'s audit log (of `task`, if given) in both orders.
+async fn all_audit_pages(
+    store: &dyn Store,
+    user: UserId,
+    task: Option<TaskId>,
+    newest_first: bool,
+    limit: u32,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .audit_entries(
+                user,
+                crate::AuditQuery {
+                    task,
+                    after,
+                    newest_first,
+                    limit,
+                },
+            )
+            .await
+            .expect("audit page");
+        assert!(
+            page.entries.len() <= limit as usize,
+            "a page holds at most `limit`"
+        );
+        assert!(
+            page.entries.iter().all(|e| e.user_id == user),
+            "only the caller's entries"
+        );
+        ids.extend(page.entries.into_iter().map(|e| e.event_id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return ids,
+        }
+    }
+}
+
+/// Audit pages: cursors continue where the last page ended, in log order or newest first, for
+/// the whole log or one task, and never reach another user's entries.
+async fn audit_pages(store: &dyn Store, owner: &User, other: &User, first: &Task) {
+    let second = task(owner.id, "Audited too", Priority::None, &[], None, 0);
+    let theirs = task(other.id, "Not yours", Priority::None, &[], None, 0);
+    let mut written = vec!["e1".to_owned(), "e2".to_owned()];
+    for n in 0..7 {
+        // Alternate the owner's two tasks, with another user's entries in between.
+        let (owner_task, event_id) = if n % 2 == 0 {
+            (second.id, format!("p{n}"))
+        } else {
+            (first.id, format!("p{n}"))
+        };
+        for (user, task_id, id) in [
+            (owner.id, owner_task, event_id.clone()),
+            (other.id, theirs.id, format!("x{n}")),
+        ] {
+            let entry = crate::AuditEntry {
+                event_id: id.clone(),
+                user_id: user,
+                task_id,
+                event_type: "taskflow.task.updated.v1".into(),
+                occurred_at: start(),
+                data: serde_json::json!({"n": n}),
+            };
+            store
+                .apply_once("audit", &id, &crate::ConsumerEffect::Audit(entry), start())
+                .await
+                .expect("apply");
+        }
+        written.push(event_id);
+    }
+    let newest_first: Vec<String> = written.iter().rev().cloned().collect();
+    for limit in [1, 2, 3, 9, 10] {
+        assert_eq!(
+            all_audit_pages(store, owner.id, None, false, limit).await,
+            written,
+            "oldest first, {limit} a page"
+        );
+        assert_eq!(
+            all_audit_pages(store, owner.id, None, true, limit).await,
+            newest_first,
+            "newest first, {limit} a page"
+        );
+    }
+    let of_first: Vec<String> = ["e1", "e2", "p1", "p3", "p5"].map(String::from).to_vec();
+    assert_eq!(
+        all_audit_pages(store, owner.id, Some(first.id), false, 2).await,
+        of_first
+    );
+    let mut reversed = of_first.clone();
+    reversed.reverse();
+    assert_eq!(
+        all_audit_pages(store, owner.id, Some(first.id), true, 2).await,
+        reversed
+    );
+    // A full last page says so only when more follow.
+    let exact = store
+        .audit_entries(
+            owner.id,
+            crate::AuditQuery {
+                task: Some(first.id),
+                after: None,
+                newest_first: false,
+                limit: 5,
+            },
+        )
+        .await
+        .expect("audit");
+    assert_eq!(exact.entries.len(), 5);
+    assert_eq!(exact.next, None);
+    // Another user's task, or a cursor taken from another user's log, shows nothing of theirs.
+    let mine = store
+        .audit_entries(
+            owner.id,
+            crate::AuditQuery {
+                task: Some(theirs.id),
+                after: None,
+                newest_first: false,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("audit");
+    assert!(mine.entries.is_empty());
+    let their_page = store
+        .audit_entries(
+            other.id,
+            crate::AuditQuery {
+                task: None,
+                after: None,
+                newest_first: false,
+                limit: 2,
+            },
+        )
+        .await
+        .expect("audit");
+    let continued = store
+        .audit_entries(
+            owner.id,
+            crate::AuditQuery {
+                task: None,
+                after: their_page.next,
+                newest_first: false,
+                limit: 100,
+            },
+        )
+        .await
+        .expect("audit");
+    assert!(continued.entries.iter().all(|e| e.user_id == owner.id));
+}
+
 async fn consumers(store: &dyn Store) {
     let owner = user("audit@example.com");
     let other = user("audit2@example.com");
@@ -1093,40 +1244,51 @@ async fn consumers(store: &dyn Store) {
         )
         .await
         .expect("apply");
-    let entries = store
-        .audit_entries(owner.id, Some(t.id), 10)
+    let audit = |task: Option<TaskId>| crate::AuditQuery {
+        task,
+        after: None,
+        newest_first: false,
+        limit: 10,
+    };
+    let page = store
+        .audit_entries(owner.id, audit(Some(t.id)))
         .await
         .expect("audit");
     assert_eq!(
-        entries
+        page.entries
             .iter()
             .map(|e| e.event_id.as_str())
             .collect::<Vec<_>>(),
         vec!["e1", "e2"]
     );
-    assert_eq!(entries[0], entry("e1"));
+    assert_eq!(page.entries[0], entry("e1"));
+    assert_eq!(page.next, None, "everything fit on one page");
     assert!(
         store
-            .audit_entries(other.id, Some(t.id), 10)
+            .audit_entries(other.id, audit(Some(t.id)))
             .await
             .expect("audit")
+            .entries
             .is_empty()
     );
     assert!(
         store
-            .audit_entries(owner.id, Some(TaskId::new()), 10)
+            .audit_entries(owner.id, audit(Some(TaskId::new())))
             .await
             .expect("audit")
+            .entries
             .is_empty()
     );
     assert_eq!(
         store
-            .audit_entries(owner.id, None, 10)
+            .audit_entries(owner.id, audit(None))
             .await
             .expect("audit")
+            .entries
             .len(),
         2
     );
+    audit_pages(store, &owner, &other, &t).await;
 
     // Dead letters: recorded with a notice on the .dlq topic, listed, replayed through the outbox.
     let events = task_events(TaskEventKind::Created, &t, start(), None);

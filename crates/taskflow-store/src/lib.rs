@@ -296,6 +296,59 @@ pub struct AuditEntry {
     pub data: serde_json::Value,
 }
 
+/// Which audit entries to read: the caller's, optionally of one task, one page at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only this task's entries.
+    pub task: Option<TaskId>,
+    /// Continue after this position (an [`AuditPage::next`] of the previous page).
+    pub after: Option<i64>,
+    /// Newest entries first instead of oldest first.
+    pub newest_first: bool,
+    /// At most this many entries.
+    pub limit: u32,
+}
+
+impl AuditQuery {
+    /// The position the page starts after: the cursor, or before the first entry in the chosen
+    /// order (log positions are positive).
+    pub(crate) fn start(&self) -> i64 {
+        self.after
+            .unwrap_or(if self.newest_first { i64::MAX } else { 0 })
+    }
+
+    /// How many rows to fetch: one beyond the limit, to learn whether another page follows.
+    pub(crate) fn fetch(&self) -> i64 {
+        i64::from(self.limit) + 1
+    }
+}
+
+/// One page of a user's audit log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditPage {
+    /// The entries, in the order asked for.
+    pub entries: Vec<AuditEntry>,
+    /// Where the next page starts (pass it as [`AuditQuery::after`]); `None` on the last page.
+    pub next: Option<i64>,
+}
+
+impl AuditPage {
+    /// The page from rows fetched with [`AuditQuery::fetch`], each with its log position.
+    pub(crate) fn from_rows(mut rows: Vec<(i64, AuditEntry)>, limit: u32) -> Self {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = if more {
+            rows.last().map(|(seq, _)| *seq)
+        } else {
+            None
+        };
+        Self {
+            entries: rows.into_iter().map(|(_, entry)| entry).collect(),
+            next,
+        }
+    }
+}
+
 /// What a consumer does to the database for one event; applied together with the record that
 /// the event was processed, so a redelivered event has no second effect.
 #[derive(Clone, Debug, PartialEq)]
@@ -489,13 +542,10 @@ pub trait ConsumerStore: Send + Sync {
         id: uuid::Uuid,
         now: DateTime<Utc>,
     ) -> Result<DeadLetter, StoreError>;
-    /// The user's audit entries, oldest first, optionally for one task.
-    async fn audit_entries(
-        &self,
-        user: UserId,
-        task: Option<TaskId>,
-        limit: u32,
-    ) -> Result<Vec<AuditEntry>, StoreError>;
+    /// One page of the user's audit entries (in log order, or newest first), optionally of one
+    /// task.
+    async fn audit_entries(&self, user: UserId, query: AuditQuery)
+    -> Result<AuditPage, StoreError>;
 }
 
 /// Reminders a scheduler claimed together: they fire under `token` until `lease_until`.

@@ -19,8 +19,8 @@ use taskflow_store::portability::{self, PortabilityError, Record};
 use taskflow_store::postgres::{PostgresSettings, PostgresStore};
 use taskflow_store::sqlite::{SqliteSettings, SqliteStore};
 use taskflow_store::{
-    AccessToken, AuditEntry, ConsumerEffect, DeadLetter, OutboxStore as _, Store, TaskQuery,
-    query::search_terms,
+    AccessToken, AuditEntry, AuditQuery, ConsumerEffect, DeadLetter, OutboxStore as _, Store,
+    TaskQuery, query::search_terms,
 };
 use taskflow_testing::postgres::ScratchPostgres;
 
@@ -414,9 +414,18 @@ async fn check_imported(store: &dyn Store, filled: &Filled) {
     );
     assert_eq!(
         store
-            .audit_entries(filled.owner.id, None, 10)
+            .audit_entries(
+                filled.owner.id,
+                AuditQuery {
+                    task: None,
+                    after: None,
+                    newest_first: false,
+                    limit: 10,
+                },
+            )
             .await
             .unwrap()
+            .entries
             .iter()
             .map(|e| e.event_id.as_str())
             .collect::<Vec<_>>(),

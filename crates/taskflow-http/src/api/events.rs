@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use taskflow_domain::TaskId;
-use taskflow_store::DeadLetter;
+use taskflow_store::{AuditQuery, DeadLetter};
 use utoipa::ToSchema;
 
 use crate::auth::CurrentUser;
@@ -30,16 +30,21 @@ pub struct AuditEntryResponse {
     pub data: serde_json::Value,
 }
 
-/// Audit entries, oldest first.
+/// One page of audit entries.
 #[derive(Serialize, ToSchema)]
 pub struct AuditList {
-    /// The entries.
+    /// The entries, oldest first (or newest first with `order=newest`).
     pub items: Vec<AuditEntryResponse>,
+    /// Pass as `cursor` (with the same `order` and `task_id`) for the next page; null on the last.
+    pub next_cursor: Option<String>,
 }
 
-/// The caller's audit log, optionally for one task (append-only; written by the audit consumer).
+/// The caller's audit log, optionally for one task (append-only; written by the audit consumer),
+/// a page at a time.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "events", security(("bearer" = [])),
     params(("task_id" = Option<String>, Query, description = "Only this task"),
+           ("order" = Option<String>, Query, description = "`oldest` (default) or `newest` first"),
+           ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
            ("limit" = Option<u32>, Query, description = "1–1000, default 200")),
     responses((status = 200, body = AuditList), (status = 400, body = Problem)))]
 pub async fn audit_log(
@@ -47,7 +52,7 @@ pub async fn audit_log(
     CurrentUser(user): CurrentUser,
     params: QueryParams,
 ) -> Result<Json<AuditList>, ApiError> {
-    params.only(&["task_id", "limit"])?;
+    params.only(&["task_id", "order", "cursor", "limit"])?;
     let task = match params.single("task_id")? {
         Some(text) => Some(
             text.parse::<TaskId>()
@@ -55,11 +60,36 @@ pub async fn audit_log(
         ),
         None => None,
     };
+    let newest_first = match params.single("order")? {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(_) => {
+            return Err(ApiError::query(
+                "order",
+                "invalid",
+                "order is `oldest` or `newest`",
+            ));
+        }
+    };
+    let after = params
+        .single("cursor")?
+        .map(|text| decode_audit_cursor(text, newest_first))
+        .transpose()?;
     let limit = parse_limit(&params, 200, 1000)?;
-    let items = state
+    let page = state
         .store
-        .audit_entries(user.id, task, limit)
-        .await?
+        .audit_entries(
+            user.id,
+            AuditQuery {
+                task,
+                after,
+                newest_first,
+                limit,
+            },
+        )
+        .await?;
+    let items = page
+        .entries
         .into_iter()
         .map(|e| AuditEntryResponse {
             event_id: e.event_id,
@@ -69,7 +99,31 @@ pub async fn audit_log(
             data: e.data,
         })
         .collect();
-    Ok(Json(AuditList { items }))
+    Ok(Json(AuditList {
+        items,
+        next_cursor: page.next.map(|seq| encode_audit_cursor(seq, newest_first)),
+    }))
+}
+
+/// A cursor is the log position of a page's last entry, marked with the order it was read in
+/// (`o` oldest first, `n` newest first), so it cannot continue a page of the other order.
+fn encode_audit_cursor(seq: i64, newest_first: bool) -> String {
+    format!("{}{seq}", if newest_first { 'n' } else { 'o' })
+}
+
+fn decode_audit_cursor(text: &str, newest_first: bool) -> Result<i64, ApiError> {
+    let mark = if newest_first { "n" } else { "o" };
+    text.strip_prefix(mark)
+        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse::<i64>().ok())
+        .filter(|seq| *seq > 0)
+        .ok_or_else(|| {
+            ApiError::query(
+                "cursor",
+                "invalid_cursor",
+                "pass back the next_cursor of a previous page, with the same order",
+            )
+        })
 }
 
 fn parse_limit(params: &QueryParams, default: u32, max: u32) -> Result<u32, ApiError> {

@@ -14,7 +14,8 @@ use super::{
 };
 use crate::error::StoreError;
 use crate::{
-    AuditEntry, ConsumerEffect, ConsumerStore, DeadLetter, OutboxBacklog, OutboxRecord, OutboxStore,
+    AuditEntry, AuditPage, AuditQuery, ConsumerEffect, ConsumerStore, DeadLetter, OutboxBacklog,
+    OutboxRecord, OutboxStore,
 };
 
 /// Columns of one outbox row to insert.
@@ -554,31 +555,54 @@ impl ConsumerStore for PostgresStore {
     async fn audit_entries(
         &self,
         user: UserId,
-        task: Option<TaskId>,
-        limit: u32,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log
-             WHERE user_id = $1 AND ($2::uuid IS NULL OR task_id = $2)
-             ORDER BY seq LIMIT $3",
-        )
-        .bind(user.as_uuid())
-        .bind(task.map(|t| t.as_uuid()))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_error)?;
-        rows.iter()
+        query: AuditQuery,
+    ) -> Result<AuditPage, StoreError> {
+        let sql = audit_page_statement(query.task.is_some(), query.newest_first);
+        let mut statement = sqlx::query(sql)
+            .bind(user.as_uuid())
+            .bind(query.start())
+            .bind(query.fetch());
+        if let Some(task) = query.task {
+            statement = statement.bind(task.as_uuid());
+        }
+        let rows = statement.fetch_all(&self.pool).await.map_err(pg_error)?;
+        let rows = rows
+            .iter()
             .map(|row| {
-                Ok(AuditEntry {
+                let entry = AuditEntry {
                     event_id: row.try_get("event_id")?,
                     user_id: UserId::from_uuid(row.try_get("user_id")?),
                     task_id: TaskId::from_uuid(row.try_get("task_id")?),
                     event_type: row.try_get("event_type")?,
                     occurred_at: row.try_get("occurred_at")?,
                     data: row.try_get("data")?,
-                })
+                };
+                Ok((row.try_get("seq")?, entry))
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(AuditPage::from_rows(rows, query.limit))
+    }
+}
+
+/// The statement reading a page of a user's audit log (`$1` user, `$2` the position to start
+/// after, `$3` how many, `$4` the task if `of_task`): one per shape, so each plan, custom or
+/// generic, walks `audit_log_user_seq` or `audit_log_user_task` in order from the cursor.
+pub fn audit_page_statement(of_task: bool, newest_first: bool) -> &'static str {
+    match (of_task, newest_first) {
+        (false, false) => {
+            "SELECT * FROM audit_log WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        }
+        (false, true) => {
+            "SELECT * FROM audit_log WHERE user_id = $1 AND seq < $2
+             ORDER BY seq DESC LIMIT $3"
+        }
+        (true, false) => {
+            "SELECT * FROM audit_log WHERE user_id = $1 AND task_id = $4 AND seq > $2
+             ORDER BY seq LIMIT $3"
+        }
+        (true, true) => {
+            "SELECT * FROM audit_log WHERE user_id = $1 AND task_id = $4 AND seq < $2
+             ORDER BY seq DESC LIMIT $3"
+        }
     }
 }

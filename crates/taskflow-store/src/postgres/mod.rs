@@ -140,6 +140,7 @@ impl PostgresSettings {
     }
 }
 
+pub use events::audit_page_statement;
 pub use order_claim::{CLAIM_CHECK_LOCK, GLOBAL_ORDER_LOCK, PER_KEY_ORDER_LOCK};
 
 /// The connection on which this process leads the outbox relay (holding [`RELAY_LOCK`]) or,

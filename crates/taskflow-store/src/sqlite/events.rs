@@ -4,15 +4,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
+use taskflow_domain::UserId;
 use taskflow_domain::events::OutgoingEvent;
-use taskflow_domain::{TaskId, UserId};
 
 use super::SqliteStore;
 use super::rows::micros;
 use super::tasks::query_all;
 use crate::error::StoreError;
 use crate::{
-    AuditEntry, ConsumerEffect, ConsumerStore, DeadLetter, OutboxBacklog, OutboxRecord, OutboxStore,
+    AuditEntry, AuditPage, AuditQuery, ConsumerEffect, ConsumerStore, DeadLetter, OutboxBacklog,
+    OutboxRecord, OutboxStore,
 };
 
 /// An outbox row ready to insert: the event already serialised.
@@ -435,38 +436,109 @@ impl ConsumerStore for SqliteStore {
     async fn audit_entries(
         &self,
         user: UserId,
-        task: Option<TaskId>,
-        limit: u32,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.read(move |conn| {
-            query_all(
-                conn,
-                "SELECT * FROM audit_log WHERE user_id = ?1 AND (?2 IS NULL OR task_id = ?2) ORDER BY seq LIMIT ?3",
-                &[
-                    Value::Text(user.to_string()),
-                    task.map_or(Value::Null, |t| Value::Text(t.to_string())),
-                    Value::Integer(i64::from(limit)),
-                ],
-                |row| {
-                    let user_id: String = row.get("user_id")?;
-                    let task_id: String = row.get("task_id")?;
-                    let data: String = row.get("data")?;
-                    Ok(AuditEntry {
-                        event_id: row.get("event_id")?,
-                        user_id: user_id
-                            .parse()
-                            .map_err(|_| StoreError::Corrupt("audit_log.user_id".into()))?,
-                        task_id: task_id
-                            .parse()
-                            .map_err(|_| StoreError::Corrupt("audit_log.task_id".into()))?,
-                        event_type: row.get("event_type")?,
-                        occurred_at: instant(row.get("occurred_at")?)?,
-                        data: serde_json::from_str(&data)
-                            .map_err(|e| StoreError::Corrupt(format!("audit_log.data: {e}")))?,
-                    })
-                },
-            )
-        })
-        .await
+        query: AuditQuery,
+    ) -> Result<AuditPage, StoreError> {
+        let sql = audit_statement(query.task.is_some(), query.newest_first);
+        let mut values = vec![
+            Value::Text(user.to_string()),
+            Value::Integer(query.start()),
+            Value::Integer(query.fetch()),
+        ];
+        if let Some(task) = query.task {
+            values.push(Value::Text(task.to_string()));
+        }
+        let rows = self
+            .read(move |conn| query_all(conn, sql, &values, audit_row))
+            .await?;
+        Ok(AuditPage::from_rows(rows, query.limit))
+    }
+}
+
+/// The statement reading a page of a user's audit log (`?1` user, `?2` the position to start
+/// after, `?3` how many, `?4` the task if `of_task`): one per shape, so each walks
+/// `audit_log_user_seq` or `audit_log_user_task` in order from the cursor (`?4 IS NULL OR …`
+/// would keep SQLite off the task index).
+fn audit_statement(of_task: bool, newest_first: bool) -> &'static str {
+    match (of_task, newest_first) {
+        (false, false) => {
+            "SELECT * FROM audit_log WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        }
+        (false, true) => {
+            "SELECT * FROM audit_log WHERE user_id = ?1 AND seq < ?2
+             ORDER BY seq DESC LIMIT ?3"
+        }
+        (true, false) => {
+            "SELECT * FROM audit_log WHERE user_id = ?1 AND task_id = ?4 AND seq > ?2
+             ORDER BY seq LIMIT ?3"
+        }
+        (true, true) => {
+            "SELECT * FROM audit_log WHERE user_id = ?1 AND task_id = ?4 AND seq < ?2
+             ORDER BY seq DESC LIMIT ?3"
+        }
+    }
+}
+
+/// An audit entry with its log position.
+fn audit_row(row: &Row<'_>) -> Result<(i64, AuditEntry), StoreError> {
+    let user_id: String = row.get("user_id")?;
+    let task_id: String = row.get("task_id")?;
+    let data: String = row.get("data")?;
+    let entry = AuditEntry {
+        event_id: row.get("event_id")?,
+        user_id: user_id
+            .parse()
+            .map_err(|_| StoreError::Corrupt("audit_log.user_id".into()))?,
+        task_id: task_id
+            .parse()
+            .map_err(|_| StoreError::Corrupt("audit_log.task_id".into()))?,
+        event_type: row.get("event_type")?,
+        occurred_at: instant(row.get("occurred_at")?)?,
+        data: serde_json::from_str(&data)
+            .map_err(|e| StoreError::Corrupt(format!("audit_log.data: {e}")))?,
+    };
+    Ok((row.get("seq")?, entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every page of the audit log, of one task or all, in either order, walks an index from the
+    /// cursor instead of sorting the user's entries.
+    #[tokio::test]
+    async fn audit_pages_walk_an_index_in_order() {
+        let (store, dir) = crate::sqlite::scratch_store("audit-plan").await;
+        for (of_task, newest_first, index) in [
+            (false, false, "audit_log_user_seq"),
+            (false, true, "audit_log_user_seq"),
+            (true, false, "audit_log_user_task"),
+            (true, true, "audit_log_user_task"),
+        ] {
+            let sql = audit_statement(of_task, newest_first);
+            let plan = store
+                .read(move |conn| {
+                    let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let values = [
+                        Value::Text("u".into()),
+                        Value::Integer(5),
+                        Value::Integer(10),
+                        Value::Text("t".into()),
+                    ];
+                    let count = statement.parameter_count();
+                    let details = statement
+                        .query_map(rusqlite::params_from_iter(&values[..count]), |row| {
+                            row.get::<_, String>(3)
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(details.join("\n"))
+                })
+                .await
+                .expect("plan");
+            let shape = format!("task {of_task}, newest first {newest_first}");
+            assert!(plan.contains(index), "{shape}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{shape} sorts: {plan}");
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,5 +1,6 @@
 //! Events over the real app: every produced event validates against its JSON Schema, the audit
-//! consumer records each task change once, and dead letters are listed and replayed by admins.
+//! consumer records each task change once, the audit log pages in either order, and dead letters
+//! are listed and replayed by admins.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,6 +9,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use taskflow_domain::events::{CloudEvent, OutgoingEvent, Topic};
 use taskflow_testing::{TestApp, TestUser};
+
+use crate::support::{error_fields, expect_problem};
 
 /// A validator per event type, from `docs/events/`.
 pub fn schemas() -> HashMap<String, jsonschema::Validator> {
@@ -334,6 +337,148 @@ async fn the_audit_log_records_each_change_once_for_its_owner_only() {
             .await
             .unwrap();
         assert_eq!(response.status(), 400, "{bad}");
+    }
+}
+
+/// Every page of the caller's audit log through `next_cursor`, as event ids.
+async fn audit_pages(app: &TestApp, user: &TestUser, query: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut path = format!("/api/v1/audit?{query}");
+    loop {
+        let page = send(app, user, Method::GET, &path, None).await;
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/audit?{query}&cursor={cursor}"),
+            None => return ids,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_pages_through_every_entry_in_either_order() {
+    let app = TestApp::spawn().await;
+    let user = app.register_user().await;
+    let other = app.register_user().await;
+    let first = app.create_task(&user, json!({"title": "One"})).await;
+    let first = first["id"].as_str().unwrap().to_owned();
+    app.create_task(&other, json!({"title": "Theirs"})).await;
+    app.create_task(&user, json!({"title": "Two"})).await;
+    for n in 0..3 {
+        send(
+            &app,
+            &user,
+            Method::PATCH,
+            &format!("/api/v1/tasks/{first}"),
+            Some(json!({"title": format!("One, edit {n}")})),
+        )
+        .await;
+    }
+    eventually("five audit entries", async || {
+        send(&app, &user, Method::GET, "/api/v1/audit", None).await["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 5
+    })
+    .await;
+    let all = send(&app, &user, Method::GET, "/api/v1/audit", None).await;
+    assert!(all["next_cursor"].is_null(), "one page holds all five");
+    let oldest_first: Vec<String> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let newest_first: Vec<String> = oldest_first.iter().rev().cloned().collect();
+    for limit in [1, 2, 4, 5] {
+        assert_eq!(
+            audit_pages(&app, &user, &format!("limit={limit}")).await,
+            oldest_first,
+            "{limit} a page"
+        );
+        assert_eq!(
+            audit_pages(&app, &user, &format!("limit={limit}&order=newest")).await,
+            newest_first,
+            "{limit} a page, newest first"
+        );
+    }
+    let of_first = audit_pages(
+        &app,
+        &user,
+        &format!("task_id={first}&limit=2&order=newest"),
+    )
+    .await;
+    assert_eq!(of_first.len(), 4, "created and three edits");
+    let newest = send(
+        &app,
+        &user,
+        Method::GET,
+        &format!("/api/v1/audit?task_id={first}&order=newest&limit=1"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        newest["items"][0]["data"]["task_data"]["title"],
+        "One, edit 2"
+    );
+    // The other user's log holds their one entry, and the caller's cursor is only a position in
+    // the log: it reads the other user's own entries after it, never the caller's.
+    let their_entries = audit_pages(&app, &other, "limit=1").await;
+    assert_eq!(their_entries.len(), 1);
+    let mine = send(&app, &user, Method::GET, "/api/v1/audit?limit=1", None).await;
+    let cursor = mine["next_cursor"].as_str().unwrap().to_owned();
+    let theirs = send(
+        &app,
+        &other,
+        Method::GET,
+        &format!("/api/v1/audit?cursor={cursor}"),
+        None,
+    )
+    .await;
+    for entry in theirs["items"].as_array().unwrap() {
+        assert!(their_entries.contains(&entry["event_id"].as_str().unwrap().to_owned()));
+    }
+
+    // Bad cursors and orders are refused by field; a cursor only continues its own order.
+    for (query, field, code) in [
+        (
+            format!("cursor={cursor}&order=newest"),
+            "cursor",
+            "invalid_cursor",
+        ),
+        ("cursor=o0".to_owned(), "cursor", "invalid_cursor"),
+        ("cursor=o-4".to_owned(), "cursor", "invalid_cursor"),
+        ("cursor=o%2B4".to_owned(), "cursor", "invalid_cursor"),
+        (
+            "cursor=o99999999999999999999".to_owned(),
+            "cursor",
+            "invalid_cursor",
+        ),
+        ("cursor=".to_owned(), "cursor", "invalid_cursor"),
+        (
+            "cursor=n3&cursor=n4&order=newest".to_owned(),
+            "cursor",
+            "repeated",
+        ),
+        ("order=latest".to_owned(), "order", "invalid"),
+    ] {
+        let problem = expect_problem(
+            app.authed(Method::GET, &format!("/api/v1/audit?{query}"), &user)
+                .send()
+                .await
+                .unwrap(),
+            400,
+            "invalid_query_parameter",
+        )
+        .await;
+        assert_eq!(error_fields(&problem), [field], "{query}");
+        assert_eq!(problem["errors"][0]["code"], code, "{query}");
     }
 }
 
