@@ -148,8 +148,8 @@ async fn audit_pages_walk_an_index_in_order() {
     for (of_task, newest_first, index) in [
         (false, false, "audit_log_user_seq"),
         (false, true, "audit_log_user_seq"),
-        (true, false, "audit_log_user_task"),
-        (true, true, "audit_log_user_task"),
+        (true, false, "audit_log_task"),
+        (true, true, "audit_log_task"),
     ] {
         let shape = format!("task {of_task}, newest first {newest_first}");
         let types = if of_task {

@@ -586,7 +586,7 @@ impl ConsumerStore for PostgresStore {
 
 /// The statement reading a page of a user's audit log (`$1` user, `$2` the position to start
 /// after, `$3` how many, `$4` the task if `of_task`): one per shape, so each plan, custom or
-/// generic, walks `audit_log_user_seq` or `audit_log_user_task` in order from the cursor.
+/// generic, walks `audit_log_user_seq` or `audit_log_task` in order from the cursor.
 pub fn audit_page_statement(of_task: bool, newest_first: bool) -> &'static str {
     match (of_task, newest_first) {
         (false, false) => {
@@ -597,11 +597,11 @@ pub fn audit_page_statement(of_task: bool, newest_first: bool) -> &'static str {
              ORDER BY seq DESC LIMIT $3"
         }
         (true, false) => {
-            "SELECT * FROM audit_log WHERE user_id = $1 AND task_id = $4 AND seq > $2
+            "SELECT * FROM audit_log WHERE task_id = $4 AND user_id = $1 AND seq > $2
              ORDER BY seq LIMIT $3"
         }
         (true, true) => {
-            "SELECT * FROM audit_log WHERE user_id = $1 AND task_id = $4 AND seq < $2
+            "SELECT * FROM audit_log WHERE task_id = $4 AND user_id = $1 AND seq < $2
              ORDER BY seq DESC LIMIT $3"
         }
     }

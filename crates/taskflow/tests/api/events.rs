@@ -72,6 +72,14 @@ async fn send(
     response.json().await.unwrap_or(Value::Null)
 }
 
+/// How many items a GET of `path` lists.
+async fn item_count(app: &TestApp, user: &TestUser, path: &str) -> usize {
+    send(app, user, Method::GET, path, None).await["items"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
 async fn eventually<F: AsyncFn() -> bool>(what: &str, check: F) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !check().await {
@@ -280,11 +288,7 @@ async fn the_audit_log_records_each_change_once_for_its_owner_only() {
 
     let path = format!("/api/v1/audit?task_id={id}");
     eventually("three audit entries", async || {
-        send(&app, &user, Method::GET, &path, None).await["items"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 3
+        item_count(&app, &user, &path).await == 3
     })
     .await;
     let audit = send(&app, &user, Method::GET, &path, None).await;
@@ -380,11 +384,7 @@ async fn the_audit_log_pages_through_every_entry_in_either_order() {
         .await;
     }
     eventually("five audit entries", async || {
-        send(&app, &user, Method::GET, "/api/v1/audit", None).await["items"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 5
+        item_count(&app, &user, "/api/v1/audit").await == 5
     })
     .await;
     let all = send(&app, &user, Method::GET, "/api/v1/audit", None).await;
@@ -513,11 +513,7 @@ async fn poison_events_are_dead_lettered_and_admins_can_replay_them() {
         .await
         .unwrap();
     eventually("the dead letter", async || {
-        send(&app, &admin, Method::GET, "/api/v1/admin/dlq", None).await["items"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 1
+        item_count(&app, &admin, "/api/v1/admin/dlq").await == 1
     })
     .await;
     let list = send(&app, &admin, Method::GET, "/api/v1/admin/dlq", None).await;
@@ -558,11 +554,7 @@ async fn poison_events_are_dead_lettered_and_admins_can_replay_them() {
     assert!(replayed["replayed_at"].is_string());
     // Still poison: it comes back as a second dead letter.
     eventually("the replayed event to fail again", async || {
-        send(&app, &admin, Method::GET, "/api/v1/admin/dlq", None).await["items"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 2
+        item_count(&app, &admin, "/api/v1/admin/dlq").await == 2
     })
     .await;
     let missing = app
