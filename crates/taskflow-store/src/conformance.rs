@@ -1045,7 +1045,8 @@ async fn outbox(store: &dyn Store) {
     );
 }
 
-/// Reads every page of `user`'s audit log (of `task`, if given) in both orders.
+/// Reads every page of `user`'s audit log (of `task`, if given), newest first or oldest first,
+/// `limit` entries a page, and returns the event ids in the order read.
 async fn all_audit_pages(
     store: &dyn Store,
     user: UserId,
