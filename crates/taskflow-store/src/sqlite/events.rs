@@ -516,26 +516,16 @@ mod tests {
             (true, false, "audit_log_task"),
             (true, true, "audit_log_task"),
         ] {
-            let sql = audit_statement(of_task, newest_first);
-            let plan = store
-                .read(move |conn| {
-                    let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                    let values = [
-                        Value::Text("u".into()),
-                        Value::Integer(5),
-                        Value::Integer(10),
-                        Value::Text("t".into()),
-                    ];
-                    let count = statement.parameter_count();
-                    let details = statement
-                        .query_map(rusqlite::params_from_iter(&values[..count]), |row| {
-                            row.get::<_, String>(3)
-                        })?
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok(details.join("\n"))
-                })
-                .await
-                .expect("plan");
+            let mut values = vec![
+                Value::Text("u".into()),
+                Value::Integer(5),
+                Value::Integer(10),
+            ];
+            if of_task {
+                values.push(Value::Text("t".into()));
+            }
+            let sql = audit_statement(of_task, newest_first).to_owned();
+            let plan = crate::sqlite::query_plan(&store, sql, values).await;
             let shape = format!("task {of_task}, newest first {newest_first}");
             assert!(plan.contains(index), "{shape}: {plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{shape} sorts: {plan}");

@@ -430,6 +430,28 @@ impl TokenStore for SqliteStore {
     }
 }
 
+/// `EXPLAIN QUERY PLAN` of `sql` with `values` bound, one detail per line, for the module's
+/// tests of which index a statement walks.
+#[cfg(test)]
+pub(crate) async fn query_plan(
+    store: &SqliteStore,
+    sql: String,
+    values: Vec<rusqlite::types::Value>,
+) -> String {
+    store
+        .read(move |conn| {
+            let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let details = statement
+                .query_map(rusqlite::params_from_iter(values.iter()), |row| {
+                    row.get::<_, String>(3)
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(details.join("\n"))
+        })
+        .await
+        .expect("plan")
+}
+
 /// A migrated store in a directory of its own under the system's temporary directory, for
 /// the module's tests; remove the directory when done.
 #[cfg(test)]

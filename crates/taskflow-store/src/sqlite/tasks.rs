@@ -656,18 +656,7 @@ mod tests {
     /// `EXPLAIN QUERY PLAN` of the listing statement for `query`, one detail per line.
     async fn plan(store: &SqliteStore, query: &TaskQuery) -> String {
         let sql = list_statement(UserId::new(), query);
-        store
-            .read(move |conn| {
-                let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", sql.sql))?;
-                let details = statement
-                    .query_map(rusqlite::params_from_iter(sql.values.iter()), |row| {
-                        row.get::<_, String>(3)
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(details.join("\n"))
-            })
-            .await
-            .expect("plan")
+        crate::sqlite::query_plan(store, sql.sql, sql.values).await
     }
 
     /// Due-date listings (all, pending only, a due range, overdue) walk an index in order
